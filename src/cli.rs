@@ -1,0 +1,215 @@
+//! Command-line definitions (clap derive). Nothing here runs anything.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Triage GitHub issues, fix the fixable ones, prove the fix with the repository's own
+/// tests, and open a draft pull request that explains itself.
+#[derive(Debug, Parser)]
+#[command(name = "autotriage", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Options every subcommand takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Global flags: accepted before or after the subcommand.
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Read this config file on top of the user and repository ones.
+    #[arg(long, global = true, env = "AUTOTRIAGE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON document (JSON lines for batches) instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Answer yes to every prompt (for scripts).
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// Write nothing to the forge or to any checkout; runs and memory still record.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// More detail on stderr (repeat for more).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Memory to use: a SQLite file path, or dynamodb:TABLE.
+    #[arg(long, global = true, env = "AUTOTRIAGE_MEMORY", value_name = "PATH|dynamodb:TABLE")]
+    pub memory: Option<String>,
+    /// Model entry from `models`, or provider:model_id.
+    #[arg(long, global = true, env = "AUTOTRIAGE_MODEL", value_name = "NAME")]
+    pub model: Option<String>,
+    /// Stop before spending more than this many USD on model calls.
+    #[arg(long, global = true, value_name = "USD")]
+    pub max_cost: Option<f64>,
+    /// Issues processed in parallel in batches.
+    #[arg(long, short = 'j', global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Act even where a safety check says no (trust policy, overwriting files).
+    #[arg(long, global = true)]
+    pub force: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read, search and move the memory of issues, triage results and runs.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+    /// List, inspect and prune run folders.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Write a commented autotriage.yaml for this checkout and ignore .autotriage/.
+    Init(InitArgs),
+    /// Show the merged configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+}
+
+/// `memory …`
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// Import issues: Markdown files or folders, gh JSON, CSV, or a `memory export`.
+    Import(MemoryImportArgs),
+    /// List stored issues.
+    List(MemoryListArgs),
+    /// Show one stored issue and its triage results.
+    Show(MemoryRefArgs),
+    /// Search stored issues by text, best first, with scores.
+    Search(MemorySearchArgs),
+    /// Counts: issues, labels, repositories, results, runs.
+    Stats,
+    /// Remove one issue and its triage results.
+    Forget(MemoryRefArgs),
+    /// Write everything as JSON lines (to stdout or a file).
+    Export(MemoryExportArgs),
+}
+
+/// `memory import`
+#[derive(Debug, Args)]
+pub struct MemoryImportArgs {
+    /// Sources: a .md file, a folder of them, gh JSON (`issues.json`, `issues.json#7`),
+    /// CSV (`data.csv`, `data.csv#12`) or a `memory export` JSONL file.
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
+}
+
+/// `memory list`
+#[derive(Debug, Args)]
+pub struct MemoryListArgs {
+    /// Only this repository (owner/name).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Only issues with this label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Only open or closed issues.
+    #[arg(long, value_enum)]
+    pub state: Option<StateArg>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// Issue states for filters.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StateArg {
+    /// Open issues.
+    Open,
+    /// Closed issues.
+    Closed,
+}
+
+/// A stored issue.
+#[derive(Debug, Args)]
+pub struct MemoryRefArgs {
+    /// `owner/repo#N` (or `#N` / `N` for this checkout's repository).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+}
+
+/// `memory search`
+#[derive(Debug, Args)]
+pub struct MemorySearchArgs {
+    /// Words to look for.
+    #[arg(required = true, value_name = "TEXT")]
+    pub text: Vec<String>,
+    /// At most this many results.
+    #[arg(long, default_value_t = 10)]
+    pub limit: usize,
+}
+
+/// `memory export`
+#[derive(Debug, Args)]
+pub struct MemoryExportArgs {
+    /// JSON lines (the only format; accepted for clarity in scripts).
+    #[arg(long)]
+    pub jsonl: bool,
+    /// Write to this file (atomically) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `runs …`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List(RunsListArgs),
+    /// Show a run's stages and files (an id or a unique prefix).
+    Show(RunsShowArgs),
+    /// Delete runs older than a number of days.
+    Prune(RunsPruneArgs),
+}
+
+/// `runs list`
+#[derive(Debug, Args)]
+pub struct RunsListArgs {
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// `runs show`
+#[derive(Debug, Args)]
+pub struct RunsShowArgs {
+    /// Run id (or a unique prefix).
+    #[arg(value_name = "RUN")]
+    pub run: String,
+    /// Also print this file of the run (e.g. triage.json).
+    #[arg(long, value_name = "NAME")]
+    pub file: Option<String>,
+}
+
+/// `runs prune`
+#[derive(Debug, Args)]
+pub struct RunsPruneArgs {
+    /// Delete runs created more than this many days ago.
+    #[arg(long, value_name = "DAYS")]
+    pub older_than: u64,
+}
+
+/// `init`
+#[derive(Debug, Args)]
+pub struct InitArgs {}
+
+/// `config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the merged config and where each value came from.
+    Show,
+}
+
+/// `completions`
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}

@@ -1,0 +1,109 @@
+//! Glue from flags to stages, and all terminal output. The only module that prints.
+
+pub mod completions;
+pub mod config;
+pub mod init;
+pub mod memory;
+pub mod output;
+pub mod runs;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::config::{Config, Loaded, Locations, MemoryBackend, Overrides};
+use crate::error::CommandError;
+use crate::forge::local::LocalForge;
+use crate::issue::{RefContext, RepoId};
+use crate::memory::sqlite::{OpenMode, SqliteMemory};
+use crate::redact::Redactor;
+use crate::runs::fs::FsRunStore;
+use crate::workspace::Workspace;
+
+pub use output::Output;
+
+/// Everything a command needs: flags, config, where things live, output.
+pub struct Ctx {
+    /// Global flags.
+    pub global: GlobalArgs,
+    /// The current directory and its git facts.
+    pub workspace: Workspace,
+    /// The merged config with sources.
+    pub loaded: Loaded,
+    /// Secret redaction for everything written.
+    pub redactor: Redactor,
+    /// Terminal output.
+    pub out: Output,
+}
+
+impl Ctx {
+    /// The merged config.
+    pub fn config(&self) -> &Config {
+        &self.loaded.config
+    }
+
+    /// The repository `#N` refers to: `origin`, else config `repo`.
+    pub fn default_repo(&self) -> Option<RepoId> {
+        self.workspace.origin.clone().or_else(|| {
+            self.config().repo.as_deref().and_then(|r| r.split_once('/')).map(|(o, n)| RepoId::github(o, n))
+        })
+    }
+
+    /// What issue references resolve against.
+    pub fn ref_context(&self) -> RefContext {
+        RefContext { cwd: self.workspace.cwd.clone(), default_repo: self.default_repo() }
+    }
+
+    /// The local forge with this config's CSV columns.
+    pub fn local_forge(&self) -> LocalForge {
+        LocalForge {
+            default_repo: self.default_repo().map_or_else(|| "local".to_string(), |r| r.to_string()),
+            csv: self.config().sources.csv.clone(),
+        }
+    }
+
+    /// The SQLite memory file in use.
+    pub fn memory_path(&self) -> PathBuf {
+        self.config().memory.path.clone().unwrap_or_else(|| self.workspace.default_memory_path())
+    }
+
+    /// Open memory. `OpenMode::ReadOnly` never creates a missing file.
+    pub fn open_memory(&self, mode: OpenMode) -> Result<SqliteMemory> {
+        match self.config().memory.backend {
+            MemoryBackend::Sqlite => Ok(SqliteMemory::open(&self.memory_path(), mode, self.redactor.clone())?),
+            MemoryBackend::Dynamodb => Err(CommandError::usage(format!(
+                "memory backend `dynamodb` (set by {}) is not available in this build\n  fix: use the SQLite memory (memory.backend: sqlite, or --memory PATH)",
+                self.loaded.sources.get("memory.backend").map_or("config", String::as_str)
+            ))
+            .into()),
+        }
+    }
+
+    /// The run store.
+    pub fn run_store(&self) -> FsRunStore {
+        FsRunStore::new(self.workspace.runs_dir(), self.redactor.clone())
+    }
+}
+
+/// Parse nothing, run the command, return what `main` maps to an exit code.
+pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
+    let cwd = std::env::current_dir().map_err(|e| CommandError::failure(format!("cannot read the current directory: {e}")))?;
+    let workspace = Workspace::discover(&cwd);
+    let out = Output::new(&cli.global);
+    match cli.command {
+        Command::Completions(args) => return completions::run(&args, &out),
+        Command::Init(args) => return init::run(&args, &cli.global, &workspace, &out),
+        _ => {}
+    }
+    let loaded = crate::config::load(&Locations::from_env(cwd), &overrides)?;
+    let redactor = Redactor::from_env(&loaded.config.redact.secret_vars);
+    let out = out.with_redactor(redactor.clone());
+    let ctx = Ctx { global: cli.global, workspace, loaded, redactor, out };
+    match cli.command {
+        Command::Memory(cmd) => memory::run(cmd, &ctx),
+        Command::Runs(cmd) => runs::run(cmd, &ctx),
+        Command::Config(cmd) => config::run(cmd, &ctx),
+        Command::Completions(_) | Command::Init(_) => Ok(()),
+    }
+}

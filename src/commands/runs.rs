@@ -1,0 +1,82 @@
+//! `autotriage runs …`
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::RunsCommand;
+
+/// Run a `runs` subcommand.
+pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
+    let store = ctx.run_store();
+    match cmd {
+        RunsCommand::List(args) => {
+            let runs: Vec<_> = store.list()?.into_iter().take(args.limit).collect();
+            if ctx.out.json {
+                ctx.out.json(&json!({"store": store.root.display().to_string(), "runs": runs}));
+                return Ok(());
+            }
+            if runs.is_empty() {
+                ctx.out.info(&format!("no runs in {}", store.root.display()));
+            }
+            for r in &runs {
+                let stages: Vec<String> = r
+                    .stages
+                    .iter()
+                    .map(|(name, s)| format!("{name}:{}", serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()))
+                    .collect();
+                ctx.out.line(&format!("{}  {:<9} {:<24} {}", r.id, r.command, r.reference, stages.join(" ")));
+            }
+            Ok(())
+        }
+        RunsCommand::Show(args) => {
+            let detail = store.show(&args.run)?;
+            let content = match &args.file {
+                Some(name) => Some(store.read_file(&detail.meta.id, name)?),
+                None => None,
+            };
+            if ctx.out.json {
+                let files: Vec<_> = detail.files.iter().map(|(n, s)| json!({"name": n, "bytes": s})).collect();
+                ctx.out.json(&json!({"run": detail.meta, "dir": store.root.join(&detail.meta.id).display().to_string(), "files": files, "content": content}));
+                return Ok(());
+            }
+            let m = &detail.meta;
+            ctx.out.line(&ctx.out.bold(&m.id));
+            ctx.out.line(&format!("issue:   {}", m.reference));
+            ctx.out.line(&format!("command: {}", m.command));
+            ctx.out.line(&format!("created: {}", m.created_at));
+            if let Some(c) = &m.base_commit {
+                ctx.out.line(&format!("base:    {c}"));
+            }
+            ctx.out.line(&format!("folder:  {}", store.root.join(&m.id).display()));
+            ctx.out.line("stages:");
+            for (name, s) in &m.stages {
+                let status = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                let err = s.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default();
+                ctx.out.line(&format!("  {name:<10} {status}{err}"));
+            }
+            ctx.out.line("files:");
+            for (name, size) in &detail.files {
+                ctx.out.line(&format!("  {name:<24} {size} bytes"));
+            }
+            if let Some(text) = content {
+                ctx.out.line("");
+                ctx.out.line(text.trim_end());
+            }
+            Ok(())
+        }
+        RunsCommand::Prune(args) => {
+            let removed = store.prune(args.older_than, ctx.global.dry_run)?;
+            if ctx.out.json {
+                ctx.out.json(&json!({"removed": removed, "dry_run": ctx.global.dry_run}));
+                return Ok(());
+            }
+            let verb = if ctx.global.dry_run { "would remove" } else { "removed" };
+            for id in &removed {
+                ctx.out.line(&format!("{verb} {id}"));
+            }
+            ctx.out.info(&format!("{verb} {} run(s) older than {} day(s)", removed.len(), args.older_than));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! autotriage: triage GitHub issues, fix the fixable ones, prove the fix with the
+//! repository's own tests and open a draft pull request.
+//!
+//! The library holds the stages and backends; `commands/` is the only module that
+//! prints. See `DESIGN.md` in the shared folder for the pipeline and run folder.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod forge;
+pub mod interrupt;
+pub mod issue;
+pub mod memory;
+pub mod redact;
+pub mod runs;
+pub mod trust;
+pub mod workspace;

@@ -1,0 +1,332 @@
+//! The run store as a folder: `.autotriage/runs/<run-id>/`.
+//!
+//! Every file is written to a temporary file in the same folder and renamed into
+//! place, so a crash never leaves a half-written file; `events.jsonl` is appended one
+//! whole line per write. One run per issue at a time: a lock file under
+//! `.autotriage/locks/`, held with an OS lock so a crashed process never leaves it
+//! stuck.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Event, RUN_SCHEMA_VERSION, RunDetail, RunMeta, RunStoreError, StageRecord, StageStatus, now_rfc3339};
+use crate::redact::Redactor;
+
+/// The folder-backed run store.
+#[derive(Debug, Clone)]
+pub struct FsRunStore {
+    /// `.autotriage/runs`.
+    pub root: PathBuf,
+    /// Applied to everything written.
+    pub redactor: Redactor,
+}
+
+/// An open run: its folder, its metadata and the issue lock.
+#[derive(Debug)]
+pub struct Run {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// `run.json` as last written.
+    pub meta: RunMeta,
+    redactor: Redactor,
+    _lock: File,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunStoreError + '_ {
+    move |source| RunStoreError::Io { path: path.display().to_string(), source }
+}
+
+/// Write `bytes` to `path` atomically (temp file in the same folder, then rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    format!("{:04x}", h.finish() & 0xffff)
+}
+
+fn slug(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    out.trim_matches('-').to_string()
+}
+
+impl FsRunStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: PathBuf, redactor: Redactor) -> Self {
+        Self { root, redactor }
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.root.parent().unwrap_or(&self.root).join("locks")
+    }
+
+    fn lock(&self, repo: &str, number: u64) -> Result<File, RunStoreError> {
+        let dir = self.locks_dir();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let path = dir.join(format!("{}-{number}.lock", slug(repo)));
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(RunStoreError::Busy { reference: format!("{repo}#{number}"), lock: path.display().to_string() })
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Start a run for an issue: take its lock, make the folder, write `run.json`.
+    pub fn begin(&self, repo: &str, number: u64, command: &str) -> Result<Run, RunStoreError> {
+        let lock = self.lock(repo, number)?;
+        let now = chrono::Utc::now();
+        let name = repo.rsplit('/').next().unwrap_or(repo);
+        let id = format!("{}-{}-{number}-{}", now.format("%Y%m%dT%H%M%SZ"), slug(name), random_suffix());
+        let dir = self.root.join(&id);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let ts = now_rfc3339();
+        let meta = RunMeta {
+            schema_version: RUN_SCHEMA_VERSION,
+            id,
+            reference: format!("{repo}#{number}"),
+            repo: repo.to_string(),
+            number,
+            command: command.to_string(),
+            base_commit: None,
+            created_at: ts.clone(),
+            updated_at: ts,
+            stages: Default::default(),
+        };
+        let mut run = Run { dir, meta, redactor: self.redactor.clone(), _lock: lock };
+        run.save_meta()?;
+        Ok(run)
+    }
+
+    /// Every run, newest first. Folders without a readable `run.json` are skipped.
+    pub fn list(&self) -> Result<Vec<RunMeta>, RunStoreError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&self.root)(e)),
+        };
+        let mut runs: Vec<RunMeta> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| read_meta(&e.path().join("run.json")).ok())
+            .collect();
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(runs)
+    }
+
+    /// The latest run of an issue.
+    pub fn latest_for(&self, repo: &str, number: u64) -> Result<Option<RunMeta>, RunStoreError> {
+        Ok(self.list()?.into_iter().find(|m| m.repo == repo && m.number == number))
+    }
+
+    /// A run's metadata and files. Accepts a unique prefix of the id.
+    pub fn show(&self, id: &str) -> Result<RunDetail, RunStoreError> {
+        let dir = self.resolve(id)?;
+        let meta = read_meta(&dir.join("run.json"))?;
+        let mut files = Vec::new();
+        collect_files(&dir, &dir, &mut files).map_err(io_err(&dir))?;
+        files.sort();
+        Ok(RunDetail { meta, files })
+    }
+
+    /// Read one file of a run.
+    pub fn read_file(&self, id: &str, name: &str) -> Result<String, RunStoreError> {
+        let path = self.resolve(id)?.join(name);
+        std::fs::read_to_string(&path).map_err(io_err(&path))
+    }
+
+    fn resolve(&self, id: &str) -> Result<PathBuf, RunStoreError> {
+        let not_found = || RunStoreError::NotFound { id: id.to_string(), store: self.root.display().to_string() };
+        if id.is_empty() || id.contains('/') || id.contains("..") {
+            return Err(not_found());
+        }
+        let exact = self.root.join(id);
+        if exact.join("run.json").is_file() {
+            return Ok(exact);
+        }
+        let matches: Vec<RunMeta> = self.list()?.into_iter().filter(|m| m.id.starts_with(id)).collect();
+        match matches.as_slice() {
+            [one] => Ok(self.root.join(&one.id)),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// Remove runs created more than `days` days ago; runs whose issue is locked by a
+    /// live process are kept. Returns the removed ids (with `dry_run`, the ids that
+    /// would be removed).
+    pub fn prune(&self, days: u64, dry_run: bool) -> Result<Vec<String>, RunStoreError> {
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(days as i64);
+        let mut removed = Vec::new();
+        for meta in self.list()? {
+            let created = chrono::DateTime::parse_from_rfc3339(&meta.created_at).map(|d| d.with_timezone(&chrono::Utc));
+            if !matches!(created, Ok(c) if c <= cutoff) {
+                continue;
+            }
+            let Ok(_lock) = self.lock(&meta.repo, meta.number) else { continue };
+            if !dry_run {
+                let dir = self.root.join(&meta.id);
+                std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+            }
+            removed.push(meta.id);
+        }
+        Ok(removed)
+    }
+}
+
+fn collect_files(base: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let name = path.strip_prefix(base).unwrap_or(&path).display().to_string();
+        if name.starts_with(".tmp-") {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(base, &path, out)?;
+        } else {
+            out.push((name, entry.metadata()?.len()));
+        }
+    }
+    Ok(())
+}
+
+fn read_meta(path: &Path) -> Result<RunMeta, RunStoreError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|e| RunStoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })
+}
+
+impl Run {
+    /// The run id.
+    pub fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    fn save_meta(&mut self) -> Result<(), RunStoreError> {
+        self.meta.updated_at = now_rfc3339();
+        let meta = self.meta.clone();
+        self.write_json("run.json", &meta)
+    }
+
+    /// Write `name` (e.g. `issue.json`) as pretty JSON, redacted, atomically.
+    pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), RunStoreError> {
+        let path = self.dir.join(name);
+        let mut v = serde_json::to_value(value)
+            .map_err(|e| RunStoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+        self.redactor.redact_json(&mut v);
+        let mut text = serde_json::to_string_pretty(&v)
+            .map_err(|e| RunStoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+        text.push('\n');
+        write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
+    }
+
+    /// Write a text file (a diff, `pr.md`), redacted, atomically.
+    pub fn write_text(&self, name: &str, text: &str) -> Result<(), RunStoreError> {
+        let path = self.dir.join(name);
+        write_atomic(&path, self.redactor.redact(text).as_bytes()).map_err(io_err(&path))
+    }
+
+    /// Append one event to `events.jsonl`, redacted.
+    pub fn event(&self, stage: &str, kind: &str, message: &str, data: serde_json::Value) -> Result<(), RunStoreError> {
+        let mut event = serde_json::to_value(Event {
+            ts: now_rfc3339(),
+            stage: stage.into(),
+            kind: kind.into(),
+            message: message.into(),
+            data,
+        })
+        .unwrap_or_default();
+        self.redactor.redact_json(&mut event);
+        let mut line = event.to_string();
+        line.push('\n');
+        let path = self.dir.join("events.jsonl");
+        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        f.write_all(line.as_bytes()).map_err(io_err(&path))
+    }
+
+    /// Mark a stage as started.
+    pub fn stage_started(&mut self, stage: &str) -> Result<(), RunStoreError> {
+        self.meta.stages.insert(
+            stage.into(),
+            StageRecord { status: StageStatus::Running, started_at: now_rfc3339(), finished_at: None, error: None },
+        );
+        self.save_meta()
+    }
+
+    /// Mark a stage as finished, with its error when it failed.
+    pub fn stage_finished(&mut self, stage: &str, error: Option<&str>) -> Result<(), RunStoreError> {
+        let now = now_rfc3339();
+        let error = error.map(|e| self.redactor.redact(e).into_owned());
+        let record = self.meta.stages.entry(stage.into()).or_insert(StageRecord {
+            status: StageStatus::Running,
+            started_at: now.clone(),
+            finished_at: None,
+            error: None,
+        });
+        record.status = if error.is_some() { StageStatus::Failed } else { StageStatus::Done };
+        record.finished_at = Some(now);
+        record.error = error;
+        self.save_meta()
+    }
+
+    /// Record the base commit the run works from.
+    pub fn set_base_commit(&mut self, commit: &str) -> Result<(), RunStoreError> {
+        self.meta.base_commit = Some(commit.into());
+        self.save_meta()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_blocks_second_run_of_same_issue() {
+        let d = tempfile::tempdir().unwrap();
+        let store = FsRunStore::new(d.path().join("runs"), Redactor::default());
+        let run = store.begin("o/r", 1, "triage").unwrap();
+        let err = store.begin("o/r", 1, "triage").unwrap_err();
+        assert!(err.to_string().contains("another autotriage run of o/r#1"), "{err}");
+        assert!(store.begin("o/r", 2, "triage").is_ok());
+        drop(run);
+        assert!(store.begin("o/r", 1, "triage").is_ok());
+    }
+
+    #[test]
+    fn run_files_and_prune() {
+        let d = tempfile::tempdir().unwrap();
+        let store = FsRunStore::new(d.path().join("runs"), Redactor::default());
+        let mut run = store.begin("o/widgets", 12, "triage").unwrap();
+        assert!(run.id().contains("-widgets-12-"), "{}", run.id());
+        run.stage_started("triage").unwrap();
+        run.write_json("triage.json", &serde_json::json!({"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"})).unwrap();
+        run.event("triage", "decision", "done", serde_json::Value::Null).unwrap();
+        run.stage_finished("triage", None).unwrap();
+        let id = run.id().to_string();
+        drop(run);
+        let detail = store.show(&id[..20]).unwrap();
+        assert_eq!(detail.meta.stages["triage"].status, StageStatus::Done);
+        let names: Vec<&str> = detail.files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["events.jsonl", "run.json", "triage.json"]);
+        assert!(!store.read_file(&id, "triage.json").unwrap().contains("ghp_"));
+        assert!(store.prune(1, false).unwrap().is_empty());
+        assert_eq!(store.prune(0, false).unwrap(), vec![id]);
+        assert!(store.list().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,144 @@
+//! The run store: one folder per run holding each stage's output as JSON, the audit
+//! trail and the usage. The embedded default is the `.autotriage/runs` folder
+//! ([`fs::FsRunStore`]).
+
+pub mod fs;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Exit, ExitCoded};
+
+/// Version of `run.json` and the run folder layout.
+pub const RUN_SCHEMA_VERSION: u32 = 1;
+
+/// Run store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RunStoreError {
+    /// Reading or writing the store failed.
+    #[error("run store {path}: {source}\n  fix: check that the folder is writable and the disk is not full")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No run with that id.
+    #[error("no run {id:?} in {store}\n  fix: `autotriage runs list` shows the runs there are")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+        /// Where it was looked for.
+        store: String,
+    },
+    /// Another process holds this issue's lock.
+    #[error("another autotriage run of {reference} is in progress (lock {lock} is held)\n  fix: wait for it to finish, then run again")]
+    Busy {
+        /// The issue.
+        reference: String,
+        /// The lock file.
+        lock: String,
+    },
+    /// A run file is not what this build understands.
+    #[error("{path}: {message}\n  fix: remove the run with `autotriage runs prune` or upgrade autotriage")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ExitCoded for RunStoreError {
+    fn exit(&self) -> Exit {
+        match self {
+            RunStoreError::NotFound { .. } => Exit::Usage,
+            _ => Exit::Failure,
+        }
+    }
+}
+
+/// The state of one stage in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageStatus {
+    /// Started, not finished (or the process died).
+    Running,
+    /// Finished with an output.
+    Done,
+    /// Finished with an error.
+    Failed,
+}
+
+/// One stage's record in `run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// Its status.
+    pub status: StageStatus,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it ended.
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// The error, when it failed (redacted).
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `run.json`: what the run is and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// Layout version.
+    pub schema_version: u32,
+    /// `20261124T120000Z-widgets-123-a1b2`.
+    pub id: String,
+    /// The issue, `owner/repo#N`.
+    pub reference: String,
+    /// The repository.
+    pub repo: String,
+    /// The issue number.
+    pub number: u64,
+    /// The command that made the run (`triage`, `fix`…).
+    pub command: String,
+    /// The commit the run's code stages work from, once known.
+    #[serde(default)]
+    pub base_commit: Option<String>,
+    /// When it was created (RFC 3339, UTC).
+    pub created_at: String,
+    /// When it last changed.
+    pub updated_at: String,
+    /// Stage name → state.
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageRecord>,
+}
+
+/// One line of `events.jsonl`: an external read or write, a model call, a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When (RFC 3339, UTC).
+    pub ts: String,
+    /// The stage that emitted it.
+    pub stage: String,
+    /// `read`, `write`, `model`, `decision`, `error`.
+    pub kind: String,
+    /// What happened (redacted before writing).
+    pub message: String,
+    /// Structured details.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+/// A run folder's summary for `runs show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDetail {
+    /// `run.json`.
+    pub meta: RunMeta,
+    /// Files in the folder with their sizes in bytes.
+    pub files: Vec<(String, u64)>,
+}
+
+/// Now, as RFC 3339 UTC with seconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
