@@ -39,7 +39,12 @@ pub struct GlobalArgs {
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
     /// Memory to use: a SQLite file path, or dynamodb:TABLE.
-    #[arg(long, global = true, env = "AUTOTRIAGE_MEMORY", value_name = "PATH|dynamodb:TABLE")]
+    #[arg(
+        long,
+        global = true,
+        env = "AUTOTRIAGE_MEMORY",
+        value_name = "PATH|dynamodb:TABLE"
+    )]
     pub memory: Option<String>,
     /// Model entry from `models`, or provider:model_id.
     #[arg(long, global = true, env = "AUTOTRIAGE_MODEL", value_name = "NAME")]

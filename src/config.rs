@@ -48,7 +48,7 @@ impl ExitCoded for ConfigError {
 }
 
 /// The whole configuration. Every key is public: unknown keys are errors.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The repository this checkout triages, `owner/name`.
@@ -83,28 +83,6 @@ pub struct Config {
     pub redact: RedactConfig,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            repo: None,
-            triage: TriageConfig::default(),
-            labels: LabelsConfig::default(),
-            sources: SourcesConfig::default(),
-            trust: TrustConfig::default(),
-            paths: PathsConfig::default(),
-            memory: MemoryConfig::default(),
-            runs: RunsConfig::default(),
-            model: None,
-            models: BTreeMap::new(),
-            budget: BudgetConfig::default(),
-            retry: RetryConfig::default(),
-            github: GithubConfig::default(),
-            test: TestConfig::default(),
-            redact: RedactConfig::default(),
-        }
-    }
-}
-
 /// `triage.*`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -117,7 +95,10 @@ pub struct TriageConfig {
 
 impl Default for TriageConfig {
     fn default() -> Self {
-        Self { threshold: 0.6, duplicate_threshold: 0.5 }
+        Self {
+            threshold: 0.6,
+            duplicate_threshold: 0.5,
+        }
     }
 }
 
@@ -133,12 +114,24 @@ impl Default for LabelsConfig {
     fn default() -> Self {
         let list = |xs: &[&str]| xs.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mut aliases = BTreeMap::new();
-        aliases.insert("bug".into(), list(&["bug", "type: bug", "kind/bug", "defect"]));
+        aliases.insert(
+            "bug".into(),
+            list(&["bug", "type: bug", "kind/bug", "defect"]),
+        );
         aliases.insert(
             "feature".into(),
-            list(&["enhancement", "feature", "feature request", "type: feature", "kind/feature"]),
+            list(&[
+                "enhancement",
+                "feature",
+                "feature request",
+                "type: feature",
+                "kind/feature",
+            ]),
         );
-        aliases.insert("question".into(), list(&["question", "type: question", "support"]));
+        aliases.insert(
+            "question".into(),
+            list(&["question", "type: question", "support"]),
+        );
         Self { aliases }
     }
 }
@@ -195,7 +188,9 @@ pub struct TrustConfig {
 
 impl Default for TrustConfig {
     fn default() -> Self {
-        Self { trigger_label: "autotriage:fix".into() }
+        Self {
+            trigger_label: "autotriage:fix".into(),
+        }
     }
 }
 
@@ -209,7 +204,9 @@ pub struct PathsConfig {
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        Self { protected: vec![".github/workflows/**".into()] }
+        Self {
+            protected: vec![".github/workflows/**".into()],
+        }
     }
 }
 
@@ -324,7 +321,10 @@ pub struct BudgetConfig {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        Self { per_issue_usd: 1.0, per_command_usd: 10.0 }
+        Self {
+            per_issue_usd: 1.0,
+            per_command_usd: 10.0,
+        }
     }
 }
 
@@ -352,7 +352,9 @@ pub struct GithubConfig {
 
 impl Default for GithubConfig {
     fn default() -> Self {
-        Self { api_url: "https://api.github.com".into() }
+        Self {
+            api_url: "https://api.github.com".into(),
+        }
     }
 }
 
@@ -452,7 +454,10 @@ impl Locations {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
-        Self { cwd, user_file: config_home.map(|d| d.join("autotriage").join("config.yaml")) }
+        Self {
+            cwd,
+            user_file: config_home.map(|d| d.join("autotriage").join("config.yaml")),
+        }
     }
 }
 
@@ -487,22 +492,45 @@ pub fn load(locations: &Locations, overrides: &Overrides) -> Result<Loaded, Conf
 
     // Environment variables.
     if let Some(v) = &overrides.github_api_url_env {
-        set_leaf(&mut tree, &mut sources, "github.api_url", Value::String(v.clone()), "env GITHUB_API_URL");
+        set_leaf(
+            &mut tree,
+            &mut sources,
+            "github.api_url",
+            Value::String(v.clone()),
+            "env GITHUB_API_URL",
+        );
     }
     if let Some(v) = &overrides.memory_env {
-        apply_memory_shorthand(&mut tree, &mut sources, v, "env AUTOTRIAGE_MEMORY", &locations.cwd)?;
+        apply_memory_shorthand(
+            &mut tree,
+            &mut sources,
+            v,
+            "env AUTOTRIAGE_MEMORY",
+            &locations.cwd,
+        )?;
     }
     if let Some(v) = &overrides.model_env {
-        set_leaf(&mut tree, &mut sources, "model", Value::String(v.clone()), "env AUTOTRIAGE_MODEL");
+        set_leaf(
+            &mut tree,
+            &mut sources,
+            "model",
+            Value::String(v.clone()),
+            "env AUTOTRIAGE_MODEL",
+        );
     }
 
     if let Some(file) = &overrides.config_file {
-        let file = if file.is_absolute() { file.clone() } else { locations.cwd.join(file) };
+        let file = if file.is_absolute() {
+            file.clone()
+        } else {
+            locations.cwd.join(file)
+        };
         if !file.is_file() {
             return Err(ConfigError::Invalid {
                 origin: format!("--config {}", file.display()),
                 message: "the file does not exist".into(),
-                hint: "pass an existing autotriage.yaml, or drop --config / AUTOTRIAGE_CONFIG".into(),
+                hint: "pass an existing autotriage.yaml, or drop --config / AUTOTRIAGE_CONFIG"
+                    .into(),
             });
         }
         apply_file(&mut tree, &mut sources, &file)?;
@@ -513,21 +541,36 @@ pub fn load(locations: &Locations, overrides: &Overrides) -> Result<Loaded, Conf
         apply_memory_shorthand(&mut tree, &mut sources, v, "flag --memory", &locations.cwd)?;
     }
     if let Some(v) = &overrides.model_flag {
-        set_leaf(&mut tree, &mut sources, "model", Value::String(v.clone()), "flag --model");
+        set_leaf(
+            &mut tree,
+            &mut sources,
+            "model",
+            Value::String(v.clone()),
+            "flag --model",
+        );
     }
 
-    let config: Config = serde_yaml::from_value(tree.clone()).map_err(|e| ConfigError::Invalid {
-        origin: "merged config".into(),
-        message: e.to_string(),
-        hint: "check the values given by environment variables and flags".into(),
-    })?;
+    let config: Config =
+        serde_yaml::from_value(tree.clone()).map_err(|e| ConfigError::Invalid {
+            origin: "merged config".into(),
+            message: e.to_string(),
+            hint: "check the values given by environment variables and flags".into(),
+        })?;
     validate(&config, &sources)?;
-    Ok(Loaded { config, sources, tree, repo_file })
+    Ok(Loaded {
+        config,
+        sources,
+        tree,
+        repo_file,
+    })
 }
 
 /// The repository's `autotriage.yaml`, walking up from `start`.
 pub fn find_repo_file(start: &Path) -> Option<PathBuf> {
-    start.ancestors().map(|d| d.join(FILE_NAME)).find(|p| p.is_file())
+    start
+        .ancestors()
+        .map(|d| d.join(FILE_NAME))
+        .find(|p| p.is_file())
 }
 
 fn to_value(config: &Config) -> Value {
@@ -542,8 +585,10 @@ fn apply_file(
     sources: &mut BTreeMap<String, String>,
     path: &Path,
 ) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let layer = parse_layer(&text, path)?;
     let mut layer = layer;
     // A relative memory path in a file is relative to that file.
@@ -551,7 +596,11 @@ fn apply_file(
         && Path::new(&p).is_relative()
         && let Some(dir) = path.parent()
     {
-        set_path(&mut layer, "memory.path", Value::String(dir.join(&p).display().to_string()));
+        set_path(
+            &mut layer,
+            "memory.path",
+            Value::String(dir.join(&p).display().to_string()),
+        );
     }
     let origin = path.display().to_string();
     merge(tree, &layer);
@@ -567,7 +616,8 @@ pub fn parse_layer(text: &str, path: &Path) -> Result<Value, ConfigError> {
     if let Err(e) = serde_yaml::from_str::<Config>(text) {
         return Err(describe_yaml_error(&e, text, path));
     }
-    let value: Value = serde_yaml::from_str(text).map_err(|e| describe_yaml_error(&e, text, path))?;
+    let value: Value =
+        serde_yaml::from_str(text).map_err(|e| describe_yaml_error(&e, text, path))?;
     match value {
         Value::Null => Ok(Value::Mapping(Default::default())),
         v @ Value::Mapping(_) => {
@@ -599,14 +649,24 @@ fn describe_yaml_error(e: &serde_yaml::Error, text: &str, path: &Path) -> Config
     let line = e.location().map(|l| l.line()).or_else(|| {
         // Errors found after parsing carry no location; find the key by name.
         unknown_key(&message).and_then(|(parent, key)| {
-            let dotted = if parent.is_empty() { key } else { format!("{parent}.{key}") };
+            let dotted = if parent.is_empty() {
+                key
+            } else {
+                format!("{parent}.{key}")
+            };
             find_key_line(text, &dotted)
         })
     });
     let (message, hint) = match unknown_key(&message) {
         Some((parent, key)) => {
-            let dotted = if parent.is_empty() { key.clone() } else { format!("{parent}.{key}") };
-            let expected = message.split_once(", expected ").map(|(_, x)| x.to_string());
+            let dotted = if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            };
+            let expected = message
+                .split_once(", expected ")
+                .map(|(_, x)| x.to_string());
             (
                 format!("unknown key `{dotted}`"),
                 match expected {
@@ -615,7 +675,10 @@ fn describe_yaml_error(e: &serde_yaml::Error, text: &str, path: &Path) -> Config
                 },
             )
         }
-        None => (message, "correct the value; autotriage.example.yaml documents every key".into()),
+        None => (
+            message,
+            "correct the value; autotriage.example.yaml documents every key".into(),
+        ),
     };
     ConfigError::Invalid {
         origin: match line {
@@ -650,8 +713,17 @@ pub fn find_key_line(text: &str, dotted: &str) -> Option<usize> {
         if depth > 0 && indent < min_indent {
             return None;
         }
-        let key = trimmed.split(':').next().unwrap_or("").trim().trim_matches(['"', '\'']);
-        let indent_ok = if depth == 0 { indent == 0 } else { indent >= min_indent };
+        let key = trimmed
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches(['"', '\'']);
+        let indent_ok = if depth == 0 {
+            indent == 0
+        } else {
+            indent >= min_indent
+        };
         if key == parts[depth] && trimmed.contains(':') && indent_ok {
             depth += 1;
             if depth == parts.len() {
@@ -680,18 +752,33 @@ fn validate_with_text(
             },
             None => sources.get(key).cloned().unwrap_or_else(|| "config".into()),
         };
-        Err(ConfigError::Invalid { origin, message, hint: hint.into() })
+        Err(ConfigError::Invalid {
+            origin,
+            message,
+            hint: hint.into(),
+        })
     };
     let t = &config.triage;
-    for (key, v) in [("triage.threshold", t.threshold), ("triage.duplicate_threshold", t.duplicate_threshold)] {
+    for (key, v) in [
+        ("triage.threshold", t.threshold),
+        ("triage.duplicate_threshold", t.duplicate_threshold),
+    ] {
         if !(0.0..=1.0).contains(&v) {
-            return fail(key, format!("`{key}` is {v}, outside 0..1"), "use a fraction such as 0.6");
+            return fail(
+                key,
+                format!("`{key}` is {v}, outside 0..1"),
+                "use a fraction such as 0.6",
+            );
         }
     }
     if let Some(repo) = &config.repo
         && !is_owner_repo(repo)
     {
-        return fail("repo", format!("`repo` is {repo:?}, not owner/name"), "write it as owner/name, e.g. rust-lang/rust");
+        return fail(
+            "repo",
+            format!("`repo` is {repo:?}, not owner/name"),
+            "write it as owner/name, e.g. rust-lang/rust",
+        );
     }
     if let Some(model) = &config.model
         && !config.models.contains_key(model)
@@ -708,28 +795,60 @@ fn validate_with_text(
         );
     }
     if config.memory.backend == MemoryBackend::Dynamodb && config.memory.table.is_none() {
-        return fail("memory.backend", "`memory.backend` is dynamodb but `memory.table` is unset".into(), "set memory.table, or use --memory dynamodb:TABLE");
+        return fail(
+            "memory.backend",
+            "`memory.backend` is dynamodb but `memory.table` is unset".into(),
+            "set memory.table, or use --memory dynamodb:TABLE",
+        );
     }
     if config.runs.backend == RunsBackend::S3 && config.runs.bucket.is_none() {
-        return fail("runs.backend", "`runs.backend` is s3 but `runs.bucket` is unset".into(), "set runs.bucket");
+        return fail(
+            "runs.backend",
+            "`runs.backend` is s3 but `runs.bucket` is unset".into(),
+            "set runs.bucket",
+        );
     }
     if config.test.timeout == 0 {
-        return fail("test.timeout", "`test.timeout` is 0".into(), "give a number of seconds, e.g. 900");
+        return fail(
+            "test.timeout",
+            "`test.timeout` is 0".into(),
+            "give a number of seconds, e.g. 900",
+        );
     }
-    for (key, v) in [("budget.per_issue_usd", config.budget.per_issue_usd), ("budget.per_command_usd", config.budget.per_command_usd)] {
+    for (key, v) in [
+        ("budget.per_issue_usd", config.budget.per_issue_usd),
+        ("budget.per_command_usd", config.budget.per_command_usd),
+    ] {
         if v < 0.0 || !v.is_finite() {
-            return fail(key, format!("`{key}` is {v}"), "give a non-negative amount in USD");
+            return fail(
+                key,
+                format!("`{key}` is {v}"),
+                "give a non-negative amount in USD",
+            );
         }
     }
-    if !config.github.api_url.starts_with("http://") && !config.github.api_url.starts_with("https://") {
-        return fail("github.api_url", format!("`github.api_url` is {:?}, not an http(s) URL", config.github.api_url), "e.g. https://github.example.com/api/v3");
+    if !config.github.api_url.starts_with("http://")
+        && !config.github.api_url.starts_with("https://")
+    {
+        return fail(
+            "github.api_url",
+            format!(
+                "`github.api_url` is {:?}, not an http(s) URL",
+                config.github.api_url
+            ),
+            "e.g. https://github.example.com/api/v3",
+        );
     }
     Ok(())
 }
 
 /// `owner/name` with GitHub's allowed characters.
 pub fn is_owner_repo(s: &str) -> bool {
-    let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
     matches!(s.split_once('/'), Some((o, r)) if ok(o) && ok(r) && !r.contains('/'))
 }
 
@@ -748,8 +867,20 @@ fn apply_memory_shorthand(
                 hint: "write dynamodb:TABLE, or a path to a SQLite file".into(),
             });
         }
-        set_leaf(tree, sources, "memory.backend", Value::String("dynamodb".into()), origin);
-        set_leaf(tree, sources, "memory.table", Value::String(table.into()), origin);
+        set_leaf(
+            tree,
+            sources,
+            "memory.backend",
+            Value::String("dynamodb".into()),
+            origin,
+        );
+        set_leaf(
+            tree,
+            sources,
+            "memory.table",
+            Value::String(table.into()),
+            origin,
+        );
     } else {
         let path = raw.strip_prefix("sqlite:").unwrap_or(raw);
         if path.is_empty() {
@@ -760,14 +891,36 @@ fn apply_memory_shorthand(
             });
         }
         let p = Path::new(path);
-        let abs = if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
-        set_leaf(tree, sources, "memory.backend", Value::String("sqlite".into()), origin);
-        set_leaf(tree, sources, "memory.path", Value::String(abs.display().to_string()), origin);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            cwd.join(p)
+        };
+        set_leaf(
+            tree,
+            sources,
+            "memory.backend",
+            Value::String("sqlite".into()),
+            origin,
+        );
+        set_leaf(
+            tree,
+            sources,
+            "memory.path",
+            Value::String(abs.display().to_string()),
+            origin,
+        );
     }
     Ok(())
 }
 
-fn set_leaf(tree: &mut Value, sources: &mut BTreeMap<String, String>, dotted: &str, v: Value, origin: &str) {
+fn set_leaf(
+    tree: &mut Value,
+    sources: &mut BTreeMap<String, String>,
+    dotted: &str,
+    v: Value,
+    origin: &str,
+) {
     set_path(tree, dotted, v);
     sources.insert(dotted.to_string(), origin.to_string());
 }
@@ -812,15 +965,27 @@ pub fn merge(base: &mut Value, layer: &Value) {
 }
 
 /// Record `origin` for every leaf of `layer`.
-fn record_sources(layer: &Value, prefix: &str, origin: &str, sources: &mut BTreeMap<String, String>) {
+fn record_sources(
+    layer: &Value,
+    prefix: &str,
+    origin: &str,
+    sources: &mut BTreeMap<String, String>,
+) {
     match layer {
         Value::Mapping(map) if !map.is_empty() => {
             for (k, v) in map {
                 let key = match k {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 };
-                let dotted = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                let dotted = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 // A replaced subtree's old leaves no longer describe anything.
                 sources.retain(|k, _| !k.starts_with(&format!("{dotted}.")));
                 record_sources(v, &dotted, origin, sources);
@@ -842,7 +1007,11 @@ pub fn leaves(tree: &Value) -> Vec<(String, Value)> {
             Value::Mapping(map) if !map.is_empty() => {
                 for (k, v) in map {
                     let key = k.as_str().map(str::to_string).unwrap_or_default();
-                    let dotted = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                    let dotted = if prefix.is_empty() {
+                        key
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
                     walk(v, &dotted, out);
                 }
             }
@@ -862,7 +1031,9 @@ mod tests {
     #[test]
     fn unknown_nested_key_names_key_and_line() {
         let text = "repo: a/b\ntriage:\n  threshold: 0.7\n  thresold: 0.5\n";
-        let err = parse_layer(text, Path::new("/x/autotriage.yaml")).unwrap_err().to_string();
+        let err = parse_layer(text, Path::new("/x/autotriage.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/x/autotriage.yaml:4"), "{err}");
         assert!(err.contains("unknown key `triage.thresold`"), "{err}");
     }
@@ -870,14 +1041,21 @@ mod tests {
     #[test]
     fn out_of_range_value_names_line() {
         let text = "triage:\n  threshold: 1.5\n";
-        let err = parse_layer(text, Path::new("c.yaml")).unwrap_err().to_string();
-        assert!(err.starts_with("c.yaml:2: `triage.threshold` is 1.5, outside 0..1"), "{err}");
+        let err = parse_layer(text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("c.yaml:2: `triage.threshold` is 1.5, outside 0..1"),
+            "{err}"
+        );
     }
 
     #[test]
     fn wrong_type_names_key_and_line() {
         let text = "test:\n  timeout: soon\n";
-        let err = parse_layer(text, Path::new("c.yaml")).unwrap_err().to_string();
+        let err = parse_layer(text, Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("c.yaml:2"), "{err}");
         assert!(err.contains("test.timeout"), "{err}");
     }

@@ -36,15 +36,24 @@ pub struct CommandError {
 impl CommandError {
     /// A usage error (exit 2).
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { exit: Exit::Usage, message: message.into() }
+        Self {
+            exit: Exit::Usage,
+            message: message.into(),
+        }
     }
     /// A runtime failure (exit 1).
     pub fn failure(message: impl Into<String>) -> Self {
-        Self { exit: Exit::Failure, message: message.into() }
+        Self {
+            exit: Exit::Failure,
+            message: message.into(),
+        }
     }
     /// Interrupted by the user (exit 130).
     pub fn interrupted(message: impl Into<String>) -> Self {
-        Self { exit: Exit::Interrupted, message: message.into() }
+        Self {
+            exit: Exit::Interrupted,
+            message: message.into(),
+        }
     }
 }
 

@@ -23,7 +23,9 @@ accepted issue references:
 #[derive(Debug, thiserror::Error)]
 pub enum RefError {
     /// A pull-request URL was given where an issue is needed.
-    #[error("{input:?} is a pull request, not an issue\n  fix: pass the issue the pull request addresses\n{ACCEPTED_FORMS}")]
+    #[error(
+        "{input:?} is a pull request, not an issue\n  fix: pass the issue the pull request addresses\n{ACCEPTED_FORMS}"
+    )]
     PullRequest {
         /// What the user typed.
         input: String,
@@ -74,7 +76,11 @@ pub struct RepoId {
 impl RepoId {
     /// `owner/name` on github.com.
     pub fn github(owner: &str, name: &str) -> Self {
-        Self { host: "github.com".into(), owner: owner.into(), name: name.into() }
+        Self {
+            host: "github.com".into(),
+            owner: owner.into(),
+            name: name.into(),
+        }
     }
 
     /// `owner/name` (host omitted).
@@ -110,7 +116,11 @@ impl RepoId {
         if parts.next().is_some() || host.is_empty() {
             return None;
         }
-        Some(Self { host: host.to_lowercase(), owner: owner.into(), name: name.into() })
+        Some(Self {
+            host: host.to_lowercase(),
+            owner: owner.into(),
+            name: name.into(),
+        })
     }
 }
 
@@ -163,11 +173,19 @@ impl fmt::Display for IssueRef {
         match self {
             IssueRef::Remote { repo, number } => write!(f, "{repo}#{number}"),
             IssueRef::Repo(repo) => write!(f, "{repo}"),
-            IssueRef::File { path, record: Record::All } => write!(f, "{}", path.display()),
-            IssueRef::File { path, record: Record::Number(n) | Record::Row(n) } => {
+            IssueRef::File {
+                path,
+                record: Record::All,
+            } => write!(f, "{}", path.display()),
+            IssueRef::File {
+                path,
+                record: Record::Number(n) | Record::Row(n),
+            } => {
                 write!(f, "{}#{n}", path.display())
             }
-            IssueRef::Dir(path) => write!(f, "{}/", path.display().to_string().trim_end_matches('/')),
+            IssueRef::Dir(path) => {
+                write!(f, "{}/", path.display().to_string().trim_end_matches('/'))
+            }
         }
     }
 }
@@ -185,7 +203,8 @@ fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn owner_repo(s: &str) -> Option<RepoId> {
@@ -207,7 +226,9 @@ fn looks_like_path(s: &str) -> bool {
     s.starts_with('.')
         || s.starts_with('/')
         || s.starts_with('~')
-        || [".md", ".markdown", ".json", ".csv"].iter().any(|ext| s.to_lowercase().ends_with(ext))
+        || [".md", ".markdown", ".json", ".csv"]
+            .iter()
+            .any(|ext| s.to_lowercase().ends_with(ext))
 }
 
 impl IssueRef {
@@ -215,21 +236,31 @@ impl IssueRef {
     pub fn parse(input: &str, ctx: &RefContext) -> Result<Self, RefError> {
         let s = input.trim();
         if s.is_empty() {
-            return Err(RefError::Malformed { input: input.into(), reason: "it is empty".into() });
+            return Err(RefError::Malformed {
+                input: input.into(),
+                reason: "it is empty".into(),
+            });
         }
         if s.starts_with("http://") || s.starts_with("https://") {
             return Self::parse_url(input, s);
         }
         let resolve = |p: &str| -> PathBuf {
             let path = Path::new(p);
-            if path.is_absolute() { path.to_path_buf() } else { ctx.cwd.join(path) }
+            if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                ctx.cwd.join(path)
+            }
         };
 
         // `#123` or `123`: the current checkout's repository.
         let digits = s.strip_prefix('#').unwrap_or(s);
-        if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && !resolve(s).exists() {
+        if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && !resolve(s).exists()
+        {
             let number = parse_number(input, digits)?;
-            let repo = ctx.default_repo.clone().ok_or_else(|| RefError::NoOrigin { input: input.into() })?;
+            let repo = ctx.default_repo.clone().ok_or_else(|| RefError::NoOrigin {
+                input: input.into(),
+            })?;
             return Ok(IssueRef::Remote { repo, number });
         }
 
@@ -255,7 +286,10 @@ impl IssueRef {
                 return Ok(IssueRef::Remote { repo, number });
             }
             if looks_like_path(left) {
-                return Err(RefError::Missing { input: input.into(), path });
+                return Err(RefError::Missing {
+                    input: input.into(),
+                    path,
+                });
             }
             return Err(RefError::Malformed {
                 input: input.into(),
@@ -268,15 +302,24 @@ impl IssueRef {
             return Ok(IssueRef::Dir(path));
         }
         if path.is_file() {
-            return Ok(IssueRef::File { path, record: Record::All });
+            return Ok(IssueRef::File {
+                path,
+                record: Record::All,
+            });
         }
         if let Some(repo) = owner_repo(s) {
             return Ok(IssueRef::Repo(repo));
         }
         if looks_like_path(s) {
-            return Err(RefError::Missing { input: input.into(), path });
+            return Err(RefError::Missing {
+                input: input.into(),
+                path,
+            });
         }
-        Err(RefError::Malformed { input: input.into(), reason: "it matches none of the forms".into() })
+        Err(RefError::Malformed {
+            input: input.into(),
+            reason: "it matches none of the forms".into(),
+        })
     }
 
     fn parse_url(input: &str, s: &str) -> Result<Self, RefError> {
@@ -291,19 +334,34 @@ impl IssueRef {
             ["api", "v3", "repos", tail @ ..] | ["repos", tail @ ..] => tail,
             all => all,
         };
-        let host = if host == "api.github.com" || host == "www.github.com" { "github.com".to_string() } else { host };
+        let host = if host == "api.github.com" || host == "www.github.com" {
+            "github.com".to_string()
+        } else {
+            host
+        };
         match segs {
             [owner, name, "issues", n] if is_name(owner) && is_name(name) => Ok(IssueRef::Remote {
-                repo: RepoId { host, owner: (*owner).into(), name: (*name).into() },
+                repo: RepoId {
+                    host,
+                    owner: (*owner).into(),
+                    name: (*name).into(),
+                },
                 number: parse_number(input, n)?,
             }),
-            [_, _, "pull" | "pulls", ..] => Err(RefError::PullRequest { input: input.into() }),
+            [_, _, "pull" | "pulls", ..] => Err(RefError::PullRequest {
+                input: input.into(),
+            }),
             [owner, name] | [owner, name, "issues"] if is_name(owner) && is_name(name) => {
-                Ok(IssueRef::Repo(RepoId { host, owner: (*owner).into(), name: (*name).into() }))
+                Ok(IssueRef::Repo(RepoId {
+                    host,
+                    owner: (*owner).into(),
+                    name: (*name).into(),
+                }))
             }
             _ => Err(RefError::Malformed {
                 input: input.into(),
-                reason: "the URL is not an issue page (expected https://HOST/owner/repo/issues/N)".into(),
+                reason: "the URL is not an issue page (expected https://HOST/owner/repo/issues/N)"
+                    .into(),
             }),
         }
     }
@@ -403,7 +461,10 @@ impl Issue {
 
 /// Parse a canonical `repo#N` key as stored in memory (`owner/repo#1`, `local#3`).
 pub fn parse_key(s: &str) -> Option<(String, u64)> {
-    let (repo, n) = s.trim().trim_start_matches("https://github.com/").rsplit_once('#')?;
+    let (repo, n) = s
+        .trim()
+        .trim_start_matches("https://github.com/")
+        .rsplit_once('#')?;
     let n = n.parse().ok()?;
     (!repo.is_empty()).then(|| (repo.to_string(), n))
 }
@@ -413,7 +474,10 @@ mod tests {
     use super::*;
 
     fn ctx(dir: &Path, origin: Option<RepoId>) -> RefContext {
-        RefContext { cwd: dir.to_path_buf(), default_repo: origin }
+        RefContext {
+            cwd: dir.to_path_buf(),
+            default_repo: origin,
+        }
     }
 
     #[test]
@@ -423,7 +487,10 @@ mod tests {
         let p = |s: &str| IssueRef::parse(s, &c).unwrap().to_string();
         assert_eq!(p("rust-lang/rust#123"), "rust-lang/rust#123");
         assert_eq!(p("https://github.com/o/r/issues/9"), "o/r#9");
-        assert_eq!(p("https://ghe.corp.example/o/r/issues/9?x=1"), "ghe.corp.example/o/r#9");
+        assert_eq!(
+            p("https://ghe.corp.example/o/r/issues/9?x=1"),
+            "ghe.corp.example/o/r#9"
+        );
         assert_eq!(p("#5"), "me/mine#5");
         assert_eq!(p("5"), "me/mine#5");
         assert_eq!(p("o/r"), "o/r");
@@ -457,14 +524,28 @@ mod tests {
         let c = ctx(d.path(), None);
         assert_eq!(
             IssueRef::parse("issues.json#7", &c).unwrap(),
-            IssueRef::File { path: d.path().join("issues.json"), record: Record::Number(7) }
+            IssueRef::File {
+                path: d.path().join("issues.json"),
+                record: Record::Number(7)
+            }
         );
         assert_eq!(
             IssueRef::parse("data.csv#12", &c).unwrap(),
-            IssueRef::File { path: d.path().join("data.csv"), record: Record::Row(12) }
+            IssueRef::File {
+                path: d.path().join("data.csv"),
+                record: Record::Row(12)
+            }
         );
-        assert_eq!(IssueRef::parse(".", &c).unwrap(), IssueRef::Dir(d.path().join(".")));
-        assert!(IssueRef::parse("1.md#2", &c).unwrap_err().to_string().contains("Markdown file holds one"));
+        assert_eq!(
+            IssueRef::parse(".", &c).unwrap(),
+            IssueRef::Dir(d.path().join("."))
+        );
+        assert!(
+            IssueRef::parse("1.md#2", &c)
+                .unwrap_err()
+                .to_string()
+                .contains("Markdown file holds one")
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ fn main() -> ExitCode {
         memory_env,
         model_flag,
         model_env,
-        github_api_url_env: std::env::var("GITHUB_API_URL").ok().filter(|v| !v.is_empty()),
+        github_api_url_env: std::env::var("GITHUB_API_URL")
+            .ok()
+            .filter(|v| !v.is_empty()),
     };
     match autotriage::commands::run(cli, overrides) {
         Ok(()) => ExitCode::SUCCESS,

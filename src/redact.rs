@@ -86,7 +86,9 @@ impl Redactor {
 
     /// A redactor with explicit secret values (tests, embedding).
     pub fn with_secrets(secrets: Vec<String>) -> Self {
-        Self { secrets: secrets.into_iter().filter(|s| s.len() >= 8).collect() }
+        Self {
+            secrets: secrets.into_iter().filter(|s| s.len() >= 8).collect(),
+        }
     }
 
     /// The text with every secret replaced.
@@ -160,7 +162,14 @@ mod tests {
         let text = format!(
             "token {} and {} and {}\npat {}\naws {} aws_secret_access_key = {}\njwt {}\n\
              Authorization: Bearer abc.def-ghi_jkl\n-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
-            PLANTED[0], PLANTED[1], PLANTED[2], PLANTED[3], PLANTED[4], PLANTED[5], PLANTED[6], PLANTED[7]
+            PLANTED[0],
+            PLANTED[1],
+            PLANTED[2],
+            PLANTED[3],
+            PLANTED[4],
+            PLANTED[5],
+            PLANTED[6],
+            PLANTED[7]
         );
         let out = Redactor::default().redact(&text).into_owned();
         for secret in PLANTED {
@@ -175,13 +184,17 @@ mod tests {
     #[test]
     fn env_values_are_removed_and_plain_text_is_kept() {
         let r = Redactor::with_secrets(vec!["hunter2hunter2".into(), "short".into()]);
-        assert_eq!(r.redact("pw=hunter2hunter2 short"), "pw=[REDACTED:env] short");
+        assert_eq!(
+            r.redact("pw=hunter2hunter2 short"),
+            "pw=[REDACTED:env] short"
+        );
         assert!(matches!(r.redact("nothing secret here"), Cow::Borrowed(_)));
     }
 
     #[test]
     fn json_strings_are_redacted_in_place() {
-        let mut v = serde_json::json!({"body": ["x ghp_abcdefghijklmnopqrstuvwxyz0123456789"], "n": 1});
+        let mut v =
+            serde_json::json!({"body": ["x ghp_abcdefghijklmnopqrstuvwxyz0123456789"], "n": 1});
         Redactor::default().redact_json(&mut v);
         assert_eq!(v["body"][0], "x [REDACTED:github-token]");
     }

@@ -23,10 +23,20 @@ pub fn evaluate(issue: &Issue, trigger_label: &str) -> TrustDecision {
     if let Some(a) = &association
         && TRUSTED_ASSOCIATIONS.contains(&a.as_str())
     {
-        return TrustDecision { eligible: true, reason: format!("the author is a {}", a.to_lowercase()) };
+        return TrustDecision {
+            eligible: true,
+            reason: format!("the author is a {}", a.to_lowercase()),
+        };
     }
-    if issue.labels.iter().any(|l| l.eq_ignore_ascii_case(trigger_label)) {
-        return TrustDecision { eligible: true, reason: format!("it carries the trigger label `{trigger_label}`") };
+    if issue
+        .labels
+        .iter()
+        .any(|l| l.eq_ignore_ascii_case(trigger_label))
+    {
+        return TrustDecision {
+            eligible: true,
+            reason: format!("it carries the trigger label `{trigger_label}`"),
+        };
     }
     let who = match association {
         Some(a) => format!("the author's association is {a}"),
@@ -34,7 +44,9 @@ pub fn evaluate(issue: &Issue, trigger_label: &str) -> TrustDecision {
     };
     TrustDecision {
         eligible: false,
-        reason: format!("{who} and the issue lacks the trigger label `{trigger_label}`; a maintainer can add that label, or run with --force"),
+        reason: format!(
+            "{who} and the issue lacks the trigger label `{trigger_label}`; a maintainer can add that label, or run with --force"
+        ),
     }
 }
 

@@ -23,12 +23,18 @@ impl Workspace {
     /// Inspect `cwd`.
     pub fn discover(cwd: &Path) -> Self {
         let repo = git2::Repository::discover(cwd).ok();
-        let git_top = repo.as_ref().and_then(|r| r.workdir().map(Path::to_path_buf));
+        let git_top = repo
+            .as_ref()
+            .and_then(|r| r.workdir().map(Path::to_path_buf));
         let origin = repo.as_ref().and_then(|r| {
             let remote = r.find_remote("origin").ok()?;
             RepoId::from_remote_url(remote.url().ok()?)
         });
-        Self { cwd: cwd.to_path_buf(), git_top, origin }
+        Self {
+            cwd: cwd.to_path_buf(),
+            git_top,
+            origin,
+        }
     }
 
     /// The top of the project: the git top level, else the current directory.

@@ -18,7 +18,18 @@ fn show(ctx: &Ctx) -> Result<()> {
     if ctx.out.json {
         let sources: serde_json::Map<String, serde_json::Value> = leaves
             .iter()
-            .map(|(k, _)| (k.clone(), json!(ctx.loaded.sources.get(k).cloned().unwrap_or_else(|| "default".into()))))
+            .map(|(k, _)| {
+                (
+                    k.clone(),
+                    json!(
+                        ctx.loaded
+                            .sources
+                            .get(k)
+                            .cloned()
+                            .unwrap_or_else(|| "default".into())
+                    ),
+                )
+            })
             .collect();
         ctx.out.json(&json!({
             "config": serde_json::to_value(&ctx.loaded.config)?,
@@ -27,11 +38,24 @@ fn show(ctx: &Ctx) -> Result<()> {
         }));
         return Ok(());
     }
-    let width = leaves.iter().map(|(k, v)| k.len() + render(v).len()).max().unwrap_or(0) + 2;
+    let width = (leaves
+        .iter()
+        .map(|(k, v)| k.len() + render(v).len())
+        .max()
+        .unwrap_or(0)
+        + 2)
+    .min(48);
     for (key, value) in &leaves {
-        let source = ctx.loaded.sources.get(key).map_or("default", String::as_str);
+        let source = ctx
+            .loaded
+            .sources
+            .get(key)
+            .map_or("default", String::as_str);
         let text = format!("{key}: {}", render(value));
-        ctx.out.line(&format!("{text:<width$}  {}", ctx.out.dim(&format!("# {source}"))));
+        ctx.out.line(&format!(
+            "{text:<width$}  {}",
+            ctx.out.dim(&format!("# {source}"))
+        ));
     }
     Ok(())
 }

@@ -21,15 +21,21 @@ pub fn guess_test_command(root: &Path) -> Option<&'static str> {
     let has = |name: &str| root.join(name).exists();
     if has("Cargo.toml") {
         Some("cargo test")
-    } else if has("pyproject.toml") || has("setup.cfg") || has("pytest.ini") || has("setup.py") || has("tox.ini") {
+    } else if has("pyproject.toml")
+        || has("setup.cfg")
+        || has("pytest.ini")
+        || has("setup.py")
+        || has("tox.ini")
+    {
         Some("python -m pytest")
     } else if has("package.json") {
         Some("npm test")
     } else if has("go.mod") {
         Some("go test ./...")
-    } else if std::fs::read_to_string(root.join("Makefile"))
-        .is_ok_and(|m| m.lines().any(|l| l.starts_with("test:") || l.starts_with("test ")))
-    {
+    } else if std::fs::read_to_string(root.join("Makefile")).is_ok_and(|m| {
+        m.lines()
+            .any(|l| l.starts_with("test:") || l.starts_with("test "))
+    }) {
         Some("make test")
     } else {
         None
@@ -51,7 +57,9 @@ pub fn render(repo: Option<&str>, test_command: Option<&str>) -> String {
             }
         } else if in_test && line.starts_with("  command:") {
             match test_command {
-                Some(c) => out.push_str(&format!("  command: {c}            # guessed from the files present")),
+                Some(c) => out.push_str(&format!(
+                    "  command: {c}            # guessed from the files present"
+                )),
                 None => out.push_str(line),
             }
         } else {
@@ -63,7 +71,12 @@ pub fn render(repo: Option<&str>, test_command: Option<&str>) -> String {
 }
 
 /// Write the config and the ignore entry.
-pub fn run(_args: &InitArgs, global: &GlobalArgs, workspace: &Workspace, out: &Output) -> Result<()> {
+pub fn run(
+    _args: &InitArgs,
+    global: &GlobalArgs,
+    workspace: &Workspace,
+    out: &Output,
+) -> Result<()> {
     let root = workspace.root();
     let target = root.join(FILE_NAME);
     if target.exists() && !global.force {
@@ -85,18 +98,29 @@ pub fn run(_args: &InitArgs, global: &GlobalArgs, workspace: &Workspace, out: &O
     });
 
     if global.dry_run {
-        out.info(&format!("dry run: would write {} and {}", target.display(), if ignored { "leave .gitignore as it is" } else { "add .autotriage/ to .gitignore" }));
+        out.info(&format!(
+            "dry run: would write {} and {}",
+            target.display(),
+            if ignored {
+                "leave .gitignore as it is"
+            } else {
+                "add .autotriage/ to .gitignore"
+            }
+        ));
         out.line(&text);
         return Ok(());
     }
-    write_atomic(&target, text.as_bytes()).map_err(|e| CommandError::failure(format!("cannot write {}: {e}", target.display())))?;
+    write_atomic(&target, text.as_bytes())
+        .map_err(|e| CommandError::failure(format!("cannot write {}: {e}", target.display())))?;
     if !ignored {
         let mut new = existing.clone();
         if !new.is_empty() && !new.ends_with('\n') {
             new.push('\n');
         }
         new.push_str(&format!("{STATE_DIR}/\n"));
-        write_atomic(&gitignore, new.as_bytes()).map_err(|e| CommandError::failure(format!("cannot write {}: {e}", gitignore.display())))?;
+        write_atomic(&gitignore, new.as_bytes()).map_err(|e| {
+            CommandError::failure(format!("cannot write {}: {e}", gitignore.display()))
+        })?;
     }
     if global.json {
         out.json(&json!({
@@ -107,8 +131,14 @@ pub fn run(_args: &InitArgs, global: &GlobalArgs, workspace: &Workspace, out: &O
         }));
     } else {
         out.line(&format!("wrote {}", target.display()));
-        out.line(&format!("  repo: {}", repo.as_deref().unwrap_or("(not found: no GitHub origin)")));
-        out.line(&format!("  test command: {}", test.unwrap_or("(none detected; set test.command)")));
+        out.line(&format!(
+            "  repo: {}",
+            repo.as_deref().unwrap_or("(not found: no GitHub origin)")
+        ));
+        out.line(&format!(
+            "  test command: {}",
+            test.unwrap_or("(none detected; set test.command)")
+        ));
         if !ignored {
             out.line(&format!("added {STATE_DIR}/ to {}", gitignore.display()));
         }

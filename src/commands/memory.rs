@@ -7,7 +7,10 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Ctx;
-use crate::cli::{MemoryCommand, MemoryExportArgs, MemoryImportArgs, MemoryListArgs, MemoryRefArgs, MemorySearchArgs, StateArg};
+use crate::cli::{
+    MemoryCommand, MemoryExportArgs, MemoryImportArgs, MemoryListArgs, MemoryRefArgs,
+    MemorySearchArgs, StateArg,
+};
 use crate::error::CommandError;
 use crate::forge::{Forge, RecordError};
 use crate::interrupt;
@@ -31,17 +34,26 @@ pub fn run(cmd: MemoryCommand, ctx: &Ctx) -> Result<()> {
 
 /// True when the file is a `memory export` (its first line is our header).
 fn is_export_file(path: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(path) else { return false };
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
     let mut first = String::new();
     if std::io::BufReader::new(file).read_line(&mut first).is_err() {
         return false;
     }
-    matches!(serde_json::from_str::<ExportRecord>(first.trim()), Ok(ExportRecord::Header { .. }))
+    matches!(
+        serde_json::from_str::<ExportRecord>(first.trim()),
+        Ok(ExportRecord::Header { .. })
+    )
 }
 
 fn read_export(path: &Path) -> Result<(Vec<ExportRecord>, Vec<RecordError>)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CommandError::usage(format!("cannot read {}: {e}\n  fix: check the path", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CommandError::usage(format!(
+            "cannot read {}: {e}\n  fix: check the path",
+            path.display()
+        ))
+    })?;
     let mut records = Vec::new();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -49,7 +61,9 @@ fn read_export(path: &Path) -> Result<(Vec<ExportRecord>, Vec<RecordError>)> {
             continue;
         }
         match serde_json::from_str::<ExportRecord>(line) {
-            Ok(ExportRecord::Header { schema_version, .. }) if schema_version > crate::memory::SCHEMA_VERSION => {
+            Ok(ExportRecord::Header { schema_version, .. })
+                if schema_version > crate::memory::SCHEMA_VERSION =>
+            {
                 return Err(CommandError::usage(format!(
                     "{}: written by a newer autotriage (schema {schema_version}, this build reads up to {})\n  fix: upgrade autotriage",
                     path.display(),
@@ -58,7 +72,10 @@ fn read_export(path: &Path) -> Result<(Vec<ExportRecord>, Vec<RecordError>)> {
                 .into());
             }
             Ok(r) => records.push(r),
-            Err(e) => errors.push(RecordError { location: format!("{}:{}", path.display(), i + 1), message: e.to_string() }),
+            Err(e) => errors.push(RecordError {
+                location: format!("{}:{}", path.display(), i + 1),
+                message: e.to_string(),
+            }),
         }
     }
     Ok((records, errors))
@@ -76,9 +93,10 @@ fn import(args: &MemoryImportArgs, ctx: &Ctx) -> Result<()> {
     for source in &args.sources {
         let reference = IssueRef::parse(source, &refs)?;
         match &reference {
-            IssueRef::File { path, record: crate::issue::Record::All }
-                if path.extension().is_some_and(|e| e == "jsonl") || is_export_file(path) =>
-            {
+            IssueRef::File {
+                path,
+                record: crate::issue::Record::All,
+            } if path.extension().is_some_and(|e| e == "jsonl") || is_export_file(path) => {
                 let (r, e) = read_export(path)?;
                 records.extend(r);
                 failed.extend(e);
@@ -86,14 +104,19 @@ fn import(args: &MemoryImportArgs, ctx: &Ctx) -> Result<()> {
             IssueRef::Remote { .. } | IssueRef::Repo(_) => {
                 return Err(RefError::Malformed {
                     input: source.clone(),
-                    reason: "`memory import` reads local sources; GitHub issues are fetched by `triage`".into(),
+                    reason:
+                        "`memory import` reads local sources; GitHub issues are fetched by `triage`"
+                            .into(),
                 }
                 .into());
             }
             _ => {
                 for item in forge.read(&reference)? {
                     match item {
-                        Ok(issue) => records.push(ExportRecord::Issue { issue: Box::new(issue), seen_at: seen_at.clone() }),
+                        Ok(issue) => records.push(ExportRecord::Issue {
+                            issue: Box::new(issue),
+                            seen_at: seen_at.clone(),
+                        }),
                         Err(e) => failed.push(e),
                     }
                 }
@@ -115,7 +138,8 @@ fn import(args: &MemoryImportArgs, ctx: &Ctx) -> Result<()> {
 
     for e in &failed {
         if ctx.out.json {
-            ctx.out.json_line(&json!({"ref": e.location, "error": e.message}));
+            ctx.out
+                .json_line(&json!({"ref": e.location, "error": e.message}));
         } else {
             ctx.out.error(&e.to_string());
         }
@@ -139,7 +163,10 @@ fn import(args: &MemoryImportArgs, ctx: &Ctx) -> Result<()> {
             memory.path().display()
         );
         if counts.other > 0 {
-            text.push_str(&format!(", plus {} triage results, runs and learned records", counts.other));
+            text.push_str(&format!(
+                ", plus {} triage results, runs and learned records",
+                counts.other
+            ));
         }
         ctx.out.line(&text);
     }
@@ -186,11 +213,22 @@ fn list(args: &MemoryListArgs, ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     if issues.is_empty() {
-        ctx.out.info("no issues in memory match; add some with `autotriage memory import SOURCE`");
+        ctx.out
+            .info("no issues in memory match; add some with `autotriage memory import SOURCE`");
     }
     for i in &issues {
-        let labels = if i.labels.is_empty() { String::new() } else { format!(" [{}]", i.labels.join(", ")) };
-        ctx.out.line(&format!("{:<24} {:<6} {}{}", i.reference, i.state, i.title, ctx.out.dim(&labels)));
+        let labels = if i.labels.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", i.labels.join(", "))
+        };
+        ctx.out.line(&format!(
+            "{:<24} {:<6} {}{}",
+            i.reference,
+            i.state,
+            i.title,
+            ctx.out.dim(&labels)
+        ));
     }
     Ok(())
 }
@@ -207,14 +245,31 @@ fn show(args: &MemoryRefArgs, ctx: &Ctx) -> Result<()> {
     };
     let results = memory.triage_results(&repo, number)?;
     if ctx.out.json {
-        ctx.out.json(&json!({"issue": issue, "triage_results": results}));
+        ctx.out
+            .json(&json!({"issue": issue, "triage_results": results}));
         return Ok(());
     }
-    ctx.out.line(&ctx.out.bold(&format!("{} {}", issue.reference(), issue.title)));
+    ctx.out.line(
+        &ctx.out
+            .bold(&format!("{} {}", issue.reference(), issue.title)),
+    );
     ctx.out.line(&format!("state: {}", issue.state.as_str()));
-    ctx.out.line(&format!("labels: {}", if issue.labels.is_empty() { "(none)".into() } else { issue.labels.join(", ") }));
+    ctx.out.line(&format!(
+        "labels: {}",
+        if issue.labels.is_empty() {
+            "(none)".into()
+        } else {
+            issue.labels.join(", ")
+        }
+    ));
     if let Some(a) = &issue.author {
-        ctx.out.line(&format!("author: {a} ({})", issue.author_association.as_deref().unwrap_or("association unknown")));
+        ctx.out.line(&format!(
+            "author: {a} ({})",
+            issue
+                .author_association
+                .as_deref()
+                .unwrap_or("association unknown")
+        ));
     }
     if let Some(c) = &issue.created_at {
         ctx.out.line(&format!("created: {c}"));
@@ -222,7 +277,11 @@ fn show(args: &MemoryRefArgs, ctx: &Ctx) -> Result<()> {
     if let Some(s) = &issue.source {
         ctx.out.line(&format!("source: {s}"));
     }
-    ctx.out.line(&format!("comments: {}, triage results: {}", issue.comments.len(), results.len()));
+    ctx.out.line(&format!(
+        "comments: {}, triage results: {}",
+        issue.comments.len(),
+        results.len()
+    ));
     ctx.out.line("");
     ctx.out.line(&issue.body);
     Ok(())
@@ -240,7 +299,10 @@ fn search(args: &MemorySearchArgs, ctx: &Ctx) -> Result<()> {
         ctx.out.info(&format!("no stored issue matches {text:?}"));
     }
     for h in &hits {
-        ctx.out.line(&format!("{:.3}  {:<24} {}", h.score, h.issue.reference, h.issue.title));
+        ctx.out.line(&format!(
+            "{:.3}  {:<24} {}",
+            h.score, h.issue.reference, h.issue.title
+        ));
     }
     Ok(())
 }
@@ -249,15 +311,23 @@ fn stats(ctx: &Ctx) -> Result<()> {
     let memory = ctx.open_memory(OpenMode::ReadOnly)?;
     let stats = memory.stats()?;
     if ctx.out.json {
-        ctx.out.json(&json!({"memory": memory.path().display().to_string(), "stats": stats}));
+        ctx.out
+            .json(&json!({"memory": memory.path().display().to_string(), "stats": stats}));
         return Ok(());
     }
-    ctx.out.line(&format!("memory: {} (schema {})", memory.path().display(), stats.schema_version));
+    ctx.out.line(&format!(
+        "memory: {} (schema {})",
+        memory.path().display(),
+        stats.schema_version
+    ));
     ctx.out.line(&format!(
         "issues: {} ({} open, {} closed, {} labelled)",
         stats.issues, stats.open, stats.closed, stats.labelled
     ));
-    ctx.out.line(&format!("triage results: {}, runs: {}", stats.triage_results, stats.runs));
+    ctx.out.line(&format!(
+        "triage results: {}, runs: {}",
+        stats.triage_results, stats.runs
+    ));
     if !stats.repos.is_empty() {
         ctx.out.line("repositories:");
         for (repo, n) in &stats.repos {
@@ -280,11 +350,14 @@ fn forget(args: &MemoryRefArgs, ctx: &Ctx) -> Result<()> {
     let mut memory = ctx.open_memory(OpenMode::ReadOnly)?;
     let removed = memory.forget(&repo, number)?;
     if ctx.out.json {
-        ctx.out.json(&json!({"ref": format!("{repo}#{number}"), "forgotten": removed}));
+        ctx.out
+            .json(&json!({"ref": format!("{repo}#{number}"), "forgotten": removed}));
     } else if removed {
         ctx.out.line(&format!("forgot {repo}#{number}"));
     } else {
-        ctx.out.info(&format!("{repo}#{number} was not in memory; nothing changed"));
+        ctx.out.info(&format!(
+            "{repo}#{number} was not in memory; nothing changed"
+        ));
     }
     Ok(())
 }
@@ -300,9 +373,14 @@ fn export(args: &MemoryExportArgs, ctx: &Ctx) -> Result<()> {
     }
     match &args.output {
         Some(path) => {
-            crate::runs::fs::write_atomic(path, text.as_bytes())
-                .map_err(|e| CommandError::failure(format!("cannot write {}: {e}", path.display())))?;
-            ctx.out.info(&format!("exported {} records to {}", records.len(), path.display()));
+            crate::runs::fs::write_atomic(path, text.as_bytes()).map_err(|e| {
+                CommandError::failure(format!("cannot write {}: {e}", path.display()))
+            })?;
+            ctx.out.info(&format!(
+                "exported {} records to {}",
+                records.len(),
+                path.display()
+            ));
         }
         None => {
             use std::io::Write;

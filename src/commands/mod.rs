@@ -46,26 +46,39 @@ impl Ctx {
     /// The repository `#N` refers to: `origin`, else config `repo`.
     pub fn default_repo(&self) -> Option<RepoId> {
         self.workspace.origin.clone().or_else(|| {
-            self.config().repo.as_deref().and_then(|r| r.split_once('/')).map(|(o, n)| RepoId::github(o, n))
+            self.config()
+                .repo
+                .as_deref()
+                .and_then(|r| r.split_once('/'))
+                .map(|(o, n)| RepoId::github(o, n))
         })
     }
 
     /// What issue references resolve against.
     pub fn ref_context(&self) -> RefContext {
-        RefContext { cwd: self.workspace.cwd.clone(), default_repo: self.default_repo() }
+        RefContext {
+            cwd: self.workspace.cwd.clone(),
+            default_repo: self.default_repo(),
+        }
     }
 
     /// The local forge with this config's CSV columns.
     pub fn local_forge(&self) -> LocalForge {
         LocalForge {
-            default_repo: self.default_repo().map_or_else(|| "local".to_string(), |r| r.to_string()),
+            default_repo: self
+                .default_repo()
+                .map_or_else(|| "local".to_string(), |r| r.to_string()),
             csv: self.config().sources.csv.clone(),
         }
     }
 
     /// The SQLite memory file in use.
     pub fn memory_path(&self) -> PathBuf {
-        self.config().memory.path.clone().unwrap_or_else(|| self.workspace.default_memory_path())
+        self.config()
+            .memory
+            .path
+            .clone()
+            .unwrap_or_else(|| self.workspace.default_memory_path())
     }
 
     /// Open memory. `OpenMode::ReadOnly` never creates a missing file.
@@ -88,7 +101,8 @@ impl Ctx {
 
 /// Parse nothing, run the command, return what `main` maps to an exit code.
 pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
-    let cwd = std::env::current_dir().map_err(|e| CommandError::failure(format!("cannot read the current directory: {e}")))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| CommandError::failure(format!("cannot read the current directory: {e}")))?;
     let workspace = Workspace::discover(&cwd);
     let out = Output::new(&cli.global);
     match cli.command {
@@ -99,7 +113,13 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
     let loaded = crate::config::load(&Locations::from_env(cwd), &overrides)?;
     let redactor = Redactor::from_env(&loaded.config.redact.secret_vars);
     let out = out.with_redactor(redactor.clone());
-    let ctx = Ctx { global: cli.global, workspace, loaded, redactor, out };
+    let ctx = Ctx {
+        global: cli.global,
+        workspace,
+        loaded,
+        redactor,
+        out,
+    };
     match cli.command {
         Command::Memory(cmd) => memory::run(cmd, &ctx),
         Command::Runs(cmd) => runs::run(cmd, &ctx),

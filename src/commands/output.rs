@@ -98,24 +98,40 @@ impl Output {
 
     /// A warning on stderr (always).
     pub fn warn(&self, text: &str) {
-        let prefix = if self.color { "\x1b[33mwarning\x1b[0m" } else { "warning" };
+        let prefix = if self.color {
+            "\x1b[33mwarning\x1b[0m"
+        } else {
+            "warning"
+        };
         eprintln!("{prefix}: {}", self.redactor.redact(text));
     }
 
     /// A per-item error on stderr (always).
     pub fn error(&self, text: &str) {
-        let prefix = if self.color { "\x1b[31merror\x1b[0m" } else { "error" };
+        let prefix = if self.color {
+            "\x1b[31merror\x1b[0m"
+        } else {
+            "error"
+        };
         eprintln!("{prefix}: {}", self.redactor.redact(text));
     }
 
     /// Bold text when colour is on.
     pub fn bold(&self, text: &str) -> String {
-        if self.color { format!("\x1b[1m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[1m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 
     /// Dim text when colour is on.
     pub fn dim(&self, text: &str) -> String {
-        if self.color { format!("\x1b[2m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[2m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 
     /// A progress bar on a terminal; hidden otherwise.

@@ -13,19 +13,35 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
         RunsCommand::List(args) => {
             let runs: Vec<_> = store.list()?.into_iter().take(args.limit).collect();
             if ctx.out.json {
-                ctx.out.json(&json!({"store": store.root.display().to_string(), "runs": runs}));
+                ctx.out
+                    .json(&json!({"store": store.root.display().to_string(), "runs": runs}));
                 return Ok(());
             }
             if runs.is_empty() {
-                ctx.out.info(&format!("no runs in {}", store.root.display()));
+                ctx.out
+                    .info(&format!("no runs in {}", store.root.display()));
             }
             for r in &runs {
                 let stages: Vec<String> = r
                     .stages
                     .iter()
-                    .map(|(name, s)| format!("{name}:{}", serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()))
+                    .map(|(name, s)| {
+                        format!(
+                            "{name}:{}",
+                            serde_json::to_value(s.status)
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from))
+                                .unwrap_or_default()
+                        )
+                    })
                     .collect();
-                ctx.out.line(&format!("{}  {:<9} {:<24} {}", r.id, r.command, r.reference, stages.join(" ")));
+                ctx.out.line(&format!(
+                    "{}  {:<9} {:<24} {}",
+                    r.id,
+                    r.command,
+                    r.reference,
+                    stages.join(" ")
+                ));
             }
             Ok(())
         }
@@ -36,7 +52,11 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
                 None => None,
             };
             if ctx.out.json {
-                let files: Vec<_> = detail.files.iter().map(|(n, s)| json!({"name": n, "bytes": s})).collect();
+                let files: Vec<_> = detail
+                    .files
+                    .iter()
+                    .map(|(n, s)| json!({"name": n, "bytes": s}))
+                    .collect();
                 ctx.out.json(&json!({"run": detail.meta, "dir": store.root.join(&detail.meta.id).display().to_string(), "files": files, "content": content}));
                 return Ok(());
             }
@@ -48,11 +68,19 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
             if let Some(c) = &m.base_commit {
                 ctx.out.line(&format!("base:    {c}"));
             }
-            ctx.out.line(&format!("folder:  {}", store.root.join(&m.id).display()));
+            ctx.out
+                .line(&format!("folder:  {}", store.root.join(&m.id).display()));
             ctx.out.line("stages:");
             for (name, s) in &m.stages {
-                let status = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-                let err = s.error.as_deref().map(|e| format!(" — {e}")).unwrap_or_default();
+                let status = serde_json::to_value(s.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                let err = s
+                    .error
+                    .as_deref()
+                    .map(|e| format!(" — {e}"))
+                    .unwrap_or_default();
                 ctx.out.line(&format!("  {name:<10} {status}{err}"));
             }
             ctx.out.line("files:");
@@ -68,14 +96,23 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
         RunsCommand::Prune(args) => {
             let removed = store.prune(args.older_than, ctx.global.dry_run)?;
             if ctx.out.json {
-                ctx.out.json(&json!({"removed": removed, "dry_run": ctx.global.dry_run}));
+                ctx.out
+                    .json(&json!({"removed": removed, "dry_run": ctx.global.dry_run}));
                 return Ok(());
             }
-            let verb = if ctx.global.dry_run { "would remove" } else { "removed" };
+            let verb = if ctx.global.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            };
             for id in &removed {
                 ctx.out.line(&format!("{verb} {id}"));
             }
-            ctx.out.info(&format!("{verb} {} run(s) older than {} day(s)", removed.len(), args.older_than));
+            ctx.out.info(&format!(
+                "{verb} {} run(s) older than {} day(s)",
+                removed.len(),
+                args.older_than
+            ));
             Ok(())
         }
     }

@@ -68,7 +68,12 @@ enum FileKind {
 
 impl FileKind {
     fn of(path: &Path) -> Self {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_lowercase)
+            .as_deref()
+        {
             Some("md" | "markdown") => Self::Markdown,
             Some("json") => Self::Json,
             Some("csv") => Self::Csv,
@@ -78,7 +83,10 @@ impl FileKind {
 }
 
 fn read(path: &Path) -> Result<String, ForgeError> {
-    std::fs::read_to_string(path).map_err(|source| ForgeError::Unreadable { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| ForgeError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Keep the one record a reference asks for.
@@ -91,32 +99,48 @@ fn select(reference: &IssueRef, batch: Batch, record: &Record) -> Result<Batch, 
     let total = batch.len();
     let found = match record {
         Record::Row(n) => batch.into_iter().nth((*n as usize).saturating_sub(1)),
-        _ => batch.into_iter().find(|r| matches!(r, Ok(i) if i.number == want)),
+        _ => batch
+            .into_iter()
+            .find(|r| matches!(r, Ok(i) if i.number == want)),
     };
     match found {
         Some(Ok(issue)) => Ok(vec![Ok(issue)]),
-        Some(Err(e)) => Err(ForgeError::Malformed { location: e.location, message: e.message }),
+        Some(Err(e)) => Err(ForgeError::Malformed {
+            location: e.location,
+            message: e.message,
+        }),
         None => Err(ForgeError::NotFound {
             reference: reference.to_string(),
-            message: format!("{what} {want} (the file has {total} records)\n  fix: pick a number that exists"),
+            message: format!(
+                "{what} {want} (the file has {total} records)\n  fix: pick a number that exists"
+            ),
         }),
     }
 }
 
 impl LocalForge {
     fn read_dir(&self, dir: &Path) -> Result<Batch, ForgeError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| ForgeError::Unreadable { path: dir.to_path_buf(), source })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| ForgeError::Unreadable {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && FileKind::of(p) == FileKind::Markdown)
-            .filter(|p| !p.file_name().is_some_and(|n| n.eq_ignore_ascii_case("README.md")))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.eq_ignore_ascii_case("README.md"))
+            })
             .collect();
         paths.sort();
         Ok(paths
             .iter()
             .map(|p| match std::fs::read_to_string(p) {
                 Ok(text) => self.parse_markdown(p, &text),
-                Err(e) => Err(RecordError { location: p.display().to_string(), message: format!("cannot read: {e}") }),
+                Err(e) => Err(RecordError {
+                    location: p.display().to_string(),
+                    message: format!("cannot read: {e}"),
+                }),
             })
             .collect())
     }
@@ -132,7 +156,9 @@ impl LocalForge {
         };
         let (front, body) = split_front_matter(text).map_err(|line| RecordError {
             location: loc(Some(line)),
-            message: "front matter opened with `---` is never closed\n  fix: end it with a line `---`".into(),
+            message:
+                "front matter opened with `---` is never closed\n  fix: end it with a line `---`"
+                    .into(),
         })?;
         let front: FrontMatter = match front {
             Some(yaml) if !yaml.trim().is_empty() => serde_yaml::from_str(yaml).map_err(|e| {
@@ -149,11 +175,16 @@ impl LocalForge {
         let title = match front.title.filter(|t| !t.trim().is_empty()) {
             Some(t) => t.trim().to_string(),
             None => {
-                let heading = body.lines().find(|l| !l.trim().is_empty()).and_then(|l| l.strip_prefix("# "));
+                let heading = body
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .and_then(|l| l.strip_prefix("# "));
                 match heading {
                     Some(h) => {
                         let h = h.trim().to_string();
-                        body = body.split_once('\n').map_or(String::new(), |(_, rest)| rest.trim().to_string());
+                        body = body
+                            .split_once('\n')
+                            .map_or(String::new(), |(_, rest)| rest.trim().to_string());
                         h
                     }
                     None => {
@@ -212,10 +243,15 @@ impl LocalForge {
             .enumerate()
             .map(|(i, v)| {
                 let location = format!("{} record {}", path.display(), i + 1);
-                let gh: GhIssue = serde_json::from_value(v)
-                    .map_err(|e| RecordError { location: location.clone(), message: format!("{e}") })?;
+                let gh: GhIssue = serde_json::from_value(v).map_err(|e| RecordError {
+                    location: location.clone(),
+                    message: format!("{e}"),
+                })?;
                 if gh.title.trim().is_empty() {
-                    return Err(RecordError { location, message: "empty `title`".into() });
+                    return Err(RecordError {
+                        location,
+                        message: "empty `title`".into(),
+                    });
                 }
                 let state = match gh.state.as_deref() {
                     None => IssueState::Open,
@@ -227,9 +263,17 @@ impl LocalForge {
                 let repo = gh
                     .url
                     .as_deref()
-                    .and_then(|u| match IssueRef::parse(u, &crate::issue::RefContext { cwd: PathBuf::new(), default_repo: None }) {
-                        Ok(IssueRef::Remote { repo, .. }) => Some(repo.to_string()),
-                        _ => None,
+                    .and_then(|u| {
+                        match IssueRef::parse(
+                            u,
+                            &crate::issue::RefContext {
+                                cwd: PathBuf::new(),
+                                default_repo: None,
+                            },
+                        ) {
+                            Ok(IssueRef::Remote { repo, .. }) => Some(repo.to_string()),
+                            _ => None,
+                        }
                     })
                     .unwrap_or_else(|| self.default_repo.clone());
                 Ok(Issue {
@@ -237,7 +281,11 @@ impl LocalForge {
                     number: gh.number,
                     title: gh.title,
                     body: gh.body.unwrap_or_default(),
-                    labels: gh.labels.into_iter().map(NamedOrString::into_name).collect(),
+                    labels: gh
+                        .labels
+                        .into_iter()
+                        .map(NamedOrString::into_name)
+                        .collect(),
                     state,
                     author: gh.author.map(NamedOrString::into_name),
                     author_association: gh.author_association.map(|a| a.to_uppercase()),
@@ -261,13 +309,25 @@ impl LocalForge {
 
     /// Parse a CSV file with a header row; columns named by `sources.csv.*`.
     pub fn parse_csv(&self, path: &Path) -> Result<Batch, ForgeError> {
-        let file = std::fs::File::open(path).map_err(|source| ForgeError::Unreadable { path: path.to_path_buf(), source })?;
-        let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(std::io::BufReader::new(file));
+        let file = std::fs::File::open(path).map_err(|source| ForgeError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(std::io::BufReader::new(file));
         let headers = reader
             .headers()
-            .map_err(|e| ForgeError::Malformed { location: format!("{}:1", path.display()), message: format!("no readable header row: {e}") })?
+            .map_err(|e| ForgeError::Malformed {
+                location: format!("{}:1", path.display()),
+                message: format!("no readable header row: {e}"),
+            })?
             .clone();
-        let find = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+        let find = |name: &str| {
+            headers
+                .iter()
+                .position(|h| h.trim().eq_ignore_ascii_case(name))
+        };
         let required = |key: &str, name: &str| {
             find(name).ok_or_else(|| ForgeError::Malformed {
                 location: format!("{}:1", path.display()),
@@ -296,6 +356,16 @@ impl LocalForge {
         let state_col = optional("state", &self.csv.state)?;
         let created_col = optional("created_at", &self.csv.created_at)?;
 
+        // Without a number column the row numbers are not issue numbers: keep such rows
+        // in their own namespace rather than over real issues of the configured repo.
+        let fallback_repo = if number_col.is_some() {
+            self.default_repo.clone()
+        } else {
+            format!(
+                "local/{}",
+                path.file_stem().and_then(|s| s.to_str()).unwrap_or("csv")
+            )
+        };
         let mut batch = Vec::new();
         for (i, row) in reader.records().enumerate() {
             let row_no = i as u64 + 1;
@@ -312,11 +382,18 @@ impl LocalForge {
             };
             let line = record.position().map_or(0, |p| p.line());
             let location = format!("{}:{line} (row {row_no})", path.display());
-            let get = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|s| !s.is_empty());
+            let get = |c: Option<usize>| {
+                c.and_then(|c| record.get(c))
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+            };
             let title = match get(Some(title_col)) {
                 Some(t) => t.to_string(),
                 None => {
-                    batch.push(Err(RecordError { location, message: format!("empty {:?} column", self.csv.title) }));
+                    batch.push(Err(RecordError {
+                        location,
+                        message: format!("empty {:?} column", self.csv.title),
+                    }));
                     continue;
                 }
             };
@@ -325,7 +402,10 @@ impl LocalForge {
                 Some(n) => match n.trim_start_matches('#').parse::<u64>() {
                     Ok(n) if n > 0 => n,
                     _ => {
-                        batch.push(Err(RecordError { location, message: format!("issue number {n:?} is not a whole number from 1") }));
+                        batch.push(Err(RecordError {
+                            location,
+                            message: format!("issue number {n:?} is not a whole number from 1"),
+                        }));
                         continue;
                     }
                 },
@@ -335,10 +415,16 @@ impl LocalForge {
                 Some(s) => IssueState::parse(s).unwrap_or(IssueState::Closed),
             };
             let labels = get(label_col)
-                .map(|l| l.split([',', ';']).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+                .map(|l| {
+                    l.split([',', ';'])
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default();
             batch.push(Ok(Issue {
-                repo: get(repo_col).map_or_else(|| self.default_repo.clone(), String::from),
+                repo: get(repo_col).map_or_else(|| fallback_repo.clone(), String::from),
                 number,
                 title,
                 body: record.get(body_col).unwrap_or("").trim().to_string(),
@@ -388,7 +474,10 @@ fn number_from_name(path: &Path) -> Option<u64> {
 fn scalar_to_string(v: serde_yaml::Value) -> String {
     match v {
         serde_yaml::Value::String(s) => s,
-        other => serde_yaml::to_string(&other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml::to_string(&other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -418,7 +507,12 @@ impl Labels {
     fn into_vec(self) -> Vec<String> {
         match self {
             Labels::List(v) => v,
-            Labels::One(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+            Labels::One(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
         }
     }
 }
@@ -482,14 +576,20 @@ mod tests {
     use super::*;
 
     fn forge() -> LocalForge {
-        LocalForge { default_repo: "local".into(), csv: CsvColumns::default() }
+        LocalForge {
+            default_repo: "local".into(),
+            csv: CsvColumns::default(),
+        }
     }
 
     #[test]
     fn markdown_with_front_matter() {
         let text = "---\nnumber: 7\ntitle: Crash on start\nlabels: [bug, p1]\nauthor: ann\nauthor_association: member\nstate: closed\ncreated_at: 2024-01-02\ncomments:\n  - author: bob\n    body: me too\n---\nIt crashes.\n";
         let i = forge().parse_markdown(Path::new("x.md"), text).unwrap();
-        assert_eq!((i.number, i.title.as_str(), i.body.as_str()), (7, "Crash on start", "It crashes."));
+        assert_eq!(
+            (i.number, i.title.as_str(), i.body.as_str()),
+            (7, "Crash on start", "It crashes.")
+        );
         assert_eq!(i.labels, vec!["bug", "p1"]);
         assert_eq!(i.author_association.as_deref(), Some("MEMBER"));
         assert_eq!(i.state, IssueState::Closed);
@@ -499,17 +599,28 @@ mod tests {
 
     #[test]
     fn markdown_heading_title_and_number_from_name() {
-        let i = forge().parse_markdown(Path::new("issues/0042-crash.md"), "# Title here\n\nBody").unwrap();
-        assert_eq!((i.number, i.title.as_str(), i.body.as_str()), (42, "Title here", "Body"));
+        let i = forge()
+            .parse_markdown(Path::new("issues/0042-crash.md"), "# Title here\n\nBody")
+            .unwrap();
+        assert_eq!(
+            (i.number, i.title.as_str(), i.body.as_str()),
+            (42, "Title here", "Body")
+        );
     }
 
     #[test]
     fn markdown_errors_have_lines() {
-        let e = forge().parse_markdown(Path::new("a.md"), "---\nnumber: 1\ntitle: [unclosed\n---\n").unwrap_err();
+        let e = forge()
+            .parse_markdown(Path::new("a.md"), "---\nnumber: 1\ntitle: [unclosed\n---\n")
+            .unwrap_err();
         assert!(e.location.starts_with("a.md:"), "{e}");
-        let e = forge().parse_markdown(Path::new("b.md"), "---\nnumber: 1\n").unwrap_err();
+        let e = forge()
+            .parse_markdown(Path::new("b.md"), "---\nnumber: 1\n")
+            .unwrap_err();
         assert!(e.message.contains("never closed"));
-        let e = forge().parse_markdown(Path::new("c.md"), "---\nnumber: 3\n---\nno heading").unwrap_err();
+        let e = forge()
+            .parse_markdown(Path::new("c.md"), "---\nnumber: 3\n---\nno heading")
+            .unwrap_err();
         assert!(e.message.contains("no title"));
     }
 
@@ -518,7 +629,10 @@ mod tests {
         let text = r#"[{"number":3,"title":"A","body":"b","labels":[{"name":"bug"}],"author":{"login":"x"},"state":"OPEN","comments":[{"author":{"login":"y"},"body":"c","createdAt":"2024-01-01T00:00:00Z"}],"createdAt":"2024-01-01T00:00:00Z","url":"https://github.com/o/r/issues/3"},{"title":"no number"}]"#;
         let b = forge().parse_gh_json(Path::new("i.json"), text).unwrap();
         let first = b[0].as_ref().unwrap();
-        assert_eq!((first.repo.as_str(), first.number, first.labels.clone()), ("o/r", 3, vec!["bug".to_string()]));
+        assert_eq!(
+            (first.repo.as_str(), first.number, first.labels.clone()),
+            ("o/r", 3, vec!["bug".to_string()])
+        );
         assert_eq!(first.comments[0].author.as_deref(), Some("y"));
         let err = b[1].as_ref().unwrap_err();
         assert_eq!(err.location, "i.json record 2");

@@ -21,7 +21,9 @@ pub const SCHEMA_VERSION: i64 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
     /// The file is not a readable autotriage memory.
-    #[error("memory file {path} is not a readable autotriage memory ({detail}); it was left untouched\n  fix: move it aside (or restore it from `memory export` output) and run again, or point --memory / AUTOTRIAGE_MEMORY at another file")]
+    #[error(
+        "memory file {path} is not a readable autotriage memory ({detail}); it was left untouched\n  fix: move it aside (or restore it from `memory export` output) and run again, or point --memory / AUTOTRIAGE_MEMORY at another file"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -29,7 +31,9 @@ pub enum MemoryError {
         detail: String,
     },
     /// Written by a newer autotriage.
-    #[error("memory file {path} has schema version {found}, newer than this autotriage understands ({supported}); it was left untouched\n  fix: upgrade autotriage, or point --memory at another file")]
+    #[error(
+        "memory file {path} has schema version {found}, newer than this autotriage understands ({supported}); it was left untouched\n  fix: upgrade autotriage, or point --memory at another file"
+    )]
     NewerSchema {
         /// The file.
         path: PathBuf,
@@ -39,7 +43,9 @@ pub enum MemoryError {
         supported: i64,
     },
     /// Another process holds the write lock.
-    #[error("memory file {path} is locked by another process (waited {waited_ms} ms)\n  fix: wait for the other autotriage command to finish, then run again")]
+    #[error(
+        "memory file {path} is locked by another process (waited {waited_ms} ms)\n  fix: wait for the other autotriage command to finish, then run again"
+    )]
     Locked {
         /// The file.
         path: PathBuf,
@@ -201,9 +207,17 @@ pub enum ExportRecord {
 pub trait Memory {
     /// Insert or replace issues in one transaction; `stop` is polled between records
     /// and, when it returns true, the transaction is rolled back.
-    fn upsert_issues(&mut self, issues: &[Issue], stop: &dyn Fn() -> bool) -> Result<ImportCounts, MemoryError>;
+    fn upsert_issues(
+        &mut self,
+        issues: &[Issue],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<ImportCounts, MemoryError>;
     /// Import the records of an export in one transaction.
-    fn import_records(&mut self, records: &[ExportRecord], stop: &dyn Fn() -> bool) -> Result<ImportCounts, MemoryError>;
+    fn import_records(
+        &mut self,
+        records: &[ExportRecord],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<ImportCounts, MemoryError>;
     /// One issue.
     fn issue(&self, repo: &str, number: u64) -> Result<Option<Issue>, MemoryError>;
     /// Issues matching a filter, by repository and number.
@@ -215,9 +229,19 @@ pub trait Memory {
     /// Remove an issue and its triage results; false when it was not there.
     fn forget(&mut self, repo: &str, number: u64) -> Result<bool, MemoryError>;
     /// Record a triage result.
-    fn record_triage(&mut self, repo: &str, number: u64, run_id: Option<&str>, result: &serde_json::Value) -> Result<(), MemoryError>;
+    fn record_triage(
+        &mut self,
+        repo: &str,
+        number: u64,
+        run_id: Option<&str>,
+        result: &serde_json::Value,
+    ) -> Result<(), MemoryError>;
     /// The triage results of an issue, oldest first.
-    fn triage_results(&self, repo: &str, number: u64) -> Result<Vec<serde_json::Value>, MemoryError>;
+    fn triage_results(
+        &self,
+        repo: &str,
+        number: u64,
+    ) -> Result<Vec<serde_json::Value>, MemoryError>;
     /// Record (or update) a run.
     fn record_run(&mut self, meta: &RunMeta) -> Result<(), MemoryError>;
     /// Every issue (for training and duplicate search).

@@ -11,7 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    ExportRecord, ImportCounts, IssueSummary, ListFilter, Memory, MemoryError, SCHEMA_VERSION, SearchHit, Stats,
+    ExportRecord, ImportCounts, IssueSummary, ListFilter, Memory, MemoryError, SCHEMA_VERSION,
+    SearchHit, Stats,
 };
 use crate::issue::{Issue, IssueState};
 use crate::redact::Redactor;
@@ -87,7 +88,9 @@ pub struct SqliteMemory {
 
 impl std::fmt::Debug for SqliteMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteMemory").field("path", &self.path).finish()
+        f.debug_struct("SqliteMemory")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -118,11 +121,18 @@ impl SqliteMemory {
                     detail: format!("cannot create folder {}: {e}", dir.display()),
                 })?;
             }
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             Connection::open_with_flags(path, flags).map_err(|e| db_err(path, e))?
         };
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| db_err(path, e))?;
-        let mut memory = Self { conn, path: path.to_path_buf(), redactor };
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| db_err(path, e))?;
+        let mut memory = Self {
+            conn,
+            path: path.to_path_buf(),
+            redactor,
+        };
         memory.prepare()?;
         Ok(memory)
     }
@@ -137,9 +147,16 @@ impl SqliteMemory {
     }
 
     fn prepare(&mut self) -> Result<(), MemoryError> {
-        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
         if version > SCHEMA_VERSION {
-            return Err(MemoryError::NewerSchema { path: self.path.clone(), found: version, supported: SCHEMA_VERSION });
+            return Err(MemoryError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
         if version == 0 {
             let tables: i64 = self
@@ -154,21 +171,35 @@ impl SqliteMemory {
             }
         }
         if version < SCHEMA_VERSION {
-            self.conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| self.err(e))?;
+            self.conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| self.err(e))?;
             let tx = self.conn.transaction().map_err(|e| db_err(&self.path, e))?;
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 tx.execute_batch(sql).map_err(|e| db_err(&self.path, e))?;
-                tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(|e| db_err(&self.path, e))?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+                    .map_err(|e| db_err(&self.path, e))?;
             }
             tx.commit().map_err(|e| db_err(&self.path, e))?;
         }
-        self.conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| self.err(e))?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    fn upsert_one(tx: &rusqlite::Transaction<'_>, issue: &Issue, seen_at: &str, redactor: &Redactor) -> rusqlite::Result<bool> {
+    fn upsert_one(
+        tx: &rusqlite::Transaction<'_>,
+        issue: &Issue,
+        seen_at: &str,
+        redactor: &Redactor,
+    ) -> rusqlite::Result<bool> {
         let existed: bool = tx
-            .query_row("SELECT 1 FROM issues WHERE repo = ?1 AND number = ?2", params![issue.repo, issue.number], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM issues WHERE repo = ?1 AND number = ?2",
+                params![issue.repo, issue.number],
+                |_| Ok(()),
+            )
             .optional()?
             .is_some();
         let labels = serde_json::to_string(&issue.labels).unwrap_or_else(|_| "[]".into());
@@ -239,12 +270,18 @@ fn check_header(path: &Path) -> Result<(), MemoryError> {
         path: path.to_path_buf(),
         detail: format!("cannot open: {e}"),
     })?;
-    let n = file.read(&mut header).map_err(|e| MemoryError::Database { path: path.to_path_buf(), detail: e.to_string() })?;
+    let n = file.read(&mut header).map_err(|e| MemoryError::Database {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     if n == 0 {
         return Ok(());
     }
     if n < 16 || &header != b"SQLite format 3\0" {
-        return Err(MemoryError::Corrupt { path: path.to_path_buf(), detail: "it is not a SQLite database".into() });
+        return Err(MemoryError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "it is not a SQLite database".into(),
+        });
     }
     Ok(())
 }
@@ -253,15 +290,24 @@ fn db_err(path: &Path, e: rusqlite::Error) -> MemoryError {
     if let rusqlite::Error::SqliteFailure(f, _) = &e {
         match f.code {
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                return MemoryError::Locked { path: path.to_path_buf(), waited_ms: BUSY_TIMEOUT.as_millis() as u64 };
+                return MemoryError::Locked {
+                    path: path.to_path_buf(),
+                    waited_ms: BUSY_TIMEOUT.as_millis() as u64,
+                };
             }
             ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => {
-                return MemoryError::Corrupt { path: path.to_path_buf(), detail: e.to_string() };
+                return MemoryError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: e.to_string(),
+                };
             }
             _ => {}
         }
     }
-    MemoryError::Database { path: path.to_path_buf(), detail: e.to_string() }
+    MemoryError::Database {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
 }
 
 /// An FTS5 query that ORs the words of free text (quoted, so no operator injection).
@@ -274,11 +320,21 @@ fn fts_query(text: &str) -> Option<String> {
     words.sort();
     words.dedup();
     words.truncate(256);
-    (!words.is_empty()).then(|| words.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(" OR "))
+    (!words.is_empty()).then(|| {
+        words
+            .iter()
+            .map(|w| format!("\"{w}\""))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    })
 }
 
 impl Memory for SqliteMemory {
-    fn upsert_issues(&mut self, issues: &[Issue], stop: &dyn Fn() -> bool) -> Result<ImportCounts, MemoryError> {
+    fn upsert_issues(
+        &mut self,
+        issues: &[Issue],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<ImportCounts, MemoryError> {
         let path = self.path.clone();
         let redactor = self.redactor.clone();
         let tx = self.conn.transaction().map_err(|e| db_err(&path, e))?;
@@ -299,7 +355,11 @@ impl Memory for SqliteMemory {
         Ok(counts)
     }
 
-    fn import_records(&mut self, records: &[ExportRecord], stop: &dyn Fn() -> bool) -> Result<ImportCounts, MemoryError> {
+    fn import_records(
+        &mut self,
+        records: &[ExportRecord],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<ImportCounts, MemoryError> {
         let path = self.path.clone();
         let redactor = self.redactor.clone();
         let tx = self.conn.transaction().map_err(|e| db_err(&path, e))?;
@@ -345,7 +405,11 @@ impl Memory for SqliteMemory {
 
     fn issue(&self, repo: &str, number: u64) -> Result<Option<Issue>, MemoryError> {
         self.conn
-            .query_row("SELECT * FROM issues WHERE repo = ?1 AND number = ?2", params![repo, number], Self::row_to_issue)
+            .query_row(
+                "SELECT * FROM issues WHERE repo = ?1 AND number = ?2",
+                params![repo, number],
+                Self::row_to_issue,
+            )
             .optional()
             .map(|o| o.map(|(i, _)| i))
             .map_err(|e| self.err(e))
@@ -362,13 +426,20 @@ impl Memory for SqliteMemory {
             .map_err(|e| self.err(e))?;
         let limit = filter.limit.map_or(-1, |l| l as i64);
         let rows = stmt
-            .query_map(params![filter.repo, filter.state, filter.label, limit], Self::row_to_issue)
+            .query_map(
+                params![filter.repo, filter.state, filter.label, limit],
+                Self::row_to_issue,
+            )
             .map_err(|e| self.err(e))?;
-        rows.map(|r| r.map(|(i, _)| Self::summary(&i))).collect::<Result<_, _>>().map_err(|e| self.err(e))
+        rows.map(|r| r.map(|(i, _)| Self::summary(&i)))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
     }
 
     fn search(&self, text: &str, limit: usize) -> Result<Vec<SearchHit>, MemoryError> {
-        let Some(query) = fts_query(text) else { return Ok(Vec::new()) };
+        let Some(query) = fts_query(text) else {
+            return Ok(Vec::new());
+        };
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -386,7 +457,10 @@ impl Memory for SqliteMemory {
         rows.map(|r| {
             r.map(|(issue, rank)| {
                 let relevance = (-rank).max(0.0);
-                SearchHit { issue: Self::summary(&issue), score: relevance / (relevance + 10.0) }
+                SearchHit {
+                    issue: Self::summary(&issue),
+                    score: relevance / (relevance + 10.0),
+                }
             })
         })
         .collect::<Result<_, _>>()
@@ -394,9 +468,16 @@ impl Memory for SqliteMemory {
     }
 
     fn stats(&self) -> Result<Stats, MemoryError> {
-        let q = |sql: &str| -> Result<u64, MemoryError> { self.conn.query_row(sql, [], |r| r.get(0)).map_err(|e| self.err(e)) };
+        let q = |sql: &str| -> Result<u64, MemoryError> {
+            self.conn
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(|e| self.err(e))
+        };
         let mut stats = Stats {
-            schema_version: self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| self.err(e))?,
+            schema_version: self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|e| self.err(e))?,
             issues: q("SELECT count(*) FROM issues")?,
             open: q("SELECT count(*) FROM issues WHERE state = 'open'")?,
             closed: q("SELECT count(*) FROM issues WHERE state = 'closed'")?,
@@ -405,8 +486,13 @@ impl Memory for SqliteMemory {
             runs: q("SELECT count(*) FROM runs")?,
             ..Default::default()
         };
-        let mut stmt = self.conn.prepare("SELECT repo, count(*) FROM issues GROUP BY repo").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))).map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT repo, count(*) FROM issues GROUP BY repo")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+            .map_err(|e| self.err(e))?;
         for row in rows {
             let (repo, n) = row.map_err(|e| self.err(e))?;
             stats.repos.insert(repo, n);
@@ -415,7 +501,9 @@ impl Memory for SqliteMemory {
             .conn
             .prepare("SELECT value, count(*) AS n FROM issues, json_each(issues.labels) GROUP BY value ORDER BY n DESC, value LIMIT 25")
             .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))
+            .map_err(|e| self.err(e))?;
         for row in rows {
             let (label, n) = row.map_err(|e| self.err(e))?;
             stats.labels.insert(label, n);
@@ -426,13 +514,28 @@ impl Memory for SqliteMemory {
     fn forget(&mut self, repo: &str, number: u64) -> Result<bool, MemoryError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| db_err(&path, e))?;
-        let n = tx.execute("DELETE FROM issues WHERE repo = ?1 AND number = ?2", params![repo, number]).map_err(|e| db_err(&path, e))?;
-        tx.execute("DELETE FROM triage_results WHERE repo = ?1 AND number = ?2", params![repo, number]).map_err(|e| db_err(&path, e))?;
+        let n = tx
+            .execute(
+                "DELETE FROM issues WHERE repo = ?1 AND number = ?2",
+                params![repo, number],
+            )
+            .map_err(|e| db_err(&path, e))?;
+        tx.execute(
+            "DELETE FROM triage_results WHERE repo = ?1 AND number = ?2",
+            params![repo, number],
+        )
+        .map_err(|e| db_err(&path, e))?;
         tx.commit().map_err(|e| db_err(&path, e))?;
         Ok(n > 0)
     }
 
-    fn record_triage(&mut self, repo: &str, number: u64, run_id: Option<&str>, result: &serde_json::Value) -> Result<(), MemoryError> {
+    fn record_triage(
+        &mut self,
+        repo: &str,
+        number: u64,
+        run_id: Option<&str>,
+        result: &serde_json::Value,
+    ) -> Result<(), MemoryError> {
         let mut result = result.clone();
         self.redactor.redact_json(&mut result);
         self.conn
@@ -444,12 +547,20 @@ impl Memory for SqliteMemory {
             .map_err(|e| self.err(e))
     }
 
-    fn triage_results(&self, repo: &str, number: u64) -> Result<Vec<serde_json::Value>, MemoryError> {
+    fn triage_results(
+        &self,
+        repo: &str,
+        number: u64,
+    ) -> Result<Vec<serde_json::Value>, MemoryError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT result FROM triage_results WHERE repo = ?1 AND number = ?2 ORDER BY id")
+            .prepare(
+                "SELECT result FROM triage_results WHERE repo = ?1 AND number = ?2 ORDER BY id",
+            )
             .map_err(|e| self.err(e))?;
-        let rows = stmt.query_map(params![repo, number], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![repo, number], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
         rows.map(|r| r.map(|s| serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)))
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
@@ -466,14 +577,24 @@ impl Memory for SqliteMemory {
     }
 
     fn all_issues(&self) -> Result<Vec<Issue>, MemoryError> {
-        let mut stmt = self.conn.prepare("SELECT * FROM issues ORDER BY repo, number").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], Self::row_to_issue).map_err(|e| self.err(e))?;
-        rows.map(|r| r.map(|(i, _)| i)).collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM issues ORDER BY repo, number")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], Self::row_to_issue)
+            .map_err(|e| self.err(e))?;
+        rows.map(|r| r.map(|(i, _)| i))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
     }
 
     fn get_kv(&self, key: &str) -> Result<Option<serde_json::Value>, MemoryError> {
-        let v: Option<String> =
-            self.conn.query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()))
     }
 
@@ -488,12 +609,23 @@ impl Memory for SqliteMemory {
     }
 
     fn export(&self) -> Result<Vec<ExportRecord>, MemoryError> {
-        let mut out = vec![ExportRecord::Header { schema_version: SCHEMA_VERSION, tool: "autotriage".into() }];
-        let mut stmt = self.conn.prepare("SELECT * FROM issues ORDER BY repo, number").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], Self::row_to_issue).map_err(|e| self.err(e))?;
+        let mut out = vec![ExportRecord::Header {
+            schema_version: SCHEMA_VERSION,
+            tool: "autotriage".into(),
+        }];
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM issues ORDER BY repo, number")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], Self::row_to_issue)
+            .map_err(|e| self.err(e))?;
         for row in rows {
             let (issue, seen_at) = row.map_err(|e| self.err(e))?;
-            out.push(ExportRecord::Issue { issue: Box::new(issue), seen_at });
+            out.push(ExportRecord::Issue {
+                issue: Box::new(issue),
+                seen_at,
+            });
         }
         let mut stmt = self
             .conn
@@ -514,15 +646,27 @@ impl Memory for SqliteMemory {
         for row in rows {
             out.push(row.map_err(|e| self.err(e))?);
         }
-        let mut stmt = self.conn.prepare("SELECT meta FROM runs ORDER BY run_id").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT meta FROM runs ORDER BY run_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
         for row in rows {
             let text = row.map_err(|e| self.err(e))?;
-            let meta: RunMeta = serde_json::from_str(&text)
-                .map_err(|e| MemoryError::Corrupt { path: self.path.clone(), detail: format!("a stored run does not parse: {e}") })?;
-            out.push(ExportRecord::Run { meta: Box::new(meta) });
+            let meta: RunMeta = serde_json::from_str(&text).map_err(|e| MemoryError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("a stored run does not parse: {e}"),
+            })?;
+            out.push(ExportRecord::Run {
+                meta: Box::new(meta),
+            });
         }
-        let mut stmt = self.conn.prepare("SELECT key, value, updated_at FROM kv ORDER BY key").map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT key, value, updated_at FROM kv ORDER BY key")
+            .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
                 let value: String = r.get(1)?;
@@ -564,10 +708,19 @@ mod tests {
     #[test]
     fn search_ranks_and_forget_removes() {
         let d = tempfile::tempdir().unwrap();
-        let mut m = SqliteMemory::open(&d.path().join("m.sqlite3"), OpenMode::Create, Redactor::default()).unwrap();
+        let mut m = SqliteMemory::open(
+            &d.path().join("m.sqlite3"),
+            OpenMode::Create,
+            Redactor::default(),
+        )
+        .unwrap();
         let c = m
             .upsert_issues(
-                &[issue(1, "Crash when parsing config", &["bug"]), issue(2, "Add dark mode", &["enhancement"]), issue(3, "Parser crash on empty config file", &["bug"])],
+                &[
+                    issue(1, "Crash when parsing config", &["bug"]),
+                    issue(2, "Add dark mode", &["enhancement"]),
+                    issue(3, "Parser crash on empty config file", &["bug"]),
+                ],
                 &|| false,
             )
             .unwrap();
@@ -576,12 +729,21 @@ mod tests {
         let refs: Vec<&str> = hits.iter().map(|h| h.issue.reference.as_str()).collect();
         assert_eq!(refs, vec!["o/r#3", "o/r#1"]);
         assert!(hits[0].score > hits[1].score && hits[0].score < 1.0);
-        assert_eq!(m.list(&ListFilter { label: Some("BUG".into()), ..Default::default() }).unwrap().len(), 2);
+        assert_eq!(
+            m.list(&ListFilter {
+                label: Some("BUG".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .len(),
+            2
+        );
         assert!(m.forget("o/r", 3).unwrap());
         assert!(!m.forget("o/r", 3).unwrap());
         assert_eq!(m.search("parser", 10).unwrap().len(), 0);
         // Updating an issue keeps the index in step.
-        m.upsert_issues(&[issue(1, "Renamed entirely", &[])], &|| false).unwrap();
+        m.upsert_issues(&[issue(1, "Renamed entirely", &[])], &|| false)
+            .unwrap();
         assert!(m.search("crash", 10).unwrap().is_empty());
         assert_eq!(m.search("renamed", 10).unwrap().len(), 1);
     }
@@ -589,7 +751,12 @@ mod tests {
     #[test]
     fn stop_rolls_back_everything() {
         let d = tempfile::tempdir().unwrap();
-        let mut m = SqliteMemory::open(&d.path().join("m.sqlite3"), OpenMode::Create, Redactor::default()).unwrap();
+        let mut m = SqliteMemory::open(
+            &d.path().join("m.sqlite3"),
+            OpenMode::Create,
+            Redactor::default(),
+        )
+        .unwrap();
         let calls = std::cell::Cell::new(0);
         let err = m
             .upsert_issues(&[issue(1, "a", &[]), issue(2, "b", &[])], &|| {

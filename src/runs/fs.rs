@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Event, RUN_SCHEMA_VERSION, RunDetail, RunMeta, RunStoreError, StageRecord, StageStatus, now_rfc3339};
+use super::{
+    Event, RUN_SCHEMA_VERSION, RunDetail, RunMeta, RunStoreError, StageRecord, StageStatus,
+    now_rfc3339,
+};
 use crate::redact::Redactor;
 
 /// The folder-backed run store.
@@ -36,7 +39,10 @@ pub struct Run {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunStoreError + '_ {
-    move |source| RunStoreError::Io { path: path.display().to_string(), source }
+    move |source| RunStoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Write `bytes` to `path` atomically (temp file in the same folder, then rename).
@@ -52,7 +58,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn random_suffix() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     format!("{:04x}", h.finish() & 0xffff)
 }
@@ -60,7 +70,13 @@ fn random_suffix() -> String {
 fn slug(s: &str) -> String {
     let out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     out.trim_matches('-').to_string()
 }
@@ -79,12 +95,18 @@ impl FsRunStore {
         let dir = self.locks_dir();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let path = dir.join(format!("{}-{number}.lock", slug(repo)));
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         match file.try_lock() {
             Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(RunStoreError::Busy { reference: format!("{repo}#{number}"), lock: path.display().to_string() })
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(RunStoreError::Busy {
+                reference: format!("{repo}#{number}"),
+                lock: path.display().to_string(),
+            }),
             Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
         }
     }
@@ -94,7 +116,12 @@ impl FsRunStore {
         let lock = self.lock(repo, number)?;
         let now = chrono::Utc::now();
         let name = repo.rsplit('/').next().unwrap_or(repo);
-        let id = format!("{}-{}-{number}-{}", now.format("%Y%m%dT%H%M%SZ"), slug(name), random_suffix());
+        let id = format!(
+            "{}-{}-{number}-{}",
+            now.format("%Y%m%dT%H%M%SZ"),
+            slug(name),
+            random_suffix()
+        );
         let dir = self.root.join(&id);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let ts = now_rfc3339();
@@ -110,7 +137,12 @@ impl FsRunStore {
             updated_at: ts,
             stages: Default::default(),
         };
-        let mut run = Run { dir, meta, redactor: self.redactor.clone(), _lock: lock };
+        let mut run = Run {
+            dir,
+            meta,
+            redactor: self.redactor.clone(),
+            _lock: lock,
+        };
         run.save_meta()?;
         Ok(run)
     }
@@ -133,7 +165,10 @@ impl FsRunStore {
 
     /// The latest run of an issue.
     pub fn latest_for(&self, repo: &str, number: u64) -> Result<Option<RunMeta>, RunStoreError> {
-        Ok(self.list()?.into_iter().find(|m| m.repo == repo && m.number == number))
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|m| m.repo == repo && m.number == number))
     }
 
     /// A run's metadata and files. Accepts a unique prefix of the id.
@@ -153,7 +188,10 @@ impl FsRunStore {
     }
 
     fn resolve(&self, id: &str) -> Result<PathBuf, RunStoreError> {
-        let not_found = || RunStoreError::NotFound { id: id.to_string(), store: self.root.display().to_string() };
+        let not_found = || RunStoreError::NotFound {
+            id: id.to_string(),
+            store: self.root.display().to_string(),
+        };
         if id.is_empty() || id.contains('/') || id.contains("..") {
             return Err(not_found());
         }
@@ -161,7 +199,11 @@ impl FsRunStore {
         if exact.join("run.json").is_file() {
             return Ok(exact);
         }
-        let matches: Vec<RunMeta> = self.list()?.into_iter().filter(|m| m.id.starts_with(id)).collect();
+        let matches: Vec<RunMeta> = self
+            .list()?
+            .into_iter()
+            .filter(|m| m.id.starts_with(id))
+            .collect();
         match matches.as_slice() {
             [one] => Ok(self.root.join(&one.id)),
             _ => Err(not_found()),
@@ -175,11 +217,14 @@ impl FsRunStore {
         let cutoff = chrono::Utc::now() - chrono::Duration::days(days as i64);
         let mut removed = Vec::new();
         for meta in self.list()? {
-            let created = chrono::DateTime::parse_from_rfc3339(&meta.created_at).map(|d| d.with_timezone(&chrono::Utc));
+            let created = chrono::DateTime::parse_from_rfc3339(&meta.created_at)
+                .map(|d| d.with_timezone(&chrono::Utc));
             if !matches!(created, Ok(c) if c <= cutoff) {
                 continue;
             }
-            let Ok(_lock) = self.lock(&meta.repo, meta.number) else { continue };
+            let Ok(_lock) = self.lock(&meta.repo, meta.number) else {
+                continue;
+            };
             if !dry_run {
                 let dir = self.root.join(&meta.id);
                 std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
@@ -194,7 +239,11 @@ fn collect_files(base: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
-        let name = path.strip_prefix(base).unwrap_or(&path).display().to_string();
+        let name = path
+            .strip_prefix(base)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
         if name.starts_with(".tmp-") {
             continue;
         }
@@ -209,7 +258,10 @@ fn collect_files(base: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::
 
 fn read_meta(path: &Path) -> Result<RunMeta, RunStoreError> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| RunStoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| RunStoreError::Corrupt {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 impl Run {
@@ -227,11 +279,15 @@ impl Run {
     /// Write `name` (e.g. `issue.json`) as pretty JSON, redacted, atomically.
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), RunStoreError> {
         let path = self.dir.join(name);
-        let mut v = serde_json::to_value(value)
-            .map_err(|e| RunStoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+        let mut v = serde_json::to_value(value).map_err(|e| RunStoreError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         self.redactor.redact_json(&mut v);
-        let mut text = serde_json::to_string_pretty(&v)
-            .map_err(|e| RunStoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+        let mut text = serde_json::to_string_pretty(&v).map_err(|e| RunStoreError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         text.push('\n');
         write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
     }
@@ -243,7 +299,13 @@ impl Run {
     }
 
     /// Append one event to `events.jsonl`, redacted.
-    pub fn event(&self, stage: &str, kind: &str, message: &str, data: serde_json::Value) -> Result<(), RunStoreError> {
+    pub fn event(
+        &self,
+        stage: &str,
+        kind: &str,
+        message: &str,
+        data: serde_json::Value,
+    ) -> Result<(), RunStoreError> {
         let mut event = serde_json::to_value(Event {
             ts: now_rfc3339(),
             stage: stage.into(),
@@ -256,7 +318,11 @@ impl Run {
         let mut line = event.to_string();
         line.push('\n');
         let path = self.dir.join("events.jsonl");
-        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         f.write_all(line.as_bytes()).map_err(io_err(&path))
     }
 
@@ -264,13 +330,22 @@ impl Run {
     pub fn stage_started(&mut self, stage: &str) -> Result<(), RunStoreError> {
         self.meta.stages.insert(
             stage.into(),
-            StageRecord { status: StageStatus::Running, started_at: now_rfc3339(), finished_at: None, error: None },
+            StageRecord {
+                status: StageStatus::Running,
+                started_at: now_rfc3339(),
+                finished_at: None,
+                error: None,
+            },
         );
         self.save_meta()
     }
 
     /// Mark a stage as finished, with its error when it failed.
-    pub fn stage_finished(&mut self, stage: &str, error: Option<&str>) -> Result<(), RunStoreError> {
+    pub fn stage_finished(
+        &mut self,
+        stage: &str,
+        error: Option<&str>,
+    ) -> Result<(), RunStoreError> {
         let now = now_rfc3339();
         let error = error.map(|e| self.redactor.redact(e).into_owned());
         let record = self.meta.stages.entry(stage.into()).or_insert(StageRecord {
@@ -279,7 +354,11 @@ impl Run {
             finished_at: None,
             error: None,
         });
-        record.status = if error.is_some() { StageStatus::Failed } else { StageStatus::Done };
+        record.status = if error.is_some() {
+            StageStatus::Failed
+        } else {
+            StageStatus::Done
+        };
         record.finished_at = Some(now);
         record.error = error;
         self.save_meta()
@@ -302,7 +381,10 @@ mod tests {
         let store = FsRunStore::new(d.path().join("runs"), Redactor::default());
         let run = store.begin("o/r", 1, "triage").unwrap();
         let err = store.begin("o/r", 1, "triage").unwrap_err();
-        assert!(err.to_string().contains("another autotriage run of o/r#1"), "{err}");
+        assert!(
+            err.to_string().contains("another autotriage run of o/r#1"),
+            "{err}"
+        );
         assert!(store.begin("o/r", 2, "triage").is_ok());
         drop(run);
         assert!(store.begin("o/r", 1, "triage").is_ok());
@@ -315,8 +397,13 @@ mod tests {
         let mut run = store.begin("o/widgets", 12, "triage").unwrap();
         assert!(run.id().contains("-widgets-12-"), "{}", run.id());
         run.stage_started("triage").unwrap();
-        run.write_json("triage.json", &serde_json::json!({"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"})).unwrap();
-        run.event("triage", "decision", "done", serde_json::Value::Null).unwrap();
+        run.write_json(
+            "triage.json",
+            &serde_json::json!({"token": "ghp_abcdefghijklmnopqrstuvwxyz0123456789"}),
+        )
+        .unwrap();
+        run.event("triage", "decision", "done", serde_json::Value::Null)
+            .unwrap();
         run.stage_finished("triage", None).unwrap();
         let id = run.id().to_string();
         drop(run);
@@ -324,7 +411,12 @@ mod tests {
         assert_eq!(detail.meta.stages["triage"].status, StageStatus::Done);
         let names: Vec<&str> = detail.files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, vec!["events.jsonl", "run.json", "triage.json"]);
-        assert!(!store.read_file(&id, "triage.json").unwrap().contains("ghp_"));
+        assert!(
+            !store
+                .read_file(&id, "triage.json")
+                .unwrap()
+                .contains("ghp_")
+        );
         assert!(store.prune(1, false).unwrap().is_empty());
         assert_eq!(store.prune(0, false).unwrap(), vec![id]);
         assert!(store.list().unwrap().is_empty());

@@ -17,7 +17,9 @@ pub const RUN_SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum RunStoreError {
     /// Reading or writing the store failed.
-    #[error("run store {path}: {source}\n  fix: check that the folder is writable and the disk is not full")]
+    #[error(
+        "run store {path}: {source}\n  fix: check that the folder is writable and the disk is not full"
+    )]
     Io {
         /// The file or folder.
         path: String,
@@ -33,7 +35,9 @@ pub enum RunStoreError {
         store: String,
     },
     /// Another process holds this issue's lock.
-    #[error("another autotriage run of {reference} is in progress (lock {lock} is held)\n  fix: wait for it to finish, then run again")]
+    #[error(
+        "another autotriage run of {reference} is in progress (lock {lock} is held)\n  fix: wait for it to finish, then run again"
+    )]
     Busy {
         /// The issue.
         reference: String,
@@ -41,7 +45,9 @@ pub enum RunStoreError {
         lock: String,
     },
     /// A run file is not what this build understands.
-    #[error("{path}: {message}\n  fix: remove the run with `autotriage runs prune` or upgrade autotriage")]
+    #[error(
+        "{path}: {message}\n  fix: remove the run with `autotriage runs prune` or upgrade autotriage"
+    )]
     Corrupt {
         /// The file.
         path: String,

@@ -1,1 +1,8 @@
+//! Integration tests: the real binary in a sandboxed home and working folder.
 
+mod cli;
+mod common;
+mod config;
+mod memory;
+mod redaction;
+mod runs;
