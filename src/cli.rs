@@ -63,6 +63,12 @@ pub struct GlobalArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Triage issues offline: kind (or abstain), labels, priority, duplicates, missing
+    /// information, fixability. Learns from memory's labelled history.
+    Triage(TriageArgs),
+    /// Measure triage on labelled data (backtesting).
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Read, search and move the memory of issues, triage results and runs.
     #[command(subcommand)]
     Memory(MemoryCommand),
@@ -217,4 +223,104 @@ pub struct CompletionsArgs {
     /// The shell.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// `triage`
+#[derive(Debug, Args)]
+pub struct TriageArgs {
+    /// Issues: `owner/repo#N` or `#N` (stored in memory), `owner/repo` (its open issues in
+    /// memory), a Markdown file or folder, `issues.json[#N]`, `data.csv[#ROW]`.
+    #[arg(required = true, value_name = "REF")]
+    pub refs: Vec<String>,
+}
+
+/// `eval …`
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Kind classification: train/test files or K-fold cross-validation.
+    Triage(EvalTriageArgs),
+    /// Duplicate retrieval: recall@1/5/10 and MRR over known duplicate pairs.
+    Duplicates(EvalDuplicatesArgs),
+    /// Agreement of the priority rules with people's priorities.
+    Priority(EvalPriorityArgs),
+}
+
+/// `eval triage`
+#[derive(Debug, Args)]
+pub struct EvalTriageArgs {
+    /// Training issues (any local source; CSV columns from sources.csv.*).
+    #[arg(long, value_name = "FILE", requires = "test", conflicts_with = "data")]
+    pub train: Option<String>,
+    /// Test issues.
+    #[arg(long, value_name = "FILE", requires = "train")]
+    pub test: Option<String>,
+    /// All issues, for cross-validation.
+    #[arg(long, value_name = "FILE", required_unless_present = "train")]
+    pub data: Option<String>,
+    /// Folds for cross-validation.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=50))]
+    pub folds: u64,
+    /// Seed for the folds and for training.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Abstention threshold (default: triage.threshold).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Only every other record: odd (1st, 3rd, …) or even ones (for tuning vs reporting).
+    #[arg(long, value_enum, default_value_t = LineSelection::All)]
+    pub lines: LineSelection,
+}
+
+/// Which records of a file to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LineSelection {
+    /// Every record.
+    All,
+    /// Records 1, 3, 5, …
+    Odd,
+    /// Records 2, 4, 6, …
+    Even,
+}
+
+/// `eval duplicates`
+#[derive(Debug, Args)]
+pub struct EvalDuplicatesArgs {
+    /// CSV of reports.
+    #[arg(long, value_name = "FILE")]
+    pub corpus: PathBuf,
+    /// JSON lines with `issue_id` and `duplicate_id`.
+    #[arg(long, value_name = "FILE")]
+    pub pairs: PathBuf,
+    /// Which pair lines to use: odd ones for tuning, even ones for reporting.
+    #[arg(long, value_enum, default_value_t = LineSelection::All)]
+    pub lines: LineSelection,
+    /// Id column.
+    #[arg(long, default_value = "Issue id")]
+    pub id_column: String,
+    /// Title column.
+    #[arg(long, default_value = "Summary")]
+    pub title_column: String,
+    /// Body column.
+    #[arg(long, default_value = "Description")]
+    pub body_column: String,
+    /// "Likely duplicate" threshold (default: triage.duplicate_threshold).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+}
+
+/// `eval priority`
+#[derive(Debug, Args)]
+pub struct EvalPriorityArgs {
+    /// CSV of reports with a priority column.
+    #[arg(long, value_name = "FILE")]
+    pub corpus: PathBuf,
+    /// Priority column (Jira names Blocker/Critical/Major/Minor/Trivial, or P0–P3).
+    #[arg(long, default_value = "Priority")]
+    pub priority_column: String,
+    /// Title column.
+    #[arg(long, default_value = "Summary")]
+    pub title_column: String,
+    /// Body column.
+    #[arg(long, default_value = "Description")]
+    pub body_column: String,
 }

@@ -2,10 +2,12 @@
 
 pub mod completions;
 pub mod config;
+pub mod eval;
 pub mod init;
 pub mod memory;
 pub mod output;
 pub mod runs;
+pub mod triage;
 
 use std::path::PathBuf;
 
@@ -121,6 +123,8 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
         out,
     };
     match cli.command {
+        Command::Triage(args) => triage::run(&args, &ctx),
+        Command::Eval(cmd) => eval::run(cmd, &ctx),
         Command::Memory(cmd) => memory::run(cmd, &ctx),
         Command::Runs(cmd) => runs::run(cmd, &ctx),
         Command::Config(cmd) => config::run(cmd, &ctx),

@@ -182,8 +182,10 @@ impl SqliteMemory {
             }
             tx.commit().map_err(|e| db_err(&self.path, e))?;
         }
+        // WAL + NORMAL: a commit survives a crash of this process, and one small write
+        // per triaged issue stays cheap.
         self.conn
-            .pragma_update(None, "foreign_keys", "ON")
+            .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| self.err(e))?;
         Ok(())
     }

@@ -3,6 +3,8 @@
 mod cli;
 mod common;
 mod config;
+mod eval;
 mod memory;
 mod redaction;
 mod runs;
+mod triage;

@@ -70,6 +70,9 @@ fn planted_secrets_appear_in_no_file_and_no_output() {
         &["memory", "search", "crash", "token"],
         &["memory", "export"],
         &["memory", "list", "--json"],
+        &["triage", "issues/9.md"],
+        &["triage", "acme/widgets#9", "--json"],
+        &["runs", "list"],
     ] {
         let o = t
             .cmd()
@@ -84,7 +87,8 @@ fn planted_secrets_appear_in_no_file_and_no_output() {
         assert_clean(&format!("stdout of {what}"), &o.stdout);
         assert_clean(&format!("stderr of {what}"), &o.stderr);
     }
-    // The memory file and everything else under .autotriage/ (WAL included).
+    // The memory file, the run folders and everything else under .autotriage/.
+    assert!(t.path().join(".autotriage/runs").is_dir());
     let files = all_files(&t.path().join(".autotriage"));
     assert!(!files.is_empty());
     for (path, bytes) in files {

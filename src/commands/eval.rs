@@ -1,0 +1,356 @@
+//! `autotriage eval …`: backtesting figures, printed and as JSON fractions.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::{
+    EvalCommand, EvalDuplicatesArgs, EvalPriorityArgs, EvalTriageArgs, LineSelection,
+};
+use crate::error::CommandError;
+use crate::eval::{self, KindReport, LabelledText, Report};
+use crate::forge::Forge;
+use crate::issue::IssueRef;
+use crate::triage::classifier::TrainSpec;
+use crate::triage::kind_of_labels;
+
+/// Run an `eval` subcommand.
+pub fn run(cmd: EvalCommand, ctx: &Ctx) -> Result<()> {
+    match cmd {
+        EvalCommand::Triage(args) => triage(&args, ctx),
+        EvalCommand::Duplicates(args) => duplicates(&args, ctx),
+        EvalCommand::Priority(args) => priority(&args, ctx),
+    }
+}
+
+fn keep(selection: LineSelection, index: usize) -> bool {
+    match selection {
+        LineSelection::All => true,
+        LineSelection::Odd => index.is_multiple_of(2),
+        LineSelection::Even => index % 2 == 1,
+    }
+}
+
+/// Labelled texts from any local source; labels become kinds through `labels.aliases`.
+fn labelled(ctx: &Ctx, source: &str, lines: LineSelection) -> Result<Vec<LabelledText>> {
+    let r = IssueRef::parse(source, &ctx.ref_context())?;
+    let batch = ctx.local_forge().read(&r)?;
+    let mut out = Vec::new();
+    let mut bad = 0;
+    for (i, item) in batch.into_iter().enumerate() {
+        if !keep(lines, i) {
+            continue;
+        }
+        match item {
+            Ok(issue) => {
+                if let Some(kind) = kind_of_labels(&issue.labels, &ctx.config().labels.aliases) {
+                    out.push(LabelledText {
+                        title: issue.title,
+                        body: issue.body,
+                        kind,
+                    });
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                ctx.out.debug(&format!("skipped {e}"));
+            }
+        }
+    }
+    if bad > 0 {
+        ctx.out.warn(&format!(
+            "{source}: skipped {bad} unreadable record(s) (-v lists them)"
+        ));
+    }
+    if out.is_empty() {
+        return Err(CommandError::usage(format!(
+            "{source}: no record has a label that maps to a kind\n  fix: check sources.csv.label and labels.aliases"
+        ))
+        .into());
+    }
+    Ok(out)
+}
+
+fn triage(args: &EvalTriageArgs, ctx: &Ctx) -> Result<()> {
+    let threshold = args.threshold.unwrap_or(ctx.config().triage.threshold);
+    let spec = TrainSpec {
+        seed: args.seed,
+        ..TrainSpec::default()
+    };
+    let started = std::time::Instant::now();
+    let (report, setup) = match (&args.train, &args.test, &args.data) {
+        (Some(train), Some(test), _) => {
+            let train_set = labelled(ctx, train, args.lines)?;
+            let test_set = labelled(ctx, test, args.lines)?;
+            let setup = format!(
+                "trained on {} issues of {train}, tested on {} of {test}",
+                train_set.len(),
+                test_set.len()
+            );
+            (
+                eval::train_test(&train_set, &test_set, spec, threshold),
+                setup,
+            )
+        }
+        (_, _, Some(data)) => {
+            let set = labelled(ctx, data, args.lines)?;
+            let setup = format!(
+                "{}-fold cross-validation on {} issues of {data}, seed {}",
+                args.folds,
+                set.len(),
+                args.seed
+            );
+            (
+                eval::cross_validate(&set, args.folds as usize, spec, threshold),
+                setup,
+            )
+        }
+        _ => {
+            return Err(
+                CommandError::usage("give --data FILE, or --train FILE and --test FILE").into(),
+            );
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    if ctx.out.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("setup".into(), json!(setup));
+            m.insert("seconds".into(), json!(seconds));
+        }
+        ctx.out.json(&v);
+        return Ok(());
+    }
+    print_kind_report(ctx, &report, &setup, seconds);
+    Ok(())
+}
+
+fn print_kind_report(ctx: &Ctx, r: &KindReport, setup: &str, seconds: f64) {
+    ctx.out
+        .line(&format!("kind classification: {setup} ({seconds:.1} s)"));
+    ctx.out.line(&format!(
+        "  accuracy {:.3}   macro-F1 {:.3}",
+        r.accuracy, r.macro_f1
+    ));
+    ctx.out.line(&format!(
+        "  at threshold {:.2}: coverage {:.3}, precision {:.3} (the rest abstain: needs a human)",
+        r.threshold, r.coverage, r.precision_at_threshold
+    ));
+    ctx.out
+        .line("  kind          precision  recall  F1     support");
+    for c in &r.per_class {
+        ctx.out.line(&format!(
+            "  {:<13} {:<10.3} {:<7.3} {:<6.3} {}",
+            c.kind, c.precision, c.recall, c.f1, c.support
+        ));
+    }
+    ctx.out.line(&format!(
+        "  confusion (rows: true, columns: predicted {}):",
+        r.kinds.join(", ")
+    ));
+    for (k, row) in r.kinds.iter().zip(&r.confusion) {
+        ctx.out.line(&format!(
+            "  {:<13} {}",
+            k,
+            row.iter().map(|n| format!("{n:>6}")).collect::<String>()
+        ));
+    }
+    ctx.out.line("  threshold  coverage  precision");
+    for p in &r.curve {
+        ctx.out.line(&format!(
+            "  {:<10.2} {:<9.3} {:.3}",
+            p.threshold, p.coverage, p.precision
+        ));
+    }
+}
+
+/// Read named columns of a CSV; errors name the missing column and the flag.
+fn read_columns(path: &Path, columns: &[(&str, &str)]) -> Result<Vec<Vec<String>>> {
+    let mut reader = csv::Reader::from_path(path).map_err(|e| {
+        CommandError::usage(format!(
+            "cannot read {}: {e}\n  fix: check the path",
+            path.display()
+        ))
+    })?;
+    let headers = reader
+        .headers()
+        .map_err(|e| CommandError::usage(format!("{}: no header row: {e}", path.display())))?
+        .clone();
+    let mut idx = Vec::new();
+    for (name, flag) in columns {
+        match headers.iter().position(|h| h.trim() == *name) {
+            Some(i) => idx.push(i),
+            None => {
+                return Err(CommandError::usage(format!(
+                    "{}: no column {name:?} (columns: {})\n  fix: name the right one with {flag}",
+                    path.display(),
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ))
+                .into());
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (n, rec) in reader.records().enumerate() {
+        let rec = rec
+            .map_err(|e| CommandError::usage(format!("{}: row {}: {e}", path.display(), n + 1)))?;
+        rows.push(
+            idx.iter()
+                .map(|i| rec.get(*i).unwrap_or("").to_string())
+                .collect(),
+        );
+    }
+    Ok(rows)
+}
+
+fn duplicates(args: &EvalDuplicatesArgs, ctx: &Ctx) -> Result<()> {
+    let threshold = args
+        .threshold
+        .unwrap_or(ctx.config().triage.duplicate_threshold);
+    let rows = read_columns(
+        &args.corpus,
+        &[
+            (&args.id_column, "--id-column"),
+            (&args.title_column, "--title-column"),
+            (&args.body_column, "--body-column"),
+        ],
+    )?;
+    let mut corpus: Vec<Report> = rows
+        .into_iter()
+        .map(|mut r| Report {
+            body: r.pop().unwrap_or_default(),
+            title: r.pop().unwrap_or_default(),
+            id: r.pop().unwrap_or_default(),
+        })
+        .collect();
+    let text = std::fs::read_to_string(&args.pairs).map_err(|e| {
+        CommandError::usage(format!(
+            "cannot read {}: {e}\n  fix: check the path",
+            args.pairs.display()
+        ))
+    })?;
+    let mut pairs = Vec::new();
+    let known: std::collections::HashSet<String> = corpus.iter().map(|r| r.id.clone()).collect();
+    let mut extra: HashMap<String, Report> = HashMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        if !keep(args.lines, i) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            CommandError::usage(format!("{}:{}: not JSON: {e}", args.pairs.display(), i + 1))
+        })?;
+        let id = |k: &str| {
+            v.get(k)
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), String::from))
+        };
+        let (Some(a), Some(b)) = (id("issue_id"), id("duplicate_id")) else {
+            return Err(CommandError::usage(format!(
+                "{}:{}: needs issue_id and duplicate_id",
+                args.pairs.display(),
+                i + 1
+            ))
+            .into());
+        };
+        // Reports that only the pair file carries join the corpus.
+        for (key, side) in [(&a, "issue"), (&b, "duplicate")] {
+            if !known.contains(key)
+                && let Some(obj) = v.get(side)
+            {
+                let field = |c: &str| {
+                    obj.get(c)
+                        .and_then(|x| x.as_str())
+                        .unwrap_or("")
+                        .to_string()
+                };
+                extra.insert(
+                    key.clone(),
+                    Report {
+                        id: key.clone(),
+                        title: field(&args.title_column),
+                        body: field(&args.body_column),
+                    },
+                );
+            }
+        }
+        pairs.push((a, b));
+    }
+    corpus.extend(extra.into_values());
+    let started = std::time::Instant::now();
+    let r = eval::duplicates(&corpus, &pairs, threshold);
+    let seconds = started.elapsed().as_secs_f64();
+    if ctx.out.json {
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("pairs".into(), json!(pairs.len()));
+            m.insert("seconds".into(), json!(seconds));
+        }
+        ctx.out.json(&v);
+        return Ok(());
+    }
+    ctx.out.line(&format!(
+        "duplicates: {} queries from {} pairs ({:?} lines), each ranking {} reports ({seconds:.2} s)",
+        r.queries,
+        pairs.len(),
+        args.lines,
+        r.corpus
+    ));
+    ctx.out.line(&format!(
+        "  recall@1 {:.3}   recall@5 {:.3}   recall@10 {:.3}   MRR {:.3}",
+        r.recall_at_1, r.recall_at_5, r.recall_at_10, r.mrr
+    ));
+    ctx.out.line(&format!(
+        "  at threshold {:.2}: {:.3} of queries get a likely duplicate, {:.3} of those are right",
+        r.threshold, r.likely_rate, r.likely_precision
+    ));
+    Ok(())
+}
+
+fn priority(args: &EvalPriorityArgs, ctx: &Ctx) -> Result<()> {
+    let rows = read_columns(
+        &args.corpus,
+        &[
+            (&args.title_column, "--title-column"),
+            (&args.body_column, "--body-column"),
+            (&args.priority_column, "--priority-column"),
+        ],
+    )?;
+    let reports: Vec<(String, String, String)> = rows
+        .into_iter()
+        .map(|mut r| {
+            let p = r.pop().unwrap_or_default();
+            let b = r.pop().unwrap_or_default();
+            (r.pop().unwrap_or_default(), b, p)
+        })
+        .collect();
+    let r = eval::priority(&reports);
+    if ctx.out.json {
+        ctx.out.json(&r);
+        return Ok(());
+    }
+    ctx.out.line(&format!(
+        "priority: {} reports (all taken as bugs)",
+        r.issues
+    ));
+    ctx.out.line(&format!(
+        "  agreement {:.3}   within one level {:.3}   always-the-commonest-level baseline {:.3}",
+        r.agreement, r.within_one, r.majority_baseline
+    ));
+    ctx.out
+        .line("  rows: people's level, columns: predicted P0 P1 P2 P3");
+    for (i, row) in r.confusion.iter().enumerate() {
+        ctx.out.line(&format!(
+            "  P{i} {}",
+            row.iter().map(|n| format!("{n:>6}")).collect::<String>()
+        ));
+    }
+    let mapping: Vec<String> = r.mapping.iter().map(|(k, v)| format!("{k}→{v}")).collect();
+    ctx.out.line(&format!("  mapping: {}", mapping.join(", ")));
+    Ok(())
+}
