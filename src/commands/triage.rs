@@ -70,6 +70,9 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         indicatif::ProgressBar::hidden()
     };
     let mut failed = 0usize;
+    // Memory writes of a batch are committed every 100 issues rather than one by one.
+    let mut pending = 0usize;
+    memory.begin_batch()?;
     let mut single_error: Vec<anyhow::Error> = Vec::new();
     for item in items {
         if crate::interrupt::requested() {
@@ -84,7 +87,14 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
                 continue;
             }
         };
-        match triage_one(&engine, &store, &mut memory, &issue) {
+        let result = triage_one(&engine, &store, &mut memory, &issue);
+        pending += 1;
+        if pending >= 100 {
+            memory.end_batch()?;
+            memory.begin_batch()?;
+            pending = 0;
+        }
+        match result {
             Ok((run_id, t)) => {
                 bar.suspend(|| print_triage(ctx, &issue, &t, &run_id, batch));
             }
@@ -99,6 +109,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    memory.end_batch()?;
     if let Some(e) = single_error.pop() {
         return Err(e);
     }

@@ -205,6 +205,11 @@ pub enum ExportRecord {
 
 /// The memory backend interface.
 pub trait Memory {
+    /// Group the writes that follow into one transaction until [`Memory::end_batch`]
+    /// (many small writes, one commit). Each write stays atomic on its own.
+    fn begin_batch(&mut self) -> Result<(), MemoryError>;
+    /// Commit the writes since [`Memory::begin_batch`].
+    fn end_batch(&mut self) -> Result<(), MemoryError>;
     /// Insert or replace issues in one transaction; `stop` is polled between records
     /// and, when it returns true, the transaction is rolled back.
     fn upsert_issues(

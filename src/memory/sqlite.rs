@@ -191,7 +191,7 @@ impl SqliteMemory {
     }
 
     fn upsert_one(
-        tx: &rusqlite::Transaction<'_>,
+        tx: &rusqlite::Savepoint<'_>,
         issue: &Issue,
         seen_at: &str,
         redactor: &Redactor,
@@ -332,6 +332,17 @@ fn fts_query(text: &str) -> Option<String> {
 }
 
 impl Memory for SqliteMemory {
+    fn begin_batch(&mut self) -> Result<(), MemoryError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))
+    }
+
+    fn end_batch(&mut self) -> Result<(), MemoryError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
     fn upsert_issues(
         &mut self,
         issues: &[Issue],
@@ -339,12 +350,12 @@ impl Memory for SqliteMemory {
     ) -> Result<ImportCounts, MemoryError> {
         let path = self.path.clone();
         let redactor = self.redactor.clone();
-        let tx = self.conn.transaction().map_err(|e| db_err(&path, e))?;
+        let tx = self.conn.savepoint().map_err(|e| db_err(&path, e))?;
         let seen_at = now_rfc3339();
         let mut counts = ImportCounts::default();
         for issue in issues {
             if stop() {
-                tx.rollback().map_err(|e| db_err(&path, e))?;
+                drop(tx);
                 return Err(MemoryError::Interrupted);
             }
             if Self::upsert_one(&tx, issue, &seen_at, &redactor).map_err(|e| db_err(&path, e))? {
@@ -364,11 +375,11 @@ impl Memory for SqliteMemory {
     ) -> Result<ImportCounts, MemoryError> {
         let path = self.path.clone();
         let redactor = self.redactor.clone();
-        let tx = self.conn.transaction().map_err(|e| db_err(&path, e))?;
+        let tx = self.conn.savepoint().map_err(|e| db_err(&path, e))?;
         let mut counts = ImportCounts::default();
         for record in records {
             if stop() {
-                tx.rollback().map_err(|e| db_err(&path, e))?;
+                drop(tx);
                 return Err(MemoryError::Interrupted);
             }
             let res = match record {
@@ -515,7 +526,7 @@ impl Memory for SqliteMemory {
 
     fn forget(&mut self, repo: &str, number: u64) -> Result<bool, MemoryError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| db_err(&path, e))?;
+        let tx = self.conn.savepoint().map_err(|e| db_err(&path, e))?;
         let n = tx
             .execute(
                 "DELETE FROM issues WHERE repo = ?1 AND number = ?2",

@@ -46,9 +46,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RunStoreError + '_ {
 }
 
 /// Write `bytes` to `path` atomically (temp file in the same folder, then rename).
+/// The folder must exist.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -111,7 +111,9 @@ impl FsRunStore {
         }
     }
 
-    /// Start a run for an issue: take its lock, make the folder, write `run.json`.
+    /// Start a run for an issue: take its lock and make the folder. `run.json` is
+    /// written at the first stage end or [`Run::checkpoint`] (one write instead of a
+    /// rewrite per step); until then `runs list` does not show the run.
     pub fn begin(&self, repo: &str, number: u64, command: &str) -> Result<Run, RunStoreError> {
         let lock = self.lock(repo, number)?;
         let now = chrono::Utc::now();
@@ -137,14 +139,12 @@ impl FsRunStore {
             updated_at: ts,
             stages: Default::default(),
         };
-        let mut run = Run {
+        Ok(Run {
             dir,
             meta,
             redactor: self.redactor.clone(),
             _lock: lock,
-        };
-        run.save_meta()?;
-        Ok(run)
+        })
     }
 
     /// Every run, newest first. Folders without a readable `run.json` are skipped.
@@ -230,6 +230,23 @@ impl FsRunStore {
                 std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
             }
             removed.push(meta.id);
+        }
+        // Folders of runs that died before their first save have no run.json.
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t) <= cutoff)
+                    .unwrap_or(false);
+                if path.is_dir() && !path.join("run.json").exists() && old {
+                    if !dry_run {
+                        std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                    }
+                    removed.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
         }
         Ok(removed)
     }

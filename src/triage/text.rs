@@ -103,17 +103,17 @@ pub fn counts(spec: &FeatureSpec, title: &str, body: &str) -> (SparseVec, Sparse
     if spec.char_min > 0 {
         for (tokens, weight) in [(&title_words, spec.title_weight), (&body_words, 1.0)] {
             for t in tokens.iter() {
-                let padded: Vec<char> = std::iter::once(' ')
-                    .chain(t.chars())
-                    .chain(std::iter::once(' '))
-                    .collect();
+                // Hash each character window of " token " straight from the bytes.
+                let padded = format!(" {t} ");
+                let starts: Vec<usize> = padded.char_indices().map(|(i, _)| i).chain(std::iter::once(padded.len())).collect();
+                let chars = starts.len() - 1;
                 for n in spec.char_min..=spec.char_max {
-                    if padded.len() < n {
+                    if chars < n {
                         break;
                     }
-                    for gram in padded.windows(n) {
-                        let s: String = gram.iter().collect();
-                        push(&mut char_feats, hash(&[b"c", s.as_bytes()]), weight);
+                    for s in 0..=chars - n {
+                        let gram = &padded.as_bytes()[starts[s]..starts[s + n]];
+                        push(&mut char_feats, hash(&[b"c", gram]), weight);
                     }
                 }
             }
