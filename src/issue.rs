@@ -450,6 +450,9 @@ pub struct Issue {
     /// Where it was read from (`FILE`, `FILE:LINE`, `FILE#N`).
     #[serde(default)]
     pub source: Option<String>,
+    /// Reactions (👍 and the rest), when the source reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reactions: Option<u64>,
 }
 
 impl Issue {

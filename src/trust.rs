@@ -69,6 +69,7 @@ mod tests {
             comments: vec![],
             url: None,
             source: None,
+            reactions: None,
         }
     }
 

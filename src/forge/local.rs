@@ -226,6 +226,7 @@ impl LocalForge {
             comments: front.comments,
             url: front.url,
             source: Some(path.display().to_string()),
+            reactions: front.reactions,
         })
     }
 
@@ -302,6 +303,8 @@ impl LocalForge {
                         .collect(),
                     url: gh.url,
                     source: Some(format!("{}#{}", path.display(), gh.number)),
+                    reactions: (!gh.reaction_groups.is_empty())
+                        .then(|| gh.reaction_groups.iter().map(|g| g.users.total_count).sum()),
                 })
             })
             .collect())
@@ -436,6 +439,7 @@ impl LocalForge {
                 comments: Vec::new(),
                 url: None,
                 source: Some(location),
+                reactions: None,
             }));
         }
         Ok(batch)
@@ -494,6 +498,7 @@ struct FrontMatter {
     comments: Vec<Comment>,
     repo: Option<String>,
     url: Option<String>,
+    reactions: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -556,6 +561,22 @@ struct GhIssue {
     created_at: Option<String>,
     #[serde(default)]
     url: Option<String>,
+    #[serde(default)]
+    reaction_groups: Vec<GhReactionGroup>,
+}
+
+/// `reactionGroups` as gh writes them: `[{"content": "THUMBS_UP", "users": {"totalCount": 3}}]`.
+#[derive(Debug, Deserialize)]
+struct GhReactionGroup {
+    #[serde(default)]
+    users: GhCount,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GhCount {
+    #[serde(default)]
+    total_count: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -626,7 +647,7 @@ mod tests {
 
     #[test]
     fn gh_json_records() {
-        let text = r#"[{"number":3,"title":"A","body":"b","labels":[{"name":"bug"}],"author":{"login":"x"},"state":"OPEN","comments":[{"author":{"login":"y"},"body":"c","createdAt":"2024-01-01T00:00:00Z"}],"createdAt":"2024-01-01T00:00:00Z","url":"https://github.com/o/r/issues/3"},{"title":"no number"}]"#;
+        let text = r#"[{"number":3,"title":"A","body":"b","labels":[{"name":"bug"}],"author":{"login":"x"},"state":"OPEN","comments":[{"author":{"login":"y"},"body":"c","createdAt":"2024-01-01T00:00:00Z"}],"createdAt":"2024-01-01T00:00:00Z","url":"https://github.com/o/r/issues/3","reactionGroups":[{"content":"THUMBS_UP","users":{"totalCount":11}},{"content":"HEART","users":{"totalCount":1}}]},{"title":"no number"}]"#;
         let b = forge().parse_gh_json(Path::new("i.json"), text).unwrap();
         let first = b[0].as_ref().unwrap();
         assert_eq!(
@@ -634,6 +655,7 @@ mod tests {
             ("o/r", 3, vec!["bug".to_string()])
         );
         assert_eq!(first.comments[0].author.as_deref(), Some("y"));
+        assert_eq!(first.reactions, Some(12));
         let err = b[1].as_ref().unwrap_err();
         assert_eq!(err.location, "i.json record 2");
         assert!(err.message.contains("number"), "{}", err.message);

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
         url TEXT,
         comments TEXT NOT NULL,
         source TEXT,
+        reactions INTEGER,
         seen_at TEXT NOT NULL,
         PRIMARY KEY (repo, number)
     );
@@ -208,12 +209,12 @@ impl SqliteMemory {
         let comments = serde_json::to_string(&issue.comments).unwrap_or_else(|_| "[]".into());
         let r = |s: &str| redactor.redact(s).into_owned();
         tx.execute(
-            "INSERT INTO issues (repo, number, title, body, labels, state, author, author_association, created_at, url, comments, source, seen_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+            "INSERT INTO issues (repo, number, title, body, labels, state, author, author_association, created_at, url, comments, source, seen_at, reactions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (repo, number) DO UPDATE SET title = excluded.title, body = excluded.body, labels = excluded.labels,
                state = excluded.state, author = excluded.author, author_association = excluded.author_association,
                created_at = excluded.created_at, url = excluded.url, comments = excluded.comments, source = excluded.source,
-               seen_at = excluded.seen_at",
+               seen_at = excluded.seen_at, reactions = excluded.reactions",
             params![
                 issue.repo,
                 issue.number,
@@ -227,7 +228,8 @@ impl SqliteMemory {
                 issue.url,
                 r(&comments),
                 issue.source,
-                seen_at
+                seen_at,
+                issue.reactions
             ],
         )?;
         Ok(!existed)
@@ -251,6 +253,7 @@ impl SqliteMemory {
                 comments: serde_json::from_str(&comments).unwrap_or_default(),
                 url: row.get("url")?,
                 source: row.get("source")?,
+                reactions: row.get("reactions")?,
             },
             row.get("seen_at")?,
         ))
@@ -333,7 +336,9 @@ fn fts_query(text: &str) -> Option<String> {
 
 impl Memory for SqliteMemory {
     fn begin_batch(&mut self) -> Result<(), MemoryError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))
     }
 
     fn end_batch(&mut self) -> Result<(), MemoryError> {
@@ -715,6 +720,7 @@ mod tests {
             comments: vec![],
             url: None,
             source: None,
+            reactions: None,
         }
     }
 

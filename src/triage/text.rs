@@ -105,7 +105,11 @@ pub fn counts(spec: &FeatureSpec, title: &str, body: &str) -> (SparseVec, Sparse
             for t in tokens.iter() {
                 // Hash each character window of " token " straight from the bytes.
                 let padded = format!(" {t} ");
-                let starts: Vec<usize> = padded.char_indices().map(|(i, _)| i).chain(std::iter::once(padded.len())).collect();
+                let starts: Vec<usize> = padded
+                    .char_indices()
+                    .map(|(i, _)| i)
+                    .chain(std::iter::once(padded.len()))
+                    .collect();
                 let chars = starts.len() - 1;
                 for n in spec.char_min..=spec.char_max {
                     if chars < n {
