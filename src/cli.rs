@@ -269,6 +269,15 @@ pub struct EvalTriageArgs {
     /// Only every other record: odd (1st, 3rd, …) or even ones (for tuning vs reporting).
     #[arg(long, value_enum, default_value_t = LineSelection::All)]
     pub lines: LineSelection,
+    /// Training: L2 strength (for tuning experiments).
+    #[arg(long, hide = true)]
+    pub l2: Option<f32>,
+    /// Training: passes over the data (for tuning experiments).
+    #[arg(long, hide = true)]
+    pub epochs: Option<usize>,
+    /// Training: initial learning rate (for tuning experiments).
+    #[arg(long, hide = true)]
+    pub learning_rate: Option<f32>,
 }
 
 /// Which records of a file to use.
@@ -317,6 +326,9 @@ pub struct EvalPriorityArgs {
     /// Priority column (Jira names Blocker/Critical/Major/Minor/Trivial, or P0–P3).
     #[arg(long, default_value = "Priority")]
     pub priority_column: String,
+    /// Only odd or even records (tune on one, report the other).
+    #[arg(long, value_enum, default_value_t = LineSelection::All)]
+    pub lines: LineSelection,
     /// Title column.
     #[arg(long, default_value = "Summary")]
     pub title_column: String,

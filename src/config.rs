@@ -97,7 +97,7 @@ impl Default for TriageConfig {
     fn default() -> Self {
         Self {
             threshold: 0.6,
-            duplicate_threshold: 0.5,
+            duplicate_threshold: 0.6,
         }
     }
 }

@@ -76,9 +76,13 @@ fn labelled(ctx: &Ctx, source: &str, lines: LineSelection) -> Result<Vec<Labelle
 
 fn triage(args: &EvalTriageArgs, ctx: &Ctx) -> Result<()> {
     let threshold = args.threshold.unwrap_or(ctx.config().triage.threshold);
+    let defaults = TrainSpec::default();
     let spec = TrainSpec {
         seed: args.seed,
-        ..TrainSpec::default()
+        l2: args.l2.unwrap_or(defaults.l2),
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
+        ..defaults
     };
     let started = std::time::Instant::now();
     let (report, setup) = match (&args.train, &args.test, &args.data) {
@@ -323,7 +327,9 @@ fn priority(args: &EvalPriorityArgs, ctx: &Ctx) -> Result<()> {
     )?;
     let reports: Vec<(String, String, String)> = rows
         .into_iter()
-        .map(|mut r| {
+        .enumerate()
+        .filter(|(i, _)| keep(args.lines, *i))
+        .map(|(_, mut r)| {
             let p = r.pop().unwrap_or_default();
             let b = r.pop().unwrap_or_default();
             (r.pop().unwrap_or_default(), b, p)

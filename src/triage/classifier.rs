@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::text::{self, FeatureSpec, SparseVec};
 
 /// Bumped whenever features or training change, so stored models are retrained.
-pub const MODEL_VERSION: u32 = 2;
+pub const MODEL_VERSION: u32 = 3;
 
 /// Training settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -103,8 +103,31 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     idx
 }
 
+/// Code blocks, URLs and HTML comments say little about the kind and add many rare
+/// features: keep a placeholder for the first two, drop the comments (issue templates
+/// hide their instructions there).
+pub fn clean_body(body: &str) -> String {
+    static RES: std::sync::OnceLock<Vec<(regex::Regex, &'static str)>> = std::sync::OnceLock::new();
+    let res = RES.get_or_init(|| {
+        [
+            (r"(?s)<!--.*?-->", " "),
+            (r"(?s)```.*?(```|$)", " codeblock "),
+            (r"https?://\S+", " url "),
+        ]
+        .iter()
+        .filter_map(|(re, with)| regex::Regex::new(re).ok().map(|r| (r, *with)))
+        .collect()
+    });
+    let mut out = body[..body.len().min(text::floor_char_boundary(body, 3000))].to_string();
+    for (re, with) in res {
+        out = re.replace_all(&out, *with).into_owned();
+    }
+    out
+}
+
 fn vectorize_counts(spec: &FeatureSpec, title: &str, body: &str) -> SparseVec {
-    let (w, c) = text::counts(spec, title, body);
+    let body = clean_body(body);
+    let (w, c) = text::counts(spec, title, &body);
     text::concat(w, c, spec.dims() as u32)
 }
 

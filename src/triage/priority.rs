@@ -27,7 +27,7 @@ fn signals() -> &'static [Signal] {
             (
                 "security",
                 0,
-                r"(?i)\b(security (issue|bug|hole|problem|vulnerability)|vulnerab\w*|cve-\d{4}-\d+|exploit\w*|path traversal|directory traversal|xss|csrf|remote code execution|rce|sql injection|command injection|privilege escalation|arbitrary (code|file)|leaks? (credentials|secrets|tokens|passwords))\b",
+                r"(?i)\b(security (issue|bug|hole|problem|vulnerability)|vulnerab\w*|cve-\d{4}-\d+|exploitable|path traversal|directory traversal|xss|csrf|remote code execution|rce|sql injection|command injection|privilege escalation|arbitrary (code|file)|leaks? (credentials|secrets|tokens|passwords))\b",
             ),
             (
                 "data loss",
@@ -58,6 +58,20 @@ fn signals() -> &'static [Signal] {
     })
 }
 
+fn dependency_update() -> Option<&'static Regex> {
+    static RE: OnceLock<Option<Regex>> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"(?i)\b(upgrade|bump|update|updating|upgrading)\b.{0,80}\b(to|from)\b|\bdependency\b|\bdependencies\b").ok())
+        .as_ref()
+}
+
+fn minor_title() -> Option<&'static Regex> {
+    static RE: OnceLock<Option<Regex>> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(r"(?i)\b(typos?|spelling|misspel\w*|cosmetic|javadocs?|documentation|docs|log messages?|logging|warnings?|deprecat\w*|unused|clean ?up|checkstyle|findbugs|spotbugs|whitespace|readme|misleading)\b").ok()
+    })
+    .as_ref()
+}
+
 /// Inputs besides the text.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Context<'a> {
@@ -82,16 +96,28 @@ pub fn assess(title: &str, body: &str, ctx: Context<'_>) -> Priority {
         if let Some(m) = s.regex.find(&text) {
             // Outside bugs only security keeps its weight; a feature request that
             // mentions a crash is not itself urgent.
-            let effective = if ctx.kind.is_some_and(|k| k != "bug") && s.level > 0 {
+            let mut effective = if ctx.kind.is_some_and(|k| k != "bug") && s.level > 0 {
                 2
             } else {
                 s.level
             };
+            // A CVE fixed by bumping a dependency is routine work, not an incident.
+            if s.name == "security" && dependency_update().is_some_and(|r| r.is_match(title)) {
+                effective = effective.max(1);
+                reasons.push("security fix in a dependency update".into());
+            }
             if effective < level {
                 level = effective;
             }
             reasons.push(format!("{}: \"{}\"", s.name, m.as_str().trim()));
         }
+    }
+    // Bugs in docs, messages and code hygiene wait, unless something above is urgent.
+    if level == 2
+        && let Some(m) = minor_title().and_then(|r| r.find(title))
+    {
+        level = 3;
+        reasons.push(format!("minor: \"{}\"", m.as_str()));
     }
     if let Some(r) = ctx.reactions
         && r >= 10
@@ -141,7 +167,20 @@ mod tests {
             "P1"
         );
         assert_eq!(p("Images missing", "worked fine in 1.1", Some("bug")), "P1");
-        assert_eq!(p("Typo in help text", "", Some("bug")), "P2");
+        assert_eq!(p("Typo in help text", "", Some("bug")), "P3");
+        assert_eq!(p("Wrong output for empty input", "", Some("bug")), "P2");
+        assert_eq!(
+            p(
+                "Upgrade jackson to 2.14 to fix CVE-2022-42003",
+                "",
+                Some("bug")
+            ),
+            "P1"
+        );
+        assert_eq!(
+            p("CVE-2022-42003 in the upload handler", "", Some("bug")),
+            "P0"
+        );
         assert_eq!(p("Add dark mode", "", Some("feature")), "P3");
         assert_eq!(p("Add crash reporter", "", Some("feature")), "P2");
         let r = assess(
