@@ -62,6 +62,8 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
     }
 
     let engine = build_engine(ctx, &mut memory)?;
+    // Ctrl-C finishes the issue in hand, commits memory and stops with 130.
+    let _polling = crate::interrupt::Polling::enter();
     let batch = items.len() > 1;
     let store = ctx.run_store();
     let bar = if batch {
@@ -110,6 +112,12 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
     }
     bar.finish_and_clear();
     memory.end_batch()?;
+    if crate::interrupt::requested() {
+        return Err(CommandError::interrupted(
+            "interrupted; the issues triaged so far are recorded in memory and their runs, the rest were not started",
+        )
+        .into());
+    }
     if let Some(e) = single_error.pop() {
         return Err(e);
     }

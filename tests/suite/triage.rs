@@ -130,7 +130,13 @@ fn missing_information_gets_the_exact_comment() {
     assert_eq!(v["duplicates"][0]["ref"], "acme/widgets#11");
     assert_eq!(v["duplicates"][0]["likely"], true);
     assert_eq!(v["fixable"], false);
-    assert!(v["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().starts_with("likely a duplicate of acme/widgets#11")), "{v}");
+    assert!(
+        v["reasons"].as_array().unwrap().iter().any(|r| r
+            .as_str()
+            .unwrap()
+            .starts_with("likely a duplicate of acme/widgets#11")),
+        "{v}"
+    );
 }
 
 fn write_history(t: &TestContext, bug_label: &str, feature_label: Option<&str>) {
