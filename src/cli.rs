@@ -232,6 +232,24 @@ pub struct TriageArgs {
     /// memory), a Markdown file or folder, `issues.json[#N]`, `data.csv[#ROW]`.
     #[arg(required = true, value_name = "REF")]
     pub refs: Vec<String>,
+    /// Who decides: `offline` (no model), `model` (every issue), `auto` (offline, and
+    /// the configured model for what the offline engine abstains on).
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    pub engine: EngineArg,
+    /// Save every model exchange to this cassette (replay it with `--model replay:FILE`).
+    #[arg(long, value_name = "CASSETTE")]
+    pub record: Option<PathBuf>,
+}
+
+/// Triage engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    /// The offline classifier and rules only.
+    Offline,
+    /// The configured model for every issue.
+    Model,
+    /// Offline, and the model (when configured) where offline abstains.
+    Auto,
 }
 
 /// `eval …`

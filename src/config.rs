@@ -782,6 +782,9 @@ fn validate_with_text(
     }
     if let Some(model) = &config.model
         && !config.models.contains_key(model)
+        && !crate::model::registry::BUILTINS
+            .iter()
+            .any(|(n, ..)| n == model)
         && !model.contains(':')
     {
         let known: Vec<&str> = config.models.keys().map(String::as_str).collect();
@@ -790,7 +793,11 @@ fn validate_with_text(
             format!("`model` is {model:?}, which is not an entry of `models`"),
             &format!(
                 "add models.{model} (provider, model_id) or pick one of [{}], or use provider:model_id",
-                known.join(", ")
+                known
+                    .into_iter()
+                    .chain(crate::model::registry::BUILTINS.iter().map(|(n, ..)| *n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         );
     }

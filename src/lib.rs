@@ -13,6 +13,7 @@ pub mod forge;
 pub mod interrupt;
 pub mod issue;
 pub mod memory;
+pub mod model;
 pub mod redact;
 pub mod runs;
 pub mod triage;

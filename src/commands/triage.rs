@@ -4,13 +4,20 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Ctx;
-use crate::cli::TriageArgs;
+use crate::cli::{EngineArg, TriageArgs};
 use crate::error::CommandError;
 use crate::forge::{Forge, RecordError};
 use crate::issue::{Issue, IssueRef};
 use crate::memory::sqlite::{OpenMode, SqliteMemory};
 use crate::memory::{ListFilter, Memory};
+use crate::model::registry;
+use crate::model::replay::Recorder;
+use crate::model::retry::RetryPolicy;
+use crate::model::session::{REQUEST_TIMEOUT, Session, StructuredError};
+use crate::model::usage::{Budget, CallUsage};
+use crate::model::{ModelError, Response};
 use crate::triage::classifier::{KindModel, TrainSpec};
+use crate::triage::model::{self as tmodel, PromptContext};
 use crate::triage::{Engine, MODEL_KEY, Triage, model_for_history};
 
 /// Run `triage`.
@@ -62,7 +69,14 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
     }
 
     let engine = build_engine(ctx, &mut memory)?;
-    // Ctrl-C finishes the issue in hand, commits memory and stops with 130.
+    let session = model_session(args, ctx)?;
+    let jobs = ctx
+        .global
+        .jobs
+        .unwrap_or(if session.is_some() { 4 } else { 1 })
+        .max(1);
+    let mode = args.engine;
+    // Ctrl-C finishes the issues in hand, commits memory and stops with 130.
     let _polling = crate::interrupt::Polling::enter();
     let batch = items.len() > 1;
     let store = ctx.run_store();
@@ -72,46 +86,86 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         indicatif::ProgressBar::hidden()
     };
     let mut failed = 0usize;
+    let mut stopped: Option<String> = None;
     // Memory writes of a batch are committed every 100 issues rather than one by one.
     let mut pending = 0usize;
     memory.begin_batch()?;
     let mut single_error: Vec<anyhow::Error> = Vec::new();
+    let mut issues: Vec<Issue> = Vec::new();
     for item in items {
-        if crate::interrupt::requested() {
-            break;
-        }
-        bar.inc(1);
-        let issue = match item {
-            Ok(i) => i,
+        match item {
+            Ok(i) => issues.push(i),
             Err(e) => {
                 failed += 1;
                 report_error(ctx, &e.location, &e.message);
-                continue;
             }
-        };
-        let result = triage_one(&engine, &store, &mut memory, &issue);
-        pending += 1;
-        if pending >= 100 {
-            memory.end_batch()?;
-            memory.begin_batch()?;
-            pending = 0;
         }
-        match result {
-            Ok((run_id, t)) => {
-                bar.suspend(|| print_triage(ctx, &issue, &t, &run_id, batch));
+    }
+    'chunks: for chunk in issues.chunks(jobs) {
+        if crate::interrupt::requested() || stopped.is_some() {
+            break;
+        }
+        // Model calls of a chunk run in parallel; writes stay on this thread.
+        let decided: Vec<Decided> = if chunk.len() == 1 || session.is_none() {
+            chunk
+                .iter()
+                .map(|issue| decide(&engine, session.as_ref(), mode, issue))
+                .collect()
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|issue| {
+                        let (engine, session) = (&engine, session.as_ref());
+                        scope.spawn(move || decide(engine, session, mode, issue))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .zip(chunk)
+                    .map(|(h, issue)| {
+                        h.join()
+                            .unwrap_or_else(|_| Decided::failed(issue, "a worker thread panicked"))
+                    })
+                    .collect()
+            })
+        };
+        for (issue, d) in chunk.iter().zip(decided) {
+            bar.inc(1);
+            if let Some(budget) = &d.budget_stop {
+                stopped = Some(budget.clone());
             }
-            Err(e) => {
-                failed += 1;
-                if !batch {
-                    single_error.push(e);
-                    break;
+            let result = triage_one(&store, &mut memory, issue, &d);
+            pending += 1;
+            if pending >= 100 {
+                memory.end_batch()?;
+                memory.begin_batch()?;
+                pending = 0;
+            }
+            match result {
+                Ok((run_id, t)) => {
+                    bar.suspend(|| print_triage(ctx, issue, &t, &run_id, batch));
                 }
-                report_error(ctx, &issue.reference(), &format!("{e:#}"));
+                Err(e) => {
+                    failed += 1;
+                    if !batch {
+                        single_error.push(e);
+                        break 'chunks;
+                    }
+                    report_error(ctx, &issue.reference(), &format!("{e:#}"));
+                }
             }
         }
     }
     bar.finish_and_clear();
     memory.end_batch()?;
+    if let Some(s) = &session {
+        ctx.out.info(&format!(
+            "model {}: spent ${:.4} in this command",
+            s.resolved.model.id(),
+            s.spent()
+        ));
+    }
     if crate::interrupt::requested() {
         return Err(CommandError::interrupted(
             "interrupted; the issues triaged so far are recorded in memory and their runs, the rest were not started",
@@ -121,6 +175,12 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
     if let Some(e) = single_error.pop() {
         return Err(e);
     }
+    if let Some(why) = stopped {
+        return Err(CommandError::failure(format!(
+            "{why}\n(the issues after that call were not triaged)"
+        ))
+        .into());
+    }
     if failed > 0 {
         return Err(CommandError::failure(format!(
             "{failed} issue(s) could not be triaged (listed above); the others were"
@@ -128,6 +188,143 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The model session for `--engine model|auto`, if a model is configured.
+fn model_session(args: &TriageArgs, ctx: &Ctx) -> Result<Option<Session>> {
+    if args.engine == EngineArg::Offline {
+        return Ok(None);
+    }
+    let resolved = registry::configured(ctx.config(), REQUEST_TIMEOUT)?;
+    let Some(mut resolved) = resolved else {
+        if args.engine == EngineArg::Model {
+            return Err(CommandError::usage(
+                "triage --engine model needs a model, and none is configured\n  fix: set `model:` (and `models:`) in autotriage.yaml, or pass --model NAME / provider:model_id",
+            )
+            .into());
+        }
+        return Ok(None);
+    };
+    if let Some(path) = &args.record {
+        resolved.model = std::sync::Arc::new(Recorder::new(resolved.model.clone(), path));
+    }
+    let cfg = ctx.config();
+    Ok(Some(Session::new(
+        resolved,
+        RetryPolicy::with_max_wait(cfg.retry.max_wait),
+        Budget::new(
+            cfg.budget.per_issue_usd,
+            cfg.budget.per_command_usd,
+            ctx.global.max_cost,
+        ),
+        ctx.redactor.clone(),
+    )))
+}
+
+/// What was decided for one issue, before anything is written.
+struct Decided {
+    triage: Option<Triage>,
+    calls: Vec<CallUsage>,
+    /// A model failure the offline result stands in for, with the raw reply.
+    model_failure: Option<(String, Option<Response>)>,
+    /// The budget stopped the batch here.
+    budget_stop: Option<String>,
+    /// The issue could not be triaged.
+    error: Option<String>,
+}
+
+impl Decided {
+    fn failed(_issue: &Issue, why: &str) -> Self {
+        Self {
+            triage: None,
+            calls: vec![],
+            model_failure: None,
+            budget_stop: None,
+            error: Some(why.into()),
+        }
+    }
+}
+
+fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &Issue) -> Decided {
+    let offline = engine.triage(issue);
+    let Some(session) = session.filter(|_| mode == EngineArg::Model || offline.abstained) else {
+        return Decided {
+            triage: Some(offline),
+            calls: vec![],
+            model_failure: None,
+            budget_stop: None,
+            error: None,
+        };
+    };
+    let kinds = engine
+        .model()
+        .map(|m| m.classes.clone())
+        .unwrap_or_else(|| vec!["bug".into(), "feature".into(), "question".into()]);
+    let ctx = PromptContext {
+        labels: engine.repo_labels(&issue.repo),
+        similar: engine.similar(issue, 5),
+        examples: engine.examples(issue, 5),
+        offline: Some(engine.offline_kind(issue)),
+        threshold: engine.threshold(),
+        kinds: kinds.clone(),
+    };
+    let mut spent = 0.0;
+    match session.structured(
+        "triage",
+        tmodel::request(issue, &ctx),
+        &tmodel::tool(&kinds),
+        &mut spent,
+    ) {
+        Ok((value, _response, calls)) => match tmodel::answer(&value) {
+            Some(a) => Decided {
+                triage: Some(engine.triage_with_answer(issue, &a)),
+                calls,
+                model_failure: None,
+                budget_stop: None,
+                error: None,
+            },
+            None => Decided {
+                triage: None,
+                calls,
+                model_failure: None,
+                budget_stop: None,
+                error: Some("the model's answer does not fit the triage".into()),
+            },
+        },
+        Err(StructuredError {
+            error: ModelError::Budget(why),
+            usage,
+            ..
+        }) => Decided {
+            triage: None,
+            calls: usage,
+            model_failure: None,
+            budget_stop: Some(why.clone()),
+            error: Some(why),
+        },
+        Err(StructuredError { error, raw, usage }) => {
+            if mode == EngineArg::Model {
+                return Decided {
+                    triage: None,
+                    calls: usage,
+                    model_failure: Some((error.to_string(), raw)),
+                    budget_stop: None,
+                    error: Some(error.to_string()),
+                };
+            }
+            let mut t = offline;
+            t.reasons.push(format!(
+                "the model could not help, so this is the offline triage: {error}"
+            ));
+            Decided {
+                triage: Some(t),
+                calls: usage,
+                model_failure: Some((error.to_string(), raw)),
+                budget_stop: None,
+                error: None,
+            }
+        }
+    }
 }
 
 fn report_error(ctx: &Ctx, reference: &str, message: &str) {
@@ -166,10 +363,10 @@ pub fn build_engine(ctx: &Ctx, memory: &mut SqliteMemory) -> Result<Engine> {
 }
 
 fn triage_one(
-    engine: &Engine,
     store: &crate::runs::fs::FsRunStore,
     memory: &mut SqliteMemory,
     issue: &Issue,
+    d: &Decided,
 ) -> Result<(String, Triage)> {
     let mut run = store.begin(&issue.repo, issue.number, "triage")?;
     run.write_json("issue.json", issue)?;
@@ -184,20 +381,46 @@ fn triage_one(
         json!(null),
     )?;
     run.stage_started("triage")?;
-    let t = engine.triage(issue);
+    for c in &d.calls {
+        run.event(
+            "triage",
+            "model",
+            &format!(
+                "{} call: {} in, {} out, ${:.5}",
+                c.model, c.input_tokens, c.output_tokens, c.cost_usd
+            ),
+            serde_json::to_value(c)?,
+        )?;
+    }
+    let total_in: u64 = d.calls.iter().map(|c| c.input_tokens).sum();
+    let total_out: u64 = d.calls.iter().map(|c| c.output_tokens).sum();
+    let total_cost: f64 = d.calls.iter().map(|c| c.cost_usd).sum();
+    run.write_json(
+        "usage.json",
+        &json!({"calls": d.calls, "total": {"input_tokens": total_in, "output_tokens": total_out, "cost_usd": total_cost}}),
+    )?;
+    if let Some((error, raw)) = &d.model_failure {
+        run.write_json(
+            "model-failure.json",
+            &json!({"error": error, "raw_reply": raw}),
+        )?;
+        run.event("triage", "error", &format!("model: {error}"), json!(null))?;
+    }
+    let Some(t) = d.triage.clone() else {
+        let why = d.error.clone().unwrap_or_else(|| "no triage".into());
+        run.stage_finished("triage", Some(&why))?;
+        memory.record_run(&run.meta)?;
+        return Err(CommandError::failure(why).into());
+    };
     run.write_json("triage.json", &t)?;
     run.event(
         "triage",
         "decision",
         &format!(
-            "kind {:?} priority {} fixable {}",
-            t.kind, t.priority, t.fixable
+            "engine {} kind {:?} priority {} fixable {}",
+            t.engine, t.kind, t.priority, t.fixable
         ),
         json!({"labels": t.labels, "duplicates": t.duplicates.len(), "missing": t.missing}),
-    )?;
-    run.write_json(
-        "usage.json",
-        &json!({"calls": [], "total": {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0}}),
     )?;
     run.stage_finished("triage", None)?;
     memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;

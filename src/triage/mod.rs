@@ -5,6 +5,7 @@
 pub mod classifier;
 pub mod duplicates;
 pub mod missing;
+pub mod model;
 pub mod priority;
 pub mod text;
 
@@ -87,8 +88,48 @@ pub struct Triage {
     pub fixable: bool,
     /// Why (or why not), in words.
     pub reasons: Vec<String>,
-    /// The classifier used, if any.
+    /// `offline` or `model`: which engine decided kind, labels, priority and missing.
+    pub engine: String,
+    /// The model's reasoning, when a model triaged.
+    pub reasoning: Option<String>,
+    /// The offline classifier, if there was one.
     pub model: Option<ModelInfo>,
+}
+
+/// A kind decision: the kind (or `None` to abstain) and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindDecision {
+    /// The kind, `None` when abstaining.
+    pub kind: Option<String>,
+    /// Confidence 0..1.
+    pub confidence: f64,
+    /// Per-kind probabilities (offline classifier).
+    pub probabilities: BTreeMap<String, f64>,
+    /// Reasons so far.
+    pub reasons: Vec<String>,
+}
+
+/// What a model answered for an issue (the `record_triage` tool's arguments).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelAnswer {
+    /// A kind, or `unclear`.
+    pub kind: Option<String>,
+    /// Its confidence, 0..1.
+    pub confidence: f64,
+    /// Labels to apply (filtered to the repository's).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// `P0`…`P3`.
+    pub priority: String,
+    /// Why.
+    #[serde(default)]
+    pub priority_reasons: Vec<String>,
+    /// Missing-information codes.
+    #[serde(default)]
+    pub missing: Vec<String>,
+    /// The model's reasoning.
+    #[serde(default)]
+    pub reasoning: String,
 }
 
 /// Labelled history turned into training examples: issues whose labels name exactly
@@ -192,6 +233,8 @@ pub struct Engine {
     indexes: HashMap<String, DuplicateIndex>,
     threshold: f64,
     duplicate_threshold: f64,
+    /// Labelled issues: reference → (kind, labels).
+    labelled: HashMap<String, (String, Vec<String>)>,
     aliases: BTreeMap<String, Vec<String>>,
     trigger_label: String,
 }
@@ -223,10 +266,18 @@ impl Engine {
             .iter()
             .filter(|i| kind_of_labels(&i.labels, &config.labels.aliases).is_some())
             .count();
+        let labelled = history
+            .iter()
+            .filter_map(|i| {
+                kind_of_labels(&i.labels, &config.labels.aliases)
+                    .map(|k| (i.reference(), (k, i.labels.clone())))
+            })
+            .collect();
         Self {
             model,
             history_size: history.len(),
             labelled_size,
+            labelled,
             repo_labels,
             indexes,
             threshold: config.triage.threshold,
@@ -234,6 +285,28 @@ impl Engine {
             aliases: config.labels.aliases.clone(),
             trigger_label: config.trust.trigger_label.clone(),
         }
+    }
+
+    /// The abstention threshold.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// Labelled issues similar to this one, as (title, kind, labels): examples of
+    /// past triages for a model prompt.
+    pub fn examples(&self, issue: &Issue, k: usize) -> Vec<(String, String, Vec<String>)> {
+        let Some(idx) = self.indexes.get(&issue.repo) else {
+            return Vec::new();
+        };
+        idx.query(&issue.title, &issue.body, 4 * k, Some(&issue.reference()))
+            .into_iter()
+            .filter_map(|m| {
+                self.labelled
+                    .get(&m.key)
+                    .map(|(kind, labels)| (m.title, kind.clone(), labels.clone()))
+            })
+            .take(k)
+            .collect()
     }
 
     /// The kind model in use.
@@ -246,12 +319,32 @@ impl Engine {
         self.history_size
     }
 
-    /// Triage one issue.
+    /// Triage one issue with the offline engine.
     pub fn triage(&self, issue: &Issue) -> Triage {
-        let mut reasons = Vec::new();
-        let text = issue_text(issue);
+        let decision = self.offline_kind(issue);
+        self.assemble(issue, decision, None)
+    }
 
-        // Kind.
+    /// Triage one issue with a model's answer for kind, labels, priority and missing
+    /// information; duplicates, trust and fixability are still decided here.
+    pub fn triage_with_answer(&self, issue: &Issue, answer: &ModelAnswer) -> Triage {
+        let mut reasons = Vec::new();
+        let kind = answer.kind.clone().filter(|k| k != "unclear");
+        if kind.is_none() {
+            reasons.push("needs a human: the model found the kind unclear".to_string());
+        }
+        let decision = KindDecision {
+            kind,
+            confidence: answer.confidence.clamp(0.0, 1.0),
+            probabilities: BTreeMap::new(),
+            reasons,
+        };
+        self.assemble(issue, decision, Some(answer))
+    }
+
+    /// The offline classifier's decision (or abstention).
+    pub fn offline_kind(&self, issue: &Issue) -> KindDecision {
+        let mut reasons = Vec::new();
         let (kind, confidence, probabilities) = match &self.model {
             Some(m) => {
                 let p = m.predict(&issue.title, &issue.body);
@@ -285,6 +378,56 @@ impl Engine {
                 (None, 0.0, BTreeMap::new())
             }
         };
+
+        KindDecision {
+            kind,
+            confidence,
+            probabilities,
+            reasons,
+        }
+    }
+
+    /// The repository's labels as far as memory knows them, most used first.
+    pub fn repo_labels(&self, repo: &str) -> Vec<String> {
+        let mut v: Vec<(&String, &usize)> = self
+            .repo_labels
+            .get(repo)
+            .map(|m| m.iter().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.into_iter().map(|(l, _)| l.clone()).collect()
+    }
+
+    /// Similar earlier issues of the same repository.
+    pub fn similar(&self, issue: &Issue, k: usize) -> Vec<DuplicateHit> {
+        self.indexes
+            .get(&issue.repo)
+            .map(|idx| idx.query(&issue.title, &issue.body, k, Some(&issue.reference())))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| f64::from(m.score) >= 0.2)
+            .map(|m| DuplicateHit {
+                reference: m.key,
+                title: m.title,
+                score: round3(f64::from(m.score)),
+                likely: f64::from(m.score) >= self.duplicate_threshold,
+            })
+            .collect()
+    }
+
+    fn assemble(
+        &self,
+        issue: &Issue,
+        decision: KindDecision,
+        answer: Option<&ModelAnswer>,
+    ) -> Triage {
+        let KindDecision {
+            kind,
+            confidence,
+            probabilities,
+            mut reasons,
+        } = decision;
+        let text = issue_text(issue);
 
         // Labels: the repository's own label for the kind.
         let mut labels = Vec::new();
@@ -322,40 +465,60 @@ impl Engine {
             }
         }
 
+        // A model may add other labels; only ones the repository has are kept.
+        if let Some(a) = answer {
+            let known = self.repo_labels(&issue.repo);
+            for l in &a.labels {
+                let existing = known.iter().find(|k| k.eq_ignore_ascii_case(l));
+                match existing {
+                    Some(k) if !labels.iter().any(|x: &LabelSuggestion| x.name == *k) => labels
+                        .push(LabelSuggestion {
+                            name: k.clone(),
+                            confidence: round3(confidence),
+                        }),
+                    Some(_) => {}
+                    None => reasons.push(format!(
+                        "dropped the model's label `{l}`: {} has no such label",
+                        issue.repo
+                    )),
+                }
+            }
+        }
+
         // Duplicates within the same repository.
-        let duplicates: Vec<DuplicateHit> = self
-            .indexes
-            .get(&issue.repo)
-            .map(|idx| idx.query(&issue.title, &issue.body, 5, Some(&issue.reference())))
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| f64::from(m.score) >= 0.2)
-            .map(|m| DuplicateHit {
-                reference: m.key,
-                title: m.title,
-                score: round3(f64::from(m.score)),
-                likely: f64::from(m.score) >= self.duplicate_threshold,
-            })
-            .collect();
+        let duplicates = self.similar(issue, 5);
         let likely: Vec<&DuplicateHit> = duplicates.iter().filter(|d| d.likely).collect();
 
         // Priority.
-        let pr = priority::assess(
-            &issue.title,
-            &issue.body,
-            priority::Context {
-                kind: kind.as_deref(),
-                reactions: None,
-                likely_duplicates: likely.len(),
+        let pr = match answer {
+            Some(a) => priority::Priority {
+                level: a.priority.clone(),
+                reasons: a
+                    .priority_reasons
+                    .iter()
+                    .map(|r| format!("model: {r}"))
+                    .collect(),
             },
-        );
+            None => priority::assess(
+                &issue.title,
+                &issue.body,
+                priority::Context {
+                    kind: kind.as_deref(),
+                    reactions: issue.reactions,
+                    likely_duplicates: likely.len(),
+                },
+            ),
+        };
 
         // Missing information (bugs only).
         let is_bug = kind.as_deref() == Some("bug");
-        let missing_items = if is_bug {
-            missing::check(&text)
-        } else {
-            Vec::new()
+        let missing_items = match answer {
+            _ if !is_bug => Vec::new(),
+            Some(a) => missing::Item::ALL
+                .into_iter()
+                .filter(|i| a.missing.iter().any(|m| m == i.code()))
+                .collect(),
+            None => missing::check(&text),
         };
         let comment = (!missing_items.is_empty())
             .then(|| missing::comment(&missing_items, issue.author.as_deref()));
@@ -413,8 +576,8 @@ impl Engine {
 
         Triage {
             reference: issue.reference(),
+            abstained: kind.is_none(),
             kind,
-            abstained: self.model.is_none() || confidence < self.threshold,
             kind_confidence: round3(confidence),
             kind_probabilities: probabilities,
             priority: pr.level,
@@ -425,6 +588,8 @@ impl Engine {
             comment,
             fixable,
             reasons,
+            engine: if answer.is_some() { "model" } else { "offline" }.to_string(),
+            reasoning: answer.map(|a| a.reasoning.clone()),
             model: self.model.as_ref().map(|m| ModelInfo {
                 version: classifier::MODEL_VERSION,
                 trained_on: m.trained_on,

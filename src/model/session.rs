@@ -1,0 +1,238 @@
+//! The one path every model call takes: redact the request, check the budget against
+//! the call's worst case, call with retries, count tokens and cost. Structured output
+//! (a forced tool call, validated, one repair attempt) is built on it.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::registry::ResolvedModel;
+use super::retry::{RetryPolicy, with_retry};
+use super::usage::{Budget, CallUsage, cost, estimate_input_tokens};
+use super::{
+    Block, Message, ModelError, Request, Response, Role, StopReason, ToolChoice, ToolDef, Usage,
+    schema,
+};
+use crate::redact::Redactor;
+
+/// A model with its budget, retry policy and usage log, shared by the workers of a
+/// command.
+pub struct Session {
+    /// The model.
+    pub resolved: ResolvedModel,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Spending so far and the limits.
+    pub budget: Mutex<Budget>,
+    /// Applied to every request before it leaves.
+    pub redactor: Redactor,
+}
+
+/// A structured reply that could not be had, with the raw reply kept for the run.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct StructuredError {
+    /// Why.
+    pub error: ModelError,
+    /// The model's last reply, if there was one.
+    pub raw: Option<Response>,
+    /// Usage of the calls made.
+    pub usage: Vec<CallUsage>,
+}
+
+fn redact_value(r: &Redactor, v: &mut Value) {
+    r.redact_json(v);
+}
+
+/// The request with every text redacted.
+pub fn redact_request(r: &Redactor, request: &Request) -> Request {
+    let mut req = request.clone();
+    req.system = req.system.map(|s| r.redact(&s).into_owned());
+    for m in &mut req.messages {
+        for b in &mut m.content {
+            match b {
+                Block::Text { text } => *text = r.redact(text).into_owned(),
+                Block::ToolResult { content, .. } => *content = r.redact(content).into_owned(),
+                Block::ToolUse { input, .. } => redact_value(r, input),
+            }
+        }
+    }
+    req
+}
+
+impl Session {
+    /// A session for a resolved model.
+    pub fn new(
+        resolved: ResolvedModel,
+        retry: RetryPolicy,
+        budget: Budget,
+        redactor: Redactor,
+    ) -> Self {
+        Self {
+            resolved,
+            retry,
+            budget: Mutex::new(budget),
+            redactor,
+        }
+    }
+
+    fn lock_budget(&self) -> std::sync::MutexGuard<'_, Budget> {
+        // A poisoned budget still holds correct numbers.
+        self.budget.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What this command has spent so far, USD.
+    pub fn spent(&self) -> f64 {
+        self.lock_budget().command_spent
+    }
+
+    /// One call: redacted, budget-checked (against the worst case, before calling),
+    /// retried, counted. `issue_spent` is the issue's running total.
+    pub fn call(
+        &self,
+        stage: &str,
+        request: &Request,
+        issue_spent: &mut f64,
+    ) -> Result<(Response, CallUsage), ModelError> {
+        let req = redact_request(&self.redactor, request);
+        let est_in = estimate_input_tokens(&req);
+        let worst = cost(
+            &self.resolved.price,
+            &Usage {
+                input_tokens: est_in,
+                output_tokens: u64::from(req.max_tokens),
+            },
+        );
+        self.lock_budget().reserve(worst, *issue_spent)?;
+        let started = Instant::now();
+        let model = &self.resolved.model;
+        let response = match with_retry(
+            &self.retry,
+            || model.complete(&req),
+            std::thread::sleep,
+            |_, _, _| {},
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.lock_budget().settle(worst, 0.0);
+                return Err(e);
+            }
+        };
+        let (usage, reported) = match response.usage {
+            Some(u) => (u, true),
+            None => {
+                let out = (serde_json::to_string(&response.content).map_or(0, |s| s.len()) as u64)
+                    .div_ceil(4);
+                (
+                    Usage {
+                        input_tokens: est_in,
+                        output_tokens: out,
+                    },
+                    false,
+                )
+            }
+        };
+        let usd = cost(&self.resolved.price, &usage);
+        self.lock_budget().settle(worst, usd);
+        *issue_spent += usd;
+        let call = CallUsage {
+            model: model.id(),
+            stage: stage.into(),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            reported,
+            cost_usd: usd,
+            millis: started.elapsed().as_millis() as u64,
+        };
+        Ok((response, call))
+    }
+
+    #[allow(clippy::result_large_err)] // one per model call; boxing buys nothing
+    /// Ask for JSON through a forced call of `tool`; validate it against the tool's
+    /// schema; on a bad reply try once more, showing the model the error.
+    pub fn structured(
+        &self,
+        stage: &str,
+        mut request: Request,
+        tool: &ToolDef,
+        issue_spent: &mut f64,
+    ) -> Result<(Value, Response, Vec<CallUsage>), StructuredError> {
+        request.tools = vec![tool.clone()];
+        request.tool_choice = Some(ToolChoice::Tool(tool.name.clone()));
+        let mut usage = Vec::new();
+        let mut last: Option<Response> = None;
+        for attempt in 0..2 {
+            let (response, u) =
+                self.call(stage, &request, issue_spent)
+                    .map_err(|error| StructuredError {
+                        error,
+                        raw: last.clone(),
+                        usage: usage.clone(),
+                    })?;
+            usage.push(u);
+            let problem = match response.tool_call(&tool.name) {
+                Some((_, input)) if response.stop_reason != StopReason::MaxTokens => {
+                    match schema::validate(&tool.input_schema, input) {
+                        Ok(()) => return Ok((input.clone(), response, usage)),
+                        Err(e) => e,
+                    }
+                }
+                Some(_) => "the reply was cut off at max_tokens".to_string(),
+                None if response.stop_reason == StopReason::MaxTokens => {
+                    "the reply was cut off at max_tokens before the tool call".to_string()
+                }
+                None => format!(
+                    "the reply was prose, not a call of the tool `{}`",
+                    tool.name
+                ),
+            };
+            if attempt == 1 {
+                return Err(StructuredError {
+                    error: ModelError::Malformed {
+                        provider: self.resolved.model.id(),
+                        detail: format!(
+                            "no valid `{}` call after a repair attempt: {problem}",
+                            tool.name
+                        ),
+                    },
+                    raw: Some(response),
+                    usage,
+                });
+            }
+            // Show the model what was wrong and ask again.
+            request.messages.push(Message {
+                role: Role::Assistant,
+                content: response.content.clone(),
+            });
+            let feedback = format!(
+                "Invalid: {problem}. Call the tool `{}` again with arguments that match its schema.",
+                tool.name
+            );
+            let content = match response.tool_call(&tool.name) {
+                Some((id, _)) => vec![Block::ToolResult {
+                    tool_use_id: id.to_string(),
+                    content: feedback,
+                    is_error: true,
+                }],
+                None => vec![Block::text(feedback)],
+            };
+            request.messages.push(Message {
+                role: Role::User,
+                content,
+            });
+            last = Some(response);
+        }
+        Err(StructuredError {
+            error: ModelError::Malformed {
+                provider: self.resolved.model.id(),
+                detail: "unreachable".into(),
+            },
+            raw: last,
+            usage,
+        })
+    }
+}
+
+/// A default request timeout for model calls.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
