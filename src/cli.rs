@@ -50,14 +50,30 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "AUTOTRIAGE_MODEL", value_name = "NAME")]
     pub model: Option<String>,
     /// Stop before spending more than this many USD on model calls.
-    #[arg(long, global = true, value_name = "USD")]
+    #[arg(long, global = true, value_name = "USD", value_parser = parse_usd)]
     pub max_cost: Option<f64>,
     /// Issues processed in parallel in batches.
-    #[arg(long, short = 'j', global = true, value_name = "N")]
+    #[arg(long, short = 'j', global = true, value_name = "N", value_parser = parse_jobs)]
     pub jobs: Option<usize>,
     /// Act even where a safety check says no (trust policy, overwriting files).
     #[arg(long, global = true)]
     pub force: bool,
+}
+
+fn parse_usd(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not an amount in USD (a number, 0 or more)"
+        )),
+    }
+}
+
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of jobs from 1 to 256")),
+    }
 }
 
 /// The subcommands.
@@ -201,8 +217,8 @@ pub struct RunsShowArgs {
 /// `runs prune`
 #[derive(Debug, Args)]
 pub struct RunsPruneArgs {
-    /// Delete runs created more than this many days ago.
-    #[arg(long, value_name = "DAYS")]
+    /// Delete runs created more than this many days ago (0 = all, at most 36500).
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(0..=36500))]
     pub older_than: u64,
 }
 

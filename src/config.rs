@@ -953,8 +953,8 @@ fn set_path(tree: &mut Value, dotted: &str, v: Value) {
     }
 }
 
-/// The one merge rule: mappings merge key by key, anything else replaces.
-/// `models` entries and `labels.aliases` lists replace whole, as values do.
+/// The one merge rule: mappings merge key by key (a `models.NAME` entry too), anything
+/// else replaces (so a `labels.aliases` list replaces the list below it).
 pub fn merge(base: &mut Value, layer: &Value) {
     match (base, layer) {
         (Value::Mapping(b), Value::Mapping(l)) => {
@@ -993,8 +993,8 @@ fn record_sources(
                 } else {
                     format!("{prefix}.{key}")
                 };
-                // A replaced subtree's old leaves no longer describe anything.
-                sources.retain(|k, _| !k.starts_with(&format!("{dotted}.")));
+                // Mappings merge, so lower layers' leaves under `dotted` keep their
+                // sources; only a leaf replacing a subtree clears them (below).
                 record_sources(v, &dotted, origin, sources);
             }
         }

@@ -58,6 +58,8 @@ pub struct KindReport {
     pub precision_at_threshold: f64,
     /// Coverage and precision at other thresholds.
     pub curve: Vec<ThresholdPoint>,
+    /// Test issues left out because their kind was not in the training data.
+    pub skipped_unknown_kind: usize,
 }
 
 /// Figures from true classes and `(predicted class, confidence)` pairs.
@@ -138,6 +140,7 @@ pub fn kind_report(
             .iter()
             .map(|t| at(*t))
             .collect(),
+        skipped_unknown_kind: 0,
     }
 }
 
@@ -215,7 +218,9 @@ pub fn train_test(
     let kinds = classes_of(train);
     let model = train_on(train, &kinds, spec);
     let (truth, pred) = predict_all(&model, test, &kinds);
-    kind_report(&kinds, &truth, &pred, threshold)
+    let mut report = kind_report(&kinds, &truth, &pred, threshold);
+    report.skipped_unknown_kind = test.len() - truth.len();
+    report
 }
 
 /// K-fold cross-validation (folds by a seeded shuffle); predictions of every fold

@@ -133,6 +133,12 @@ fn triage(args: &EvalTriageArgs, ctx: &Ctx) -> Result<()> {
 }
 
 fn print_kind_report(ctx: &Ctx, r: &KindReport, setup: &str, seconds: f64) {
+    if r.skipped_unknown_kind > 0 {
+        ctx.out.warn(&format!(
+            "{} test issue(s) have a kind the training data lacks and were left out",
+            r.skipped_unknown_kind
+        ));
+    }
     ctx.out
         .line(&format!("kind classification: {setup} ({seconds:.1} s)"));
     ctx.out.line(&format!(

@@ -97,6 +97,10 @@ pub fn run(
         l == STATE_DIR || l == format!("{STATE_DIR}/")
     });
 
+    if global.dry_run && global.json {
+        out.json(&json!({"dry_run": true, "config": target.display().to_string(), "text": text, "gitignore_updated": false, "would_update_gitignore": !ignored}));
+        return Ok(());
+    }
     if global.dry_run {
         out.info(&format!(
             "dry run: would write {} and {}",

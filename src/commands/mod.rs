@@ -47,7 +47,21 @@ impl Ctx {
 
     /// The repository `#N` refers to: `origin`, else config `repo`.
     pub fn default_repo(&self) -> Option<RepoId> {
-        self.workspace.origin.clone().or_else(|| {
+        let api_host = self
+            .config()
+            .github
+            .api_url
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or("")
+            .to_lowercase();
+        let github_origin = self.workspace.origin.clone().filter(|o| {
+            o.host == "github.com"
+                || api_host == o.host
+                || api_host.strip_prefix("api.") == Some(o.host.as_str())
+        });
+        github_origin.or_else(|| {
             self.config()
                 .repo
                 .as_deref()

@@ -56,8 +56,8 @@ impl Output {
         let _ = writeln!(stdout, "{}", self.redactor.redact(text));
     }
 
-    /// A JSON document on stdout, with `schema_version` first.
-    pub fn json<T: Serialize>(&self, value: &T) {
+    /// `value` as a JSON object with `schema_version` first, redacted.
+    fn versioned<T: Serialize>(&self, value: &T) -> serde_json::Value {
         let mut v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
         if let serde_json::Value::Object(map) = &mut v {
             let mut with_version = serde_json::Map::new();
@@ -66,20 +66,17 @@ impl Output {
             *map = with_version;
         }
         self.redactor.redact_json(&mut v);
-        self.line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+        v
+    }
+
+    /// A JSON document on stdout, with `schema_version` first.
+    pub fn json<T: Serialize>(&self, value: &T) {
+        self.line(&serde_json::to_string_pretty(&self.versioned(value)).unwrap_or_default());
     }
 
     /// One JSON line (batches).
     pub fn json_line<T: Serialize>(&self, value: &T) {
-        let mut v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-        if let serde_json::Value::Object(map) = &mut v {
-            let mut with_version = serde_json::Map::new();
-            with_version.insert("schema_version".into(), JSON_SCHEMA_VERSION.into());
-            with_version.extend(std::mem::take(map));
-            *map = with_version;
-        }
-        self.redactor.redact_json(&mut v);
-        self.line(&v.to_string());
+        self.line(&self.versioned(value).to_string());
     }
 
     /// Progress or information on stderr (not with `--quiet`).

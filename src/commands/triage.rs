@@ -28,7 +28,10 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         .iter()
         .map(|r| IssueRef::parse(r, &refs).map(|p| (r.clone(), p)))
         .collect::<Result<_, _>>()?;
-    let mut memory = ctx.open_memory(OpenMode::Create)?;
+    // Resolve against a read-only view first: a bad reference leaves no memory file.
+    let memory = ctx.open_memory(OpenMode::ReadOnly)?;
+    let batch = parsed.len() > 1
+        || parsed.iter().any(|(_, r)| matches!(r, IssueRef::Dir(_) | IssueRef::Repo(_) | IssueRef::File { record: crate::issue::Record::All, .. } if !is_markdown(r)));
 
     // Resolve every reference before triaging: a bad input fails with nothing done.
     let forge = ctx.local_forge();
@@ -68,6 +71,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         }
     }
 
+    let mut memory = ctx.open_memory(OpenMode::Create)?;
     let engine = build_engine(ctx, &mut memory)?;
     let session = model_session(args, ctx)?;
     let jobs = ctx
@@ -78,7 +82,6 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
     let mode = args.engine;
     // Ctrl-C finishes the issues in hand, commits memory and stops with 130.
     let _polling = crate::interrupt::Polling::enter();
-    let batch = items.len() > 1;
     let store = ctx.run_store();
     let bar = if batch {
         ctx.out.progress(items.len() as u64, "triaging")
@@ -188,6 +191,10 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+fn is_markdown(r: &IssueRef) -> bool {
+    matches!(r, IssueRef::File { path, .. } if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("md") || e.eq_ignore_ascii_case("markdown")))
 }
 
 /// The model session for `--engine model|auto`, if a model is configured.

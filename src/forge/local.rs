@@ -254,6 +254,20 @@ impl LocalForge {
                         message: "empty `title`".into(),
                     });
                 }
+                if gh.number == 0 {
+                    return Err(RecordError {
+                        location,
+                        message: "`number` must be 1 or more".into(),
+                    });
+                }
+                if gh.url.as_deref().is_some_and(|u| u.contains("/pull/")) {
+                    return Err(RecordError {
+                        location,
+                        message:
+                            "this record is a pull request, not an issue; leave pull requests out"
+                                .into(),
+                    });
+                }
                 let state = match gh.state.as_deref() {
                     None => IssueState::Open,
                     Some(s) => IssueState::parse(s).ok_or_else(|| RecordError {
@@ -359,16 +373,15 @@ impl LocalForge {
         let state_col = optional("state", &self.csv.state)?;
         let created_col = optional("created_at", &self.csv.created_at)?;
 
-        // Without a number column the row numbers are not issue numbers: keep such rows
-        // in their own namespace rather than over real issues of the configured repo.
-        let fallback_repo = if number_col.is_some() {
-            self.default_repo.clone()
-        } else {
+        // Without a number column the row numbers are not issue numbers: such rows live
+        // in their own namespace, `local/<file stem>`, never over real issues of a
+        // repository (the repository column is then ignored).
+        let row_namespace = number_col.is_none().then(|| {
             format!(
                 "local/{}",
                 path.file_stem().and_then(|s| s.to_str()).unwrap_or("csv")
             )
-        };
+        });
         let mut batch = Vec::new();
         for (i, row) in reader.records().enumerate() {
             let row_no = i as u64 + 1;
@@ -415,7 +428,16 @@ impl LocalForge {
             };
             let state = match get(state_col) {
                 None => IssueState::Open,
-                Some(s) => IssueState::parse(s).unwrap_or(IssueState::Closed),
+                Some(s) => match IssueState::parse(s) {
+                    Some(st) => st,
+                    None => {
+                        batch.push(Err(RecordError {
+                            location,
+                            message: format!("state {s:?} is neither open nor closed"),
+                        }));
+                        continue;
+                    }
+                },
             };
             let labels = get(label_col)
                 .map(|l| {
@@ -427,7 +449,10 @@ impl LocalForge {
                 })
                 .unwrap_or_default();
             batch.push(Ok(Issue {
-                repo: get(repo_col).map_or_else(|| fallback_repo.clone(), String::from),
+                repo: match &row_namespace {
+                    Some(ns) => ns.clone(),
+                    None => get(repo_col).map_or_else(|| self.default_repo.clone(), String::from),
+                },
                 number,
                 title,
                 body: record.get(body_col).unwrap_or("").trim().to_string(),

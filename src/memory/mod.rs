@@ -14,7 +14,7 @@ use crate::issue::Issue;
 use crate::runs::RunMeta;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Memory failures. None of them touches the file: a memory that cannot be read is
 /// reported, never repaired or replaced silently.

@@ -37,7 +37,6 @@ const MIGRATIONS: &[&str] = &[
         url TEXT,
         comments TEXT NOT NULL,
         source TEXT,
-        reactions INTEGER,
         seen_at TEXT NOT NULL,
         PRIMARY KEY (repo, number)
     );
@@ -78,6 +77,8 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL
     );
     "#,
+    // 2: reactions, for priority.
+    "ALTER TABLE issues ADD COLUMN reactions INTEGER;",
 ];
 
 /// Memory in a SQLite file.
@@ -107,7 +108,9 @@ pub enum OpenMode {
 impl SqliteMemory {
     /// Open (or create) the memory at `path`.
     pub fn open(path: &Path, mode: OpenMode, redactor: Redactor) -> Result<Self, MemoryError> {
-        let exists = path.exists();
+        // A missing or empty file reads as an empty memory without being written to.
+        let exists = path.exists()
+            && (mode == OpenMode::Create || std::fs::metadata(path).is_ok_and(|m| m.len() > 0));
         if exists {
             check_header(path)?;
         }
@@ -205,9 +208,10 @@ impl SqliteMemory {
             )
             .optional()?
             .is_some();
+        // Every text field is redacted, the whole issue at once (as the run store does).
+        let issue = &redacted(redactor, issue);
         let labels = serde_json::to_string(&issue.labels).unwrap_or_else(|_| "[]".into());
         let comments = serde_json::to_string(&issue.comments).unwrap_or_else(|_| "[]".into());
-        let r = |s: &str| redactor.redact(s).into_owned();
         tx.execute(
             "INSERT INTO issues (repo, number, title, body, labels, state, author, author_association, created_at, url, comments, source, seen_at, reactions)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
@@ -218,15 +222,15 @@ impl SqliteMemory {
             params![
                 issue.repo,
                 issue.number,
-                r(&issue.title),
-                r(&issue.body),
+                issue.title,
+                issue.body,
                 labels,
                 issue.state.as_str(),
                 issue.author,
                 issue.author_association,
                 issue.created_at,
                 issue.url,
-                r(&comments),
+                comments,
                 issue.source,
                 seen_at,
                 issue.reactions
@@ -267,6 +271,12 @@ impl SqliteMemory {
             labels: issue.labels.clone(),
         }
     }
+}
+
+fn redacted(redactor: &Redactor, issue: &Issue) -> Issue {
+    let mut v = serde_json::to_value(issue).unwrap_or(serde_json::Value::Null);
+    redactor.redact_json(&mut v);
+    serde_json::from_value(v).unwrap_or_else(|_| issue.clone())
 }
 
 fn check_header(path: &Path) -> Result<(), MemoryError> {
@@ -334,21 +344,34 @@ fn fts_query(text: &str) -> Option<String> {
     })
 }
 
-impl Memory for SqliteMemory {
-    fn begin_batch(&mut self) -> Result<(), MemoryError> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| self.err(e))
-    }
-
-    fn end_batch(&mut self) -> Result<(), MemoryError> {
+impl SqliteMemory {
+    /// Start a write: outside a batch, `BEGIN IMMEDIATE` takes the write lock up front,
+    /// so a busy file is waited on (`BUSY_TIMEOUT`) instead of failing on a lock upgrade.
+    /// Returns whether this call opened the transaction.
+    fn begin_write(&self) -> Result<bool, MemoryError> {
         if self.conn.is_autocommit() {
-            return Ok(());
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.err(e))?;
+            return Ok(true);
         }
-        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+        Ok(false)
     }
 
-    fn upsert_issues(
+    /// End a write started by [`SqliteMemory::begin_write`].
+    fn end_write<T>(&self, opened: bool, result: Result<T, MemoryError>) -> Result<T, MemoryError> {
+        if opened {
+            let sql = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            if let Err(e) = self.conn.execute_batch(sql) {
+                return result.and(Err(self.err(e)));
+            }
+        }
+        result
+    }
+}
+
+impl SqliteMemory {
+    fn upsert_issues_tx(
         &mut self,
         issues: &[Issue],
         stop: &dyn Fn() -> bool,
@@ -373,7 +396,7 @@ impl Memory for SqliteMemory {
         Ok(counts)
     }
 
-    fn import_records(
+    fn import_records_tx(
         &mut self,
         records: &[ExportRecord],
         stop: &dyn Fn() -> bool,
@@ -401,24 +424,77 @@ impl Memory for SqliteMemory {
                         "INSERT OR IGNORE INTO triage_results (repo, number, run_id, created_at, result) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![repo, number, run_id, created_at, result.to_string()],
                     )
-                    .map(|_| counts.other += 1),
+                    .map(|n| counts.other += n as u64),
                 ExportRecord::Run { meta } => tx
                     .execute(
                         "INSERT OR REPLACE INTO runs (run_id, repo, number, command, created_at, meta) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                         params![meta.id, meta.repo, meta.number, meta.command, meta.created_at, serde_json::to_string(meta).unwrap_or_default()],
                     )
-                    .map(|_| counts.other += 1),
+                    .map(|n| counts.other += n as u64),
                 ExportRecord::Kv { key, value, updated_at } => tx
                     .execute(
                         "INSERT OR REPLACE INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3)",
                         params![key, value.to_string(), updated_at],
                     )
-                    .map(|_| counts.other += 1),
+                    .map(|n| counts.other += n as u64),
             };
             res.map_err(|e| db_err(&path, e))?;
         }
         tx.commit().map_err(|e| db_err(&path, e))?;
         Ok(counts)
+    }
+
+    fn forget_tx(&mut self, repo: &str, number: u64) -> Result<bool, MemoryError> {
+        let path = self.path.clone();
+        let tx = self.conn.savepoint().map_err(|e| db_err(&path, e))?;
+        let n = tx
+            .execute(
+                "DELETE FROM issues WHERE repo = ?1 AND number = ?2",
+                params![repo, number],
+            )
+            .map_err(|e| db_err(&path, e))?;
+        tx.execute(
+            "DELETE FROM triage_results WHERE repo = ?1 AND number = ?2",
+            params![repo, number],
+        )
+        .map_err(|e| db_err(&path, e))?;
+        tx.commit().map_err(|e| db_err(&path, e))?;
+        Ok(n > 0)
+    }
+}
+
+impl Memory for SqliteMemory {
+    fn begin_batch(&mut self) -> Result<(), MemoryError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))
+    }
+
+    fn end_batch(&mut self) -> Result<(), MemoryError> {
+        if self.conn.is_autocommit() {
+            return Ok(());
+        }
+        self.conn.execute_batch("COMMIT").map_err(|e| self.err(e))
+    }
+
+    fn upsert_issues(
+        &mut self,
+        issues: &[Issue],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<ImportCounts, MemoryError> {
+        let opened = self.begin_write()?;
+        let result = self.upsert_issues_tx(issues, stop);
+        self.end_write(opened, result)
+    }
+
+    fn import_records(
+        &mut self,
+        records: &[ExportRecord],
+        stop: &dyn Fn() -> bool,
+    ) -> Result<ImportCounts, MemoryError> {
+        let opened = self.begin_write()?;
+        let result = self.import_records_tx(records, stop);
+        self.end_write(opened, result)
     }
 
     fn issue(&self, repo: &str, number: u64) -> Result<Option<Issue>, MemoryError> {
@@ -530,21 +606,9 @@ impl Memory for SqliteMemory {
     }
 
     fn forget(&mut self, repo: &str, number: u64) -> Result<bool, MemoryError> {
-        let path = self.path.clone();
-        let tx = self.conn.savepoint().map_err(|e| db_err(&path, e))?;
-        let n = tx
-            .execute(
-                "DELETE FROM issues WHERE repo = ?1 AND number = ?2",
-                params![repo, number],
-            )
-            .map_err(|e| db_err(&path, e))?;
-        tx.execute(
-            "DELETE FROM triage_results WHERE repo = ?1 AND number = ?2",
-            params![repo, number],
-        )
-        .map_err(|e| db_err(&path, e))?;
-        tx.commit().map_err(|e| db_err(&path, e))?;
-        Ok(n > 0)
+        let opened = self.begin_write()?;
+        let result = self.forget_tx(repo, number);
+        self.end_write(opened, result)
     }
 
     fn record_triage(

@@ -51,6 +51,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
+    // Keep a replaced file's mode; new files get the usual 0644, not tempfile's 0600.
+    let perms = match std::fs::metadata(path) {
+        Ok(m) => m.permissions(),
+        Err(_) => {
+            let mut p = tmp.as_file().metadata()?.permissions();
+            #[cfg(unix)]
+            std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o644);
+            p
+        }
+    };
+    tmp.as_file().set_permissions(perms)?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -183,7 +194,22 @@ impl FsRunStore {
 
     /// Read one file of a run.
     pub fn read_file(&self, id: &str, name: &str) -> Result<String, RunStoreError> {
-        let path = self.resolve(id)?.join(name);
+        let dir = self.resolve(id)?;
+        let mut files = Vec::new();
+        collect_files(&dir, &dir, &mut files).map_err(io_err(&dir))?;
+        // Only a file of the run: no `..`, no absolute paths.
+        if !files.iter().any(|(n, _)| n == name) {
+            return Err(RunStoreError::NoSuchFile {
+                id: id.to_string(),
+                name: name.to_string(),
+                files: files
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(io_err(&path))
     }
 
@@ -206,7 +232,16 @@ impl FsRunStore {
             .collect();
         match matches.as_slice() {
             [one] => Ok(self.root.join(&one.id)),
-            _ => Err(not_found()),
+            [] => Err(not_found()),
+            many => Err(RunStoreError::Ambiguous {
+                id: id.to_string(),
+                matches: many
+                    .iter()
+                    .take(5)
+                    .map(|m| m.id.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
         }
     }
 
@@ -214,7 +249,9 @@ impl FsRunStore {
     /// live process are kept. Returns the removed ids (with `dry_run`, the ids that
     /// would be removed).
     pub fn prune(&self, days: u64, dry_run: bool) -> Result<Vec<String>, RunStoreError> {
-        let cutoff = chrono::Utc::now() - chrono::Duration::days(days as i64);
+        let cutoff = chrono::Duration::try_days(days.min(36_500) as i64)
+            .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let mut removed = Vec::new();
         for meta in self.list()? {
             let created = chrono::DateTime::parse_from_rfc3339(&meta.created_at)

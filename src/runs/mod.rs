@@ -34,6 +34,24 @@ pub enum RunStoreError {
         /// Where it was looked for.
         store: String,
     },
+    /// The run has no such file.
+    #[error("run {id} has no file {name:?}\n  fix: pick one of: {files}")]
+    NoSuchFile {
+        /// The run.
+        id: String,
+        /// The file asked for.
+        name: String,
+        /// The files it has.
+        files: String,
+    },
+    /// An id prefix matches several runs.
+    #[error("{id:?} matches several runs ({matches}, …)\n  fix: give more of the id")]
+    Ambiguous {
+        /// The prefix.
+        id: String,
+        /// Some of the matches.
+        matches: String,
+    },
     /// Another process holds this lock.
     #[error(
         "another autotriage run of {reference} is in progress (lock {lock} is held)\n  fix: wait for it to finish, then run again"
@@ -59,7 +77,9 @@ pub enum RunStoreError {
 impl ExitCoded for RunStoreError {
     fn exit(&self) -> Exit {
         match self {
-            RunStoreError::NotFound { .. } => Exit::Usage,
+            RunStoreError::NotFound { .. }
+            | RunStoreError::NoSuchFile { .. }
+            | RunStoreError::Ambiguous { .. } => Exit::Usage,
             _ => Exit::Failure,
         }
     }

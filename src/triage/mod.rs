@@ -531,7 +531,7 @@ impl Engine {
         let enough_info = is_bug && has_evidence && missing_items.len() <= 2;
         let mut fixable = true;
         match kind.as_deref() {
-            Some("bug") => reasons.push(format!("kind is bug ({confidence:.2})")),
+            Some("bug") => reasons.push(format!("kind is bug ({:.2})", round3(confidence))),
             Some(k) => {
                 fixable = false;
                 reasons.push(format!("not a bug but a {k}; fix takes bugs"));

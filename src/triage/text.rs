@@ -84,8 +84,7 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Raw term counts of a document in two blocks (words, characters), each hashed into
-/// `dims` buckets; the sign bit of the hash decides +/- so collisions cancel on
-/// average.
+/// `dims` buckets.
 pub fn counts(spec: &FeatureSpec, title: &str, body: &str) -> (SparseVec, SparseVec) {
     let mask = (spec.dims() - 1) as u64;
     let body = truncate(body, spec.body_chars);

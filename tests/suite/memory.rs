@@ -207,7 +207,7 @@ fn a_newer_schema_is_refused() {
     let o = t.run(&["memory", "stats"]);
     assert_eq!(code(&o), 2);
     assert!(
-        stderr(&o).contains("schema version 99, newer than this autotriage understands (1)"),
+        stderr(&o).contains("schema version 99, newer than this autotriage understands (2)"),
         "{}",
         stderr(&o)
     );
