@@ -197,6 +197,7 @@ impl FsRunStore {
         let dir = self.resolve(id)?;
         let mut files = Vec::new();
         collect_files(&dir, &dir, &mut files).map_err(io_err(&dir))?;
+        files.sort();
         // Only a file of the run: no `..`, no absolute paths.
         if !files.iter().any(|(n, _)| n == name) {
             return Err(RunStoreError::NoSuchFile {

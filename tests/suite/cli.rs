@@ -19,6 +19,15 @@ fn usage_errors_exit_2() {
     let o = t.run(&["runs", "prune"]);
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("--older-than"), "{}", stderr(&o));
+    for args in [
+        &["runs", "prune", "--older-than", "999999999"][..],
+        &["memory", "stats", "--jobs", "0"],
+        &["memory", "stats", "--max-cost=-5"],
+        &["memory", "stats", "--max-cost", "nan"],
+    ] {
+        let o = t.run(args);
+        assert_eq!(code(&o), 2, "{args:?}");
+    }
 }
 
 #[test]

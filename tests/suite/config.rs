@@ -113,6 +113,40 @@ fn layers_merge_and_show_their_sources() {
 }
 
 #[test]
+fn keys_of_one_section_from_two_layers_keep_their_sources() {
+    let t = TestContext::new();
+    std::fs::create_dir_all(t.home.path().join(".config/autotriage")).unwrap();
+    std::fs::write(
+        t.home.path().join(".config/autotriage/config.yaml"),
+        "triage:\n  threshold: 0.7\n",
+    )
+    .unwrap();
+    t.write("autotriage.yaml", "triage:\n  duplicate_threshold: 0.5\n");
+    let v = json(&t.run(&["config", "show", "--json"]));
+    assert_eq!(v["config"]["triage"]["threshold"], 0.7);
+    assert_eq!(v["config"]["triage"]["duplicate_threshold"], 0.5);
+    assert!(
+        v["sources"]["triage.threshold"]
+            .as_str()
+            .unwrap()
+            .ends_with(".config/autotriage/config.yaml"),
+        "{v}"
+    );
+    assert!(
+        v["sources"]["triage.duplicate_threshold"]
+            .as_str()
+            .unwrap()
+            .ends_with("/autotriage.yaml")
+    );
+    let text = stdout(&t.run(&["config", "show"]));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("triage.threshold: 0.7") && l.ends_with("config.yaml")),
+        "{text}"
+    );
+}
+
+#[test]
 fn missing_config_file_is_a_usage_error() {
     let t = TestContext::new();
     let o = t.run(&["config", "show", "--config", "nope.yaml"]);

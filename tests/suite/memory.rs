@@ -141,6 +141,13 @@ fn export_then_import_into_empty_memory_loses_nothing() {
     let t = TestContext::new();
     t.write("autotriage.yaml", "repo: acme/widgets\n");
     import_fixtures(&t);
+    // Triage results, runs and the stored model are exported too.
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/issues");
+    assert_eq!(
+        code(&t.run(&["memory", "import", examples.to_str().unwrap()])),
+        0
+    );
+    assert_eq!(code(&t.run(&["triage", "acme/widgets#23"])), 0);
     let first = t.run(&["memory", "export", "--jsonl"]);
     assert_eq!(code(&first), 0);
     let dump = t.write("dump.jsonl", &stdout(&first));
@@ -154,7 +161,27 @@ fn export_then_import_into_empty_memory_loses_nothing() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let second = t.run(&["memory", "export", "--memory", "other.sqlite3"]);
     assert_eq!(stdout(&first), stdout(&second));
-    assert_eq!(stdout(&first).lines().count(), 9, "header + 8 issues");
+    let kinds: Vec<String> = stdout(&first)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
+    assert_eq!(
+        (
+            count("header"),
+            count("issue"),
+            count("triage"),
+            count("run"),
+            count("kv")
+        ),
+        (1, 8 + 28 - 5, 1, 1, 1),
+        "{kinds:?}"
+    );
 }
 
 #[test]
@@ -214,24 +241,69 @@ fn a_newer_schema_is_refused() {
 }
 
 #[test]
-fn a_locked_memory_is_reported_not_waited_on_forever() {
+fn a_locked_memory_is_waited_on_then_reported() {
+    let t = TestContext::new();
+    assert_eq!(
+        code(&t.run(&["memory", "import", data("issues").to_str().unwrap()])),
+        0
+    );
+    // Held for a second: the import waits for it and succeeds.
+    let path = t.memory_path();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; DELETE FROM kv;")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        conn.execute_batch("ROLLBACK").unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let o = t.run(&["memory", "import", data("issues.csv").to_str().unwrap()]);
+    assert!(
+        start.elapsed() >= Duration::from_millis(600),
+        "it waited for the lock"
+    );
+    assert_eq!(
+        code(&o),
+        1,
+        "one bad CSV row, the rest imported: {}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("imported 3 issues"), "{}", stdout(&o));
+    holder.join().unwrap();
+
+    // Held for longer than the wait: reported, nothing written.
+    let conn = rusqlite::Connection::open(t.memory_path()).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE; DELETE FROM kv;")
+        .unwrap();
+    let start = Instant::now();
+    let o = t.run(&["memory", "forget", "local/issues#1"]);
+    assert!(start.elapsed() >= Duration::from_millis(2900));
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("is locked by another process (waited 3000 ms)"),
+        "{}",
+        stderr(&o)
+    );
+    conn.execute_batch("ROLLBACK").unwrap();
+    let o = t.run(&["memory", "stats", "--json"]);
+    assert_eq!(json(&o)["stats"]["issues"], 6);
+}
+
+#[test]
+fn a_memory_from_schema_1_is_migrated() {
     let t = TestContext::new();
     assert_eq!(
         code(&t.run(&["memory", "import", data("issues").to_str().unwrap()])),
         0
     );
     let conn = rusqlite::Connection::open(t.memory_path()).unwrap();
-    conn.execute_batch("BEGIN EXCLUSIVE; DELETE FROM kv;")
+    conn.execute_batch("ALTER TABLE issues DROP COLUMN reactions; PRAGMA user_version = 1;")
         .unwrap();
-    let o = t.run(&["memory", "import", data("issues.csv").to_str().unwrap()]);
-    assert_eq!(code(&o), 1);
-    assert!(
-        stderr(&o).contains("is locked by another process"),
-        "{}",
-        stderr(&o)
-    );
-    conn.execute_batch("ROLLBACK").unwrap();
+    drop(conn);
     let o = t.run(&["memory", "stats", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["stats"]["schema_version"], 2);
     assert_eq!(json(&o)["stats"]["issues"], 3);
 }
 

@@ -277,4 +277,31 @@ fn a_github_issue_not_in_memory_is_a_usage_error() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("not in memory"), "{}", stderr(&o));
     assert!(!t.path().join(".autotriage/runs").exists());
+    assert!(
+        !t.memory_path().exists(),
+        "a usage error leaves no memory file"
+    );
+}
+
+#[test]
+fn reactions_raise_the_priority() {
+    let t = with_examples();
+    let body = "Running `widgets build` fails with an error when a page is empty.\n\nExpected: the page builds. Actual: error.\n\nwidgets 1.3.0 on Debian 12";
+    t.write(
+        "new/40.md",
+        &format!("---\nrepo: acme/widgets\ntitle: Build fails on an empty page\n---\n{body}\n"),
+    );
+    t.write("new/41.md", &format!("---\nrepo: acme/widgets\ntitle: Build fails on an empty page\nreactions: 25\n---\n{body}\n"));
+    let quiet = triage_json(&t, "new/40.md");
+    let loud = triage_json(&t, "new/41.md");
+    assert_eq!(quiet["kind"], "bug", "{quiet}");
+    assert_eq!(quiet["priority"], "P2", "{quiet}");
+    assert_eq!(loud["priority"], "P1", "{loud}");
+    assert!(
+        loud["priority_reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "25 reactions")
+    );
 }
