@@ -93,6 +93,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<crate::runs::RunStoreError>() {
             return e.exit();
         }
+        if let Some(e) = cause.downcast_ref::<crate::model::ModelError>() {
+            return e.exit();
+        }
     }
     Exit::Failure
 }

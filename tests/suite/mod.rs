@@ -5,6 +5,7 @@ mod common;
 mod config;
 mod eval;
 mod memory;
+mod models;
 mod redaction;
 mod runs;
 mod triage;

@@ -1,0 +1,419 @@
+//! Model providers over real HTTP against a scripted server (wiremock), through the
+//! real binary.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::suite::common::*;
+
+struct Scripted {
+    rt: tokio::runtime::Runtime,
+    server: MockServer,
+}
+
+impl Scripted {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt.block_on(MockServer::start());
+        Self { rt, server }
+    }
+
+    fn mount(&self, mock: Mock) {
+        self.rt.block_on(mock.mount(&self.server));
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.rt
+            .block_on(self.server.received_requests())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+            .collect()
+    }
+}
+
+fn answer() -> Value {
+    json!({"kind": "bug", "confidence": 0.9, "labels": ["bug", "no-such-label"], "priority": "P1",
+           "priority_reasons": ["it breaks the build"], "missing": ["logs_or_trace"],
+           "reasoning": "The reporter describes a failure of an existing feature."})
+}
+
+fn anthropic_reply(input: Value) -> Value {
+    json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-sonnet-x",
+           "content": [{"type": "tool_use", "id": "toolu_1", "name": "record_triage", "input": input}],
+           "stop_reason": "tool_use", "usage": {"input_tokens": 1000, "output_tokens": 100}})
+}
+
+fn openai_reply(args: &Value) -> Value {
+    json!({"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "finish_reason": "tool_calls",
+           "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+           "function": {"name": "record_triage", "arguments": args.to_string()}}]}}],
+           "usage": {"prompt_tokens": 800, "completion_tokens": 60}})
+}
+
+fn with_examples(config: &str) -> TestContext {
+    let t = TestContext::new();
+    t.write("autotriage.yaml", config);
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/issues");
+    assert_eq!(code(&t.run(&["memory", "import", ex.to_str().unwrap()])), 0);
+    t
+}
+
+#[test]
+fn anthropic_tool_use_round_trip_fills_the_triage() {
+    let s = Scripted::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .and(header("x-api-key", "sk-ant-test-key-000000000000000000"))
+            .and(header("anthropic-version", "2023-06-01"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_reply(answer()))),
+    );
+    let t = with_examples(&format!(
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-sonnet-x\n    base_url: {}\n",
+        s.server.uri()
+    ));
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "triage",
+            "acme/widgets#26",
+            "--engine",
+            "model",
+            "--model",
+            "a",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["engine"], "model");
+    assert_eq!(v["kind"], "bug");
+    assert_eq!(
+        v["labels"],
+        json!([{"name": "bug", "confidence": 0.9}]),
+        "only labels the repository has"
+    );
+    assert_eq!(v["priority"], "P1");
+    assert_eq!(v["missing"], json!(["logs_or_trace"]));
+    assert!(
+        v["comment"]
+            .as_str()
+            .unwrap()
+            .contains("Logs or a stack trace")
+    );
+    assert!(v["reasoning"].as_str().unwrap().starts_with("The reporter"));
+    assert!(v["reasons"].as_array().unwrap().iter().any(|r| {
+        r.as_str()
+            .unwrap()
+            .contains("dropped the model's label `no-such-label`")
+    }));
+
+    // What the server got: a forced tool call, the issue, the repository's labels.
+    let bodies = s.bodies();
+    assert_eq!(bodies.len(), 1);
+    let b = &bodies[0];
+    assert_eq!(
+        b["tool_choice"],
+        json!({"type": "tool", "name": "record_triage"})
+    );
+    assert_eq!(b["model"], "claude-3-5-sonnet-x");
+    let prompt = b["messages"][0]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        prompt.contains("## Issue acme/widgets#26: it doesnt work"),
+        "{prompt}"
+    );
+    assert!(prompt.contains("- enhancement"), "{prompt}");
+
+    // Usage and cost: 1000 in at $3/M + 100 out at $15/M.
+    let run = t
+        .path()
+        .join(".autotriage/runs")
+        .join(v["run_id"].as_str().unwrap());
+    let usage: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("usage.json")).unwrap()).unwrap();
+    assert_eq!(usage["calls"][0]["input_tokens"], 1000);
+    assert!(
+        (usage["total"]["cost_usd"].as_f64().unwrap() - 0.0045).abs() < 1e-9,
+        "{usage}"
+    );
+    let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    assert!(events.contains("\"kind\":\"model\""), "{events}");
+}
+
+#[test]
+fn openai_retries_a_429_and_repairs_prose() {
+    let s = Scripted::start();
+    // First a 429 with Retry-After, then prose instead of the tool call, then a valid call.
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(
+                ResponseTemplate::new(429)
+                    .insert_header("retry-after", "0")
+                    .set_body_json(json!({"error": {"message": "slow down"}})),
+            )
+            .up_to_n_times(1)
+            .with_priority(1),
+    );
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"choices": [{"message": {"role": "assistant", "content": "I think this is a bug."}, "finish_reason": "stop"}]})))
+            .up_to_n_times(1)
+            .with_priority(2),
+    );
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(openai_reply(&answer())))
+            .with_priority(3),
+    );
+    let t = with_examples(&format!(
+        "models:\n  local:\n    provider: openai\n    model_id: qwen2.5-coder:7b\n    base_url: {}/v1\n",
+        s.server.uri()
+    ));
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#26",
+        "--engine",
+        "model",
+        "--model",
+        "local",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["kind"], "bug");
+    let bodies = s.bodies();
+    assert_eq!(bodies.len(), 3, "429, prose, valid");
+    // The repair attempt shows the model its prose and what was wrong.
+    let last = bodies[2]["messages"].as_array().unwrap();
+    assert_eq!(last[last.len() - 2]["content"], "I think this is a bug.");
+    assert!(
+        last[last.len() - 1]["content"]
+            .as_str()
+            .unwrap()
+            .contains("not a call of the tool `record_triage`")
+    );
+    assert_eq!(
+        bodies[2]["tool_choice"],
+        json!({"type": "function", "function": {"name": "record_triage"}})
+    );
+}
+
+#[test]
+fn a_budget_stops_a_batch_before_the_call_that_would_exceed_it() {
+    let s = Scripted::start();
+    let mut reply = anthropic_reply(answer());
+    reply["usage"] = json!({"input_tokens": 0, "output_tokens": 100});
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(reply)),
+    );
+    // Worst case per call: 1024 tokens × $10/M = $0.01024; each call really costs $0.001.
+    // With $0.0125: calls 1–3 fit (0.002 + 0.01024 ≤ 0.0125), call 4 would not.
+    let t = with_examples(&format!(
+        "models:\n  a:\n    provider: anthropic\n    model_id: m\n    base_url: {}\n    price: {{input_per_mtok: 0, output_per_mtok: 10}}\n",
+        s.server.uri()
+    ));
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "triage",
+            "acme/widgets",
+            "--engine",
+            "model",
+            "--model",
+            "a",
+            "--max-cost",
+            "0.0125",
+            "--jobs",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_eq!(s.bodies().len(), 3);
+    let triaged = stdout(&o)
+        .lines()
+        .filter(|l| l.contains("\"engine\":\"model\""))
+        .count();
+    assert_eq!(triaged, 3, "{}", stdout(&o));
+    assert!(stderr(&o).contains("stopped before a model call that could cost up to $0.0102: this command has spent $0.0030 of its $0.01 budget"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_recorded_cassette_replays_the_same_triage_and_a_missing_request_is_named() {
+    let s = Scripted::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_reply(answer()))),
+    );
+    let t = with_examples(&format!(
+        "models:\n  a:\n    provider: anthropic\n    model_id: m\n    base_url: {}\n",
+        s.server.uri()
+    ));
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "triage",
+            "acme/widgets#26",
+            "--engine",
+            "model",
+            "--model",
+            "a",
+            "--record",
+            "cassette.jsonl",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut live = json(&o);
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#26",
+        "--engine",
+        "model",
+        "--model",
+        "replay:cassette.jsonl",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let mut replayed = json(&o);
+    for v in [&mut live, &mut replayed] {
+        v.as_object_mut().unwrap().remove("run_id");
+    }
+    assert_eq!(live, replayed);
+    assert_eq!(s.bodies().len(), 1, "the replay made no HTTP call");
+
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#25",
+        "--engine",
+        "model",
+        "--model",
+        "replay:cassette.jsonl",
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("has no recorded reply for request"),
+        "{}",
+        stderr(&o)
+    );
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#25",
+        "--engine",
+        "model",
+        "--model",
+        "replay:missing.jsonl",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("cannot read cassette"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_planted_secret_never_reaches_the_model() {
+    let s = Scripted::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(openai_reply(&answer()))),
+    );
+    let t = with_examples(&format!(
+        "models:\n  l:\n    provider: openai\n    model_id: m\n    base_url: {}/v1\n",
+        s.server.uri()
+    ));
+    t.write("new/50.md", "---\nrepo: acme/widgets\ntitle: Crash with my token\n---\nGITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789 and AKIAIOSFODNN7EXAMPLE\n");
+    let o = t.run(&["triage", "new/50.md", "--engine", "model", "--model", "l"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let sent = serde_json::to_string(&s.bodies()).unwrap();
+    assert!(sent.contains("Crash with my token"));
+    assert!(
+        !sent.contains("ghp_abcdefghijklmnopqrstuvwxyz0123456789")
+            && !sent.contains("AKIAIOSFODNN7EXAMPLE"),
+        "{sent}"
+    );
+    assert!(sent.contains("[REDACTED:github-token]"));
+}
+
+#[test]
+fn model_configuration_errors_are_clear_and_fast() {
+    let t = with_examples(
+        "models:\n  a:\n    provider: anthropic\n    model_id: m\n  dead:\n    provider: openai\n    model_id: m\n    base_url: http://127.0.0.1:9/v1\n",
+    );
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#26",
+        "--engine",
+        "model",
+        "--model",
+        "a",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("needs an API key in $ANTHROPIC_API_KEY"),
+        "{}",
+        stderr(&o)
+    );
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#26",
+        "--engine",
+        "model",
+        "--model",
+        "nope",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("`model` is \"nope\", which is not an entry of `models`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = t.run(&["triage", "acme/widgets#26", "--engine", "model"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("needs a model, and none is configured"),
+        "{}",
+        stderr(&o)
+    );
+    let start = Instant::now();
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#26",
+        "--engine",
+        "model",
+        "--model",
+        "dead",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("cannot connect to http://127.0.0.1:9/v1/chat/completions"),
+        "{}",
+        stderr(&o)
+    );
+    // Auto without a model is the offline engine.
+    let o = t.run(&["triage", "acme/widgets#26", "--json"]);
+    assert_eq!(json(&o)["engine"], "offline");
+}
