@@ -297,6 +297,12 @@ pub struct ModelEntry {
     /// Prices in USD per million tokens.
     #[serde(default)]
     pub price: Option<Price>,
+    /// AWS profile (bedrock); the standard chain otherwise.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Stream replies (bedrock ConverseStream); default true.
+    #[serde(default)]
+    pub stream: Option<bool>,
 }
 
 /// Prices per million tokens.

@@ -3,6 +3,7 @@
 //! from config as data.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod openai;
 pub mod registry;
 pub mod replay;

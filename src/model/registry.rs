@@ -20,6 +20,12 @@ pub const BUILTINS: &[(&str, Provider, &str, Option<&str>)] = &[
         None,
     ),
     (
+        "claude-bedrock",
+        Provider::Bedrock,
+        "anthropic.claude-3-5-sonnet-20241022-v2:0",
+        None,
+    ),
+    (
         "claude-haiku",
         Provider::Anthropic,
         "claude-3-5-haiku-latest",
@@ -69,6 +75,8 @@ pub fn entry(config: &Config, name: &str) -> Result<ModelEntry, ModelError> {
             base_url: base.map(String::from),
             api_key_env: None,
             price: None,
+            profile: None,
+            stream: None,
         });
     }
     if let Some((provider, id)) = name.split_once(':') {
@@ -91,6 +99,8 @@ pub fn entry(config: &Config, name: &str) -> Result<ModelEntry, ModelError> {
             base_url: None,
             api_key_env: None,
             price: None,
+            profile: None,
+            stream: None,
         });
     }
     let mut known: Vec<String> = config.models.keys().cloned().collect();
@@ -157,11 +167,14 @@ pub fn build(name: &str, e: &ModelEntry, timeout: Duration) -> Result<ResolvedMo
             Arc::new(OpenAi::new(base, &e.model_id, key, Some(&var), timeout)?)
         }
         Provider::Replay => Arc::new(Replay::open(std::path::Path::new(&e.model_id))?),
-        Provider::Bedrock => {
-            return Err(ModelError::Config(format!(
-                "models.{name}: the bedrock provider is not in this build yet\n  fix: use provider anthropic (ANTHROPIC_API_KEY) or openai for now"
-            )));
-        }
+        Provider::Bedrock => Arc::new(super::bedrock::Bedrock::new(
+            &e.model_id,
+            e.region.as_deref(),
+            e.profile.as_deref(),
+            e.endpoint_url.as_deref().or(e.base_url.as_deref()),
+            e.stream.unwrap_or(true),
+            timeout,
+        )?),
     };
     Ok(ResolvedModel {
         name: name.into(),

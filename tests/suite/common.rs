@@ -87,3 +87,79 @@ pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(o)))
 }
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// True when a missing emulator must fail the test (CI, or asked for).
+pub fn emulators_required() -> bool {
+    std::env::var("AUTOTRIAGE_REQUIRE_EMULATORS").is_ok_and(|v| v == "1")
+        || std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// An emulator process started by a test, killed when dropped.
+pub struct Emulator {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Emulator {
+    /// Start `program` with `env` (its port in `port_var`); wait until it accepts
+    /// connections. `None` (a skip) when it is not installed, unless emulators are
+    /// required, which makes a missing one a failure.
+    pub fn start(
+        program: &str,
+        args: &[&str],
+        port_var: &str,
+        env: &[(&str, String)],
+    ) -> Option<Self> {
+        let port = free_port();
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .env(port_var, port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    !emulators_required(),
+                    "{program} is required here (CI or AUTOTRIAGE_REQUIRE_EMULATORS=1) but could not start: {e}"
+                );
+                eprintln!(
+                    "skipping: {program} is not installed ({e}); `pip install {program}` runs this test"
+                );
+                return None;
+            }
+        };
+        let emulator = Emulator {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{program} did not listen on port {port} within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(emulator)
+    }
+}

@@ -417,3 +417,81 @@ fn model_configuration_errors_are_clear_and_fast() {
     let o = t.run(&["triage", "acme/widgets#26", "--json"]);
     assert_eq!(json(&o)["engine"], "offline");
 }
+
+/// Bedrock through the real AWS SDK against ministack (PyPI), which serves Converse and
+/// ConverseStream and forwards the model's work to an OpenAI-compatible server: here
+/// the scripted one, so the tool call round-trips through Bedrock's wire format.
+#[test]
+fn bedrock_converse_and_converse_stream_against_ministack() {
+    let s = Scripted::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(openai_reply(&answer()))),
+    );
+    let Some(ms) = Emulator::start(
+        "ministack",
+        &[],
+        "GATEWAY_PORT",
+        &[
+            ("MINISTACK_BEDROCK_PROXY_URL", s.server.uri()),
+            ("IOT_MTLS_ENABLED", "0".into()),
+            ("SFTP_ENABLED", "0".into()),
+        ],
+    ) else {
+        return;
+    };
+    for stream in [false, true] {
+        let t = with_examples(&format!(
+            "models:\n  br:\n    provider: bedrock\n    model_id: anthropic.claude-3-5-sonnet-20241022-v2:0\n    region: us-east-1\n    endpoint_url: {}\n    stream: {stream}\n",
+            ms.url
+        ));
+        let o = t
+            .cmd()
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            )
+            .args([
+                "triage",
+                "acme/widgets#26",
+                "--engine",
+                "model",
+                "--model",
+                "br",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "stream={stream}: {}", stderr(&o));
+        let v = json(&o);
+        assert_eq!(v["engine"], "model", "stream={stream}");
+        assert_eq!(v["kind"], "bug");
+        assert_eq!(v["priority"], "P1");
+        let run = t
+            .path()
+            .join(".autotriage/runs")
+            .join(v["run_id"].as_str().unwrap());
+        let usage: Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("usage.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            usage["calls"][0]["model"],
+            "bedrock:anthropic.claude-3-5-sonnet-20241022-v2:0"
+        );
+        assert_eq!(
+            usage["calls"][0]["reported"], true,
+            "Bedrock reports usage: {usage}"
+        );
+    }
+    // What reached the model behind Bedrock: the tool, forced, and the issue.
+    let bodies = s.bodies();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[1]["tools"][0]["function"]["name"], "record_triage");
+    assert!(
+        serde_json::to_string(&bodies[1]["messages"])
+            .unwrap()
+            .contains("it doesnt work")
+    );
+}
