@@ -303,6 +303,13 @@ pub struct EvalTriageArgs {
     /// Only every other record: odd (1st, 3rd, …) or even ones (for tuning vs reporting).
     #[arg(long, value_enum, default_value_t = LineSelection::All)]
     pub lines: LineSelection,
+    /// `offline` (train and test the classifier) or `model` (ask the configured model
+    /// about every test issue; no training).
+    #[arg(long, value_enum, default_value_t = EvalEngine::Offline)]
+    pub engine: EvalEngine,
+    /// Evaluate at most this many issues (after --lines), e.g. to cap model spend.
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Training: L2 strength (for tuning experiments).
     #[arg(long, hide = true)]
     pub l2: Option<f32>,
@@ -312,6 +319,15 @@ pub struct EvalTriageArgs {
     /// Training: initial learning rate (for tuning experiments).
     #[arg(long, hide = true)]
     pub learning_rate: Option<f32>,
+}
+
+/// Engines `eval triage` can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalEngine {
+    /// The offline classifier.
+    Offline,
+    /// The configured model.
+    Model,
 }
 
 /// Which records of a file to use.

@@ -62,6 +62,10 @@ pub struct KindReport {
     pub skipped_unknown_kind: usize,
 }
 
+/// A prediction that names no class (a model answering `unclear`): wrong for accuracy
+/// and F1, and never covered at a threshold.
+pub const NO_PREDICTION: usize = usize::MAX;
+
 /// Figures from true classes and `(predicted class, confidence)` pairs.
 pub fn kind_report(
     kinds: &[String],
@@ -71,8 +75,12 @@ pub fn kind_report(
 ) -> KindReport {
     let k = kinds.len();
     let mut confusion = vec![vec![0usize; k]; k];
+    let mut support = vec![0usize; k];
     for (t, (p, _)) in truth.iter().zip(predicted) {
-        confusion[*t][*p] += 1;
+        support[*t] += 1;
+        if *p < k {
+            confusion[*t][*p] += 1;
+        }
     }
     let n = truth.len().max(1);
     let correct: usize = (0..k).map(|i| confusion[i][i]).sum();
@@ -80,7 +88,7 @@ pub fn kind_report(
         .map(|c| {
             let tp = confusion[c][c] as f64;
             let predicted_c: usize = (0..k).map(|t| confusion[t][c]).sum();
-            let support: usize = confusion[c].iter().sum();
+            let support = support[c];
             let precision = if predicted_c > 0 {
                 tp / predicted_c as f64
             } else {
@@ -110,7 +118,7 @@ pub fn kind_report(
         let covered: Vec<bool> = truth
             .iter()
             .zip(predicted)
-            .filter(|(_, (_, conf))| *conf >= th)
+            .filter(|(_, (p, conf))| *conf >= th && *p != NO_PREDICTION)
             .map(|(t, (p, _))| t == p)
             .collect();
         let coverage = covered.len() as f64 / n as f64;

@@ -85,6 +85,9 @@ fn triage(args: &EvalTriageArgs, ctx: &Ctx) -> Result<()> {
         ..defaults
     };
     let started = std::time::Instant::now();
+    if args.engine == crate::cli::EvalEngine::Model {
+        return model_triage(args, ctx, threshold, started);
+    }
     let (report, setup) = match (&args.train, &args.test, &args.data) {
         (Some(train), Some(test), _) => {
             let train_set = labelled(ctx, train, args.lines)?;
@@ -124,6 +127,144 @@ fn triage(args: &EvalTriageArgs, ctx: &Ctx) -> Result<()> {
         if let Some(m) = v.as_object_mut() {
             m.insert("setup".into(), json!(setup));
             m.insert("seconds".into(), json!(seconds));
+        }
+        ctx.out.json(&v);
+        return Ok(());
+    }
+    print_kind_report(ctx, &report, &setup, seconds);
+    Ok(())
+}
+
+/// `eval triage --engine model`: the configured model answers for every test issue.
+fn model_triage(
+    args: &EvalTriageArgs,
+    ctx: &Ctx,
+    threshold: f64,
+    started: std::time::Instant,
+) -> Result<()> {
+    use crate::triage::model::{self as tmodel, PromptContext};
+    let session = super::triage::model_session(crate::cli::EngineArg::Model, None, ctx)?
+        .ok_or_else(|| {
+            CommandError::usage("eval triage --engine model needs a model (--model NAME)")
+        })?;
+    let source = args
+        .test
+        .as_ref()
+        .or(args.data.as_ref())
+        .ok_or_else(|| CommandError::usage("give --data FILE (or --test FILE)"))?;
+    let mut set = labelled(ctx, source, args.lines)?;
+    if let Some(n) = args.limit {
+        set.truncate(n);
+    }
+    let mut kinds: Vec<String> = set.iter().map(|t| t.kind.clone()).collect();
+    kinds.sort();
+    kinds.dedup();
+    let tool = tmodel::tool(&kinds);
+    let jobs = ctx.global.jobs.unwrap_or(4).max(1);
+    let mut truth = Vec::new();
+    let mut pred = Vec::new();
+    let mut failures = 0usize;
+    let bar = ctx.out.progress(set.len() as u64, "asking the model");
+    for (c, chunk) in set.chunks(jobs).enumerate() {
+        let answers: Vec<Result<(Option<usize>, f64), String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let (session, tool, kinds) = (&session, &tool, &kinds);
+                    scope.spawn(move || {
+                        let issue = crate::issue::Issue {
+                            repo: "eval/data".into(),
+                            number: (c * jobs + i + 1) as u64,
+                            title: item.title.clone(),
+                            body: item.body.clone(),
+                            labels: vec![],
+                            state: crate::issue::IssueState::Open,
+                            author: None,
+                            author_association: None,
+                            created_at: None,
+                            comments: vec![],
+                            url: None,
+                            source: None,
+                            reactions: None,
+                        };
+                        let ctx = PromptContext {
+                            labels: kinds.clone(),
+                            kinds: kinds.clone(),
+                            threshold,
+                            ..Default::default()
+                        };
+                        let mut spent = 0.0;
+                        match session.structured(
+                            "eval",
+                            tmodel::request(&issue, &ctx),
+                            tool,
+                            &mut spent,
+                        ) {
+                            Ok((v, _, _)) => {
+                                let a = tmodel::answer(&v).ok_or("the answer does not fit")?;
+                                Ok((
+                                    a.kind.and_then(|k| kinds.iter().position(|x| *x == k)),
+                                    a.confidence,
+                                ))
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
+                .collect()
+        });
+        for (item, a) in chunk.iter().zip(answers) {
+            bar.inc(1);
+            let Some(t) = kinds.iter().position(|k| *k == item.kind) else {
+                continue;
+            };
+            match a {
+                Ok((p, conf)) => {
+                    truth.push(t);
+                    pred.push((p.unwrap_or(eval::NO_PREDICTION), conf));
+                }
+                Err(e) if e.contains("stopped before a model call") => {
+                    bar.finish_and_clear();
+                    return Err(CommandError::failure(format!(
+                        "{e}\n(after {} issues)",
+                        truth.len()
+                    ))
+                    .into());
+                }
+                Err(e) => {
+                    failures += 1;
+                    ctx.out
+                        .debug(&format!("model failed on {:?}: {e}", item.title));
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if failures > 0 {
+        ctx.out.warn(&format!(
+            "{failures} issue(s) got no usable answer and are left out (-v shows why)"
+        ));
+    }
+    let report = eval::kind_report(&kinds, &truth, &pred, threshold);
+    let setup = format!(
+        "model {} on {} issues of {source}, spent ${:.4}",
+        session.resolved.model.id(),
+        truth.len(),
+        session.spent()
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    if ctx.out.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("setup".into(), json!(setup));
+            m.insert("seconds".into(), json!(seconds));
+            m.insert("cost_usd".into(), json!(session.spent()));
+            m.insert("failures".into(), json!(failures));
         }
         ctx.out.json(&v);
         return Ok(());

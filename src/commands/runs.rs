@@ -47,6 +47,14 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
         }
         RunsCommand::Show(args) => {
             let detail = store.show(&args.run)?;
+            // Model spend, from usage.json when the run has one.
+            let usage: Option<serde_json::Value> = detail
+                .files
+                .iter()
+                .any(|(n, _)| n == "usage.json")
+                .then(|| store.read_file(&detail.meta.id, "usage.json").ok())
+                .flatten()
+                .and_then(|t| serde_json::from_str(&t).ok());
             let content = match &args.file {
                 Some(name) => Some(store.read_file(&detail.meta.id, name)?),
                 None => None,
@@ -57,7 +65,7 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
                     .iter()
                     .map(|(n, s)| json!({"name": n, "bytes": s}))
                     .collect();
-                ctx.out.json(&json!({"run": detail.meta, "dir": store.root.join(&detail.meta.id).display().to_string(), "files": files, "content": content}));
+                ctx.out.json(&json!({"run": detail.meta, "dir": store.root.join(&detail.meta.id).display().to_string(), "files": files, "usage": usage.as_ref().map(|u| &u["total"]), "content": content}));
                 return Ok(());
             }
             let m = &detail.meta;
@@ -82,6 +90,18 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
                     .map(|e| format!(" — {e}"))
                     .unwrap_or_default();
                 ctx.out.line(&format!("  {name:<10} {status}{err}"));
+            }
+            if let Some(total) = usage.as_ref().map(|u| &u["total"]) {
+                ctx.out.line(&format!(
+                    "spend:   ${:.4} ({} tokens in, {} out, {} model calls)",
+                    total["cost_usd"].as_f64().unwrap_or(0.0),
+                    total["input_tokens"],
+                    total["output_tokens"],
+                    usage
+                        .as_ref()
+                        .and_then(|u| u["calls"].as_array())
+                        .map_or(0, Vec::len)
+                ));
             }
             ctx.out.line("files:");
             for (name, size) in &detail.files {

@@ -73,7 +73,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
 
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     let engine = build_engine(ctx, &mut memory)?;
-    let session = model_session(args, ctx)?;
+    let session = model_session(args.engine, args.record.as_deref(), ctx)?;
     let jobs = ctx
         .global
         .jobs
@@ -198,13 +198,17 @@ fn is_markdown(r: &IssueRef) -> bool {
 }
 
 /// The model session for `--engine model|auto`, if a model is configured.
-fn model_session(args: &TriageArgs, ctx: &Ctx) -> Result<Option<Session>> {
-    if args.engine == EngineArg::Offline {
+pub fn model_session(
+    engine: EngineArg,
+    record: Option<&std::path::Path>,
+    ctx: &Ctx,
+) -> Result<Option<Session>> {
+    if engine == EngineArg::Offline {
         return Ok(None);
     }
     let resolved = registry::configured(ctx.config(), REQUEST_TIMEOUT)?;
     let Some(mut resolved) = resolved else {
-        if args.engine == EngineArg::Model {
+        if engine == EngineArg::Model {
             return Err(CommandError::usage(
                 "triage --engine model needs a model, and none is configured\n  fix: set `model:` (and `models:`) in autotriage.yaml, or pass --model NAME / provider:model_id",
             )
@@ -212,7 +216,7 @@ fn model_session(args: &TriageArgs, ctx: &Ctx) -> Result<Option<Session>> {
         }
         return Ok(None);
     };
-    if let Some(path) = &args.record {
+    if let Some(path) = record {
         resolved.model = std::sync::Arc::new(Recorder::new(resolved.model.clone(), path));
     }
     let cfg = ctx.config();

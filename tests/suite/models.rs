@@ -149,6 +149,12 @@ fn anthropic_tool_use_round_trip_fills_the_triage() {
     );
     let events = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
     assert!(events.contains("\"kind\":\"model\""), "{events}");
+    let o = t.run(&["runs", "show", v["run_id"].as_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("spend:   $0.0045 (1000 tokens in, 100 out, 1 model calls)"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -493,5 +499,56 @@ fn bedrock_converse_and_converse_stream_against_ministack() {
         serde_json::to_string(&bodies[1]["messages"])
             .unwrap()
             .contains("it doesnt work")
+    );
+}
+
+#[test]
+fn eval_triage_with_a_model_scores_its_answers() {
+    use wiremock::matchers::body_string_contains;
+    let s = Scripted::start();
+    for (needle, kind) in [
+        ("Crash number", "bug"),
+        ("Add option", "feature"),
+        ("How do I configure", "unclear"),
+    ] {
+        let mut a = answer();
+        a["kind"] = json!(kind);
+        s.mount(
+            Mock::given(method("POST"))
+                .and(path("/v1/messages"))
+                .and(body_string_contains(needle))
+                .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_reply(a))),
+        );
+    }
+    let t = TestContext::new();
+    t.write("autotriage.yaml", &format!("models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-sonnet-x\n    base_url: {}\n", s.server.uri()));
+    let mut csv = String::from("title,body,label\n");
+    for i in 0..2 {
+        csv.push_str(&format!("Crash number {i},it crashes,bug\nAdd option {i},please add,feature\nHow do I configure {i}?,how,question\n"));
+    }
+    t.write("l.csv", &csv);
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "eval", "triage", "--engine", "model", "--model", "a", "--data", "l.csv", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["issues"], 6);
+    assert!(
+        (v["accuracy"].as_f64().unwrap() - 4.0 / 6.0).abs() < 1e-9,
+        "{v}"
+    );
+    assert!(
+        (v["coverage"].as_f64().unwrap() - 4.0 / 6.0).abs() < 1e-9,
+        "unclear is never covered: {v}"
+    );
+    assert_eq!(v["precision_at_threshold"], 1.0);
+    assert!(
+        (v["cost_usd"].as_f64().unwrap() - 6.0 * 0.0045).abs() < 1e-9,
+        "{v}"
     );
 }
