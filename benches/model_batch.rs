@@ -23,7 +23,11 @@ fn reply() -> serde_json::Value {
 }
 
 fn setup(dir: &Path, base: &str) {
-    std::fs::write(dir.join("autotriage.yaml"), format!("models:\n  s:\n    provider: openai\n    model_id: m\n    base_url: {base}/v1\n")).unwrap();
+    std::fs::write(
+        dir.join("autotriage.yaml"),
+        format!("models:\n  s:\n    provider: openai\n    model_id: m\n    base_url: {base}/v1\n"),
+    )
+    .unwrap();
     std::fs::create_dir_all(dir.join("new")).unwrap();
     for n in 1..=100 {
         std::fs::write(dir.join(format!("new/{n}.md")), format!("---\nrepo: acme/widgets\nnumber: {}\ntitle: Issue {n} about the build\n---\nSomething about page {n} fails.\n", 1000 + n)).unwrap();
@@ -32,30 +36,61 @@ fn setup(dir: &Path, base: &str) {
 
 fn run(bin: &Path, dir: &Path, args: &[&str]) -> Duration {
     let start = Instant::now();
-    let out = Command::new(bin).current_dir(dir).env("HOME", dir).args(args).output().unwrap();
+    let out = Command::new(bin)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .args(args)
+        .output()
+        .unwrap();
     let took = start.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     took
 }
 
 fn main() {
     let bin = Path::new(env!("CARGO_BIN_EXE_autotriage"));
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/issues");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
 
     // 500 ms per call, --jobs 8.
     let slow = rt.block_on(MockServer::start());
     rt.block_on(
         Mock::given(method("POST"))
             .and(path("/v1/chat/completions"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(reply()).set_delay(Duration::from_millis(500)))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(reply())
+                    .set_delay(Duration::from_millis(500)),
+            )
             .mount(&slow),
     );
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), &slow.uri());
-    run(bin, dir.path(), &["memory", "import", examples.to_str().unwrap()]);
-    run(bin, dir.path(), &["triage", "new/1.md", "--engine", "offline"]); // train once
-    let took = run(bin, dir.path(), &["triage", "new", "--engine", "model", "--model", "s", "--jobs", "8", "--json"]);
+    run(
+        bin,
+        dir.path(),
+        &["memory", "import", examples.to_str().unwrap()],
+    );
+    run(
+        bin,
+        dir.path(),
+        &["triage", "new/1.md", "--engine", "offline"],
+    ); // train once
+    let took = run(
+        bin,
+        dir.path(),
+        &[
+            "triage", "new", "--engine", "model", "--model", "s", "--jobs", "8", "--json",
+        ],
+    );
     let ideal = 100.0 * 0.5 / 8.0;
     println!(
         "batch triage, 100 issues, 500 ms per call, --jobs 8: {:.2} s (ideal {ideal:.2} s, {:+.1}%)   [cargo bench --bench model_batch]",
@@ -65,16 +100,45 @@ fn main() {
 
     // Overhead per call: model engine with an instant server vs the offline engine.
     let fast = rt.block_on(MockServer::start());
-    rt.block_on(Mock::given(method("POST")).and(path("/v1/chat/completions")).respond_with(ResponseTemplate::new(200).set_body_json(reply())).mount(&fast));
+    rt.block_on(
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(reply()))
+            .mount(&fast),
+    );
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), &fast.uri());
-    run(bin, dir.path(), &["memory", "import", examples.to_str().unwrap()]);
-    run(bin, dir.path(), &["triage", "new/1.md", "--engine", "offline"]);
+    run(
+        bin,
+        dir.path(),
+        &["memory", "import", examples.to_str().unwrap()],
+    );
+    run(
+        bin,
+        dir.path(),
+        &["triage", "new/1.md", "--engine", "offline"],
+    );
     let mut best_model = f64::MAX;
     let mut best_offline = f64::MAX;
     for _ in 0..3 {
-        best_offline = best_offline.min(run(bin, dir.path(), &["triage", "new", "--engine", "offline", "--json"]).as_secs_f64());
-        best_model = best_model.min(run(bin, dir.path(), &["triage", "new", "--engine", "model", "--model", "s", "--jobs", "1", "--json"]).as_secs_f64());
+        best_offline = best_offline.min(
+            run(
+                bin,
+                dir.path(),
+                &["triage", "new", "--engine", "offline", "--json"],
+            )
+            .as_secs_f64(),
+        );
+        best_model = best_model.min(
+            run(
+                bin,
+                dir.path(),
+                &[
+                    "triage", "new", "--engine", "model", "--model", "s", "--jobs", "1", "--json",
+                ],
+            )
+            .as_secs_f64(),
+        );
     }
     println!(
         "overhead per model call (build, redact, budget, HTTP to loopback, validate, record): {:.2} ms   (model {best_model:.3} s - offline {best_offline:.3} s, over 100 calls)",

@@ -131,6 +131,17 @@ impl Output {
         }
     }
 
+    /// A spinner on a terminal (long single steps); hidden otherwise.
+    pub fn spinner(&self, message: &str) -> ProgressBar {
+        if !self.interactive || self.quiet {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar.set_message(message.to_string());
+        bar
+    }
+
     /// A progress bar on a terminal; hidden otherwise.
     pub fn progress(&self, len: u64, message: &str) -> ProgressBar {
         if !self.interactive || self.quiet {

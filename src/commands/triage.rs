@@ -73,7 +73,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
 
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     let engine = build_engine(ctx, &mut memory)?;
-    let session = model_session(args.engine, args.record.as_deref(), ctx)?;
+    let mut session = model_session(args.engine, args.record.as_deref(), ctx)?;
     let jobs = ctx
         .global
         .jobs
@@ -85,9 +85,18 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
     let store = ctx.run_store();
     let bar = if batch {
         ctx.out.progress(items.len() as u64, "triaging")
+    } else if session.is_some() {
+        ctx.out.spinner("asking the model")
     } else {
         indicatif::ProgressBar::hidden()
     };
+    if let Some(s) = session.as_mut() {
+        // Streamed replies show how far they have come.
+        let b = bar.clone();
+        s.on_progress = Some(Box::new(move |n| {
+            b.set_message(format!("model replying: {n} characters"))
+        }));
+    }
     let mut failed = 0usize;
     let mut stopped: Option<String> = None;
     // Memory writes of a batch are committed every 100 issues rather than one by one.

@@ -335,7 +335,11 @@ impl Bedrock {
         })
     }
 
-    async fn converse_stream(&self, r: &Request) -> Result<Response, ModelError> {
+    async fn converse_stream(
+        &self,
+        r: &Request,
+        on_progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Response, ModelError> {
         let mut out = self
             .client
             .converse_stream()
@@ -378,6 +382,7 @@ impl Bedrock {
                         Some(ContentBlockDelta::ToolUse(t)) => blocks[i].1.push_str(t.input()),
                         _ => {}
                     }
+                    on_progress(blocks.iter().map(|b| b.1.len()).sum());
                 }
                 ConverseStreamOutput::MessageStop(m) => stop_reason = Self::stop(m.stop_reason()),
                 ConverseStreamOutput::Metadata(m) => {
@@ -419,8 +424,17 @@ impl Model for Bedrock {
     }
 
     fn complete(&self, request: &Request) -> Result<Response, ModelError> {
+        self.complete_streaming(request, &|_| {})
+    }
+
+    fn complete_streaming(
+        &self,
+        request: &Request,
+        on_progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Response, ModelError> {
         if self.stream {
-            self.runtime.block_on(self.converse_stream(request))
+            self.runtime
+                .block_on(self.converse_stream(request, on_progress))
         } else {
             self.runtime.block_on(self.converse(request))
         }

@@ -310,6 +310,17 @@ pub trait Model: Send + Sync {
     fn id(&self) -> String;
     /// One call, no retries (see [`retry`]).
     fn complete(&self, request: &Request) -> Result<Response, ModelError>;
+
+    /// One call that reports how much of the reply has arrived (characters), for
+    /// progress on long calls. Providers that stream override it.
+    fn complete_streaming(
+        &self,
+        request: &Request,
+        on_progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Response, ModelError> {
+        let _ = on_progress;
+        self.complete(request)
+    }
 }
 
 /// HTTP status and body of a failed call, turned into a `ModelError`.

@@ -114,7 +114,15 @@ impl Model for Recorder {
     }
 
     fn complete(&self, request: &Request) -> Result<Response, ModelError> {
-        let response = self.inner.complete(request)?;
+        self.complete_streaming(request, &|_| {})
+    }
+
+    fn complete_streaming(
+        &self,
+        request: &Request,
+        on_progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Response, ModelError> {
+        let response = self.inner.complete_streaming(request, on_progress)?;
         let ex = Exchange {
             fingerprint: fingerprint(request),
             model: self.inner.id(),

@@ -27,6 +27,8 @@ pub struct Session {
     pub budget: Mutex<Budget>,
     /// Applied to every request before it leaves.
     pub redactor: Redactor,
+    /// Told how many characters of a streamed reply have arrived (progress display).
+    pub on_progress: Option<Box<dyn Fn(usize) + Send + Sync>>,
 }
 
 /// A structured reply that could not be had, with the raw reply kept for the run.
@@ -74,6 +76,7 @@ impl Session {
             retry,
             budget: Mutex::new(budget),
             redactor,
+            on_progress: None,
         }
     }
 
@@ -107,9 +110,14 @@ impl Session {
         self.lock_budget().reserve(worst, *issue_spent)?;
         let started = Instant::now();
         let model = &self.resolved.model;
+        let progress = |n: usize| {
+            if let Some(p) = &self.on_progress {
+                p(n)
+            }
+        };
         let response = match with_retry(
             &self.retry,
-            || model.complete(&req),
+            || model.complete_streaming(&req, &progress),
             std::thread::sleep,
             |_, _, _| {},
         ) {

@@ -552,3 +552,138 @@ fn eval_triage_with_a_model_scores_its_answers() {
         "{v}"
     );
 }
+
+#[test]
+fn an_overload_burst_is_retried_and_a_schema_violation_repaired() {
+    let s = Scripted::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(529).insert_header("retry-after", "0").set_body_json(json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})))
+            .up_to_n_times(3)
+            .with_priority(1),
+    );
+    let mut bad = answer();
+    bad["kind"] = json!("documentation");
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_reply(bad)))
+            .up_to_n_times(1)
+            .with_priority(2),
+    );
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_reply(answer())))
+            .with_priority(3),
+    );
+    let t = with_examples(&format!(
+        "models:\n  a:\n    provider: anthropic\n    model_id: m\n    base_url: {}\n",
+        s.server.uri()
+    ));
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "triage",
+            "acme/widgets#26",
+            "--engine",
+            "model",
+            "--model",
+            "a",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["kind"], "bug");
+    let bodies = s.bodies();
+    assert_eq!(bodies.len(), 5, "3 overloaded, 1 invalid, 1 valid");
+    // The repair answers the tool call with the validation error.
+    let last = bodies[4]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["content"][0]["type"], "tool_result");
+    assert_eq!(last["content"][0]["is_error"], true);
+    assert!(
+        last["content"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("$.kind: \"documentation\" is not one of"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_reply_cut_off_twice_fails_clearly_and_is_kept() {
+    let s = Scripted::start();
+    let mut cut = anthropic_reply(json!({}));
+    cut["content"] =
+        json!([{"type": "text", "text": "Let me think about this issue carefully. First,"}]);
+    cut["stop_reason"] = json!("max_tokens");
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(cut)),
+    );
+    let t = with_examples(&format!(
+        "models:\n  a:\n    provider: anthropic\n    model_id: m\n    base_url: {}\n",
+        s.server.uri()
+    ));
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "triage",
+            "acme/widgets#26",
+            "--engine",
+            "model",
+            "--model",
+            "a",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("no valid `record_triage` call after a repair attempt: the reply was cut off at max_tokens"), "{}", stderr(&o));
+    let runs = t.path().join(".autotriage/runs");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.join("model-failure.json").exists())
+        .expect("the failed run keeps the reply");
+    let kept = std::fs::read_to_string(run.join("model-failure.json")).unwrap();
+    assert!(
+        kept.contains("Let me think about this issue carefully"),
+        "{kept}"
+    );
+    // With --engine auto the offline triage stands in, saying why.
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args(["triage", "acme/widgets#26", "--model", "a", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["engine"], "offline");
+    assert!(
+        v["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with("the model could not help")),
+        "{v}"
+    );
+    let o = t.run(&["triage", "acme/widgets#26", "--model", "frob:x"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("unknown provider \"frob\""),
+        "{}",
+        stderr(&o)
+    );
+}
