@@ -127,7 +127,22 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
         _ => {}
     }
     let loaded = crate::config::load(&Locations::from_env(cwd), &overrides)?;
-    let redactor = Redactor::from_env(&loaded.config.redact.secret_vars);
+    // Configured secret variables, and every model entry's key variable.
+    let secret_vars: Vec<String> = loaded
+        .config
+        .redact
+        .secret_vars
+        .iter()
+        .cloned()
+        .chain(
+            loaded
+                .config
+                .models
+                .values()
+                .filter_map(|m| m.api_key_env.clone()),
+        )
+        .collect();
+    let redactor = Redactor::from_env(&secret_vars);
     let out = out.with_redactor(redactor.clone());
     let ctx = Ctx {
         global: cli.global,

@@ -113,22 +113,24 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
             }
         }
     }
+    let mut model_on = true;
     'chunks: for chunk in issues.chunks(jobs) {
         if crate::interrupt::requested() || stopped.is_some() {
             break;
         }
         // Model calls of a chunk run in parallel; writes stay on this thread.
-        let decided: Vec<Decided> = if chunk.len() == 1 || session.is_none() {
+        let session_now = session.as_ref().filter(|_| model_on);
+        let decided: Vec<Decided> = if chunk.len() == 1 || session_now.is_none() {
             chunk
                 .iter()
-                .map(|issue| decide(&engine, session.as_ref(), mode, issue))
+                .map(|issue| decide(&engine, session_now, mode, issue))
                 .collect()
         } else {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk
                     .iter()
                     .map(|issue| {
-                        let (engine, session) = (&engine, session.as_ref());
+                        let (engine, session) = (&engine, session_now);
                         scope.spawn(move || decide(engine, session, mode, issue))
                     })
                     .collect();
@@ -145,7 +147,17 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         for (issue, d) in chunk.iter().zip(decided) {
             bar.inc(1);
             if let Some(budget) = &d.budget_stop {
-                stopped = Some(budget.clone());
+                if mode == EngineArg::Auto {
+                    // Out of budget: the rest of the batch is triaged offline.
+                    if model_on {
+                        ctx.out.warn(&format!(
+                            "{budget}\n(the remaining issues are triaged offline)"
+                        ));
+                    }
+                    model_on = false;
+                } else {
+                    stopped = Some(budget.clone());
+                }
             }
             let result = triage_one(&store, &mut memory, issue, &d);
             pending += 1;
@@ -289,9 +301,12 @@ fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &I
         kinds: kinds.clone(),
     };
     let mut spent = 0.0;
+    // Redact before the prompt cuts the body: a cut through a secret would leave a
+    // fragment no pattern recognises.
+    let redacted = redact_issue(&session.redactor, issue);
     match session.structured(
         "triage",
-        tmodel::request(issue, &ctx),
+        tmodel::request(&redacted, &ctx),
         &tmodel::tool(&kinds),
         &mut spent,
     ) {
@@ -315,13 +330,24 @@ fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &I
             error: ModelError::Budget(why),
             usage,
             ..
-        }) => Decided {
-            triage: None,
-            calls: usage,
-            model_failure: None,
-            budget_stop: Some(why.clone()),
-            error: Some(why),
-        },
+        }) => {
+            // `auto` keeps the offline triage it already has; `model` fails the issue.
+            let triage = (mode == EngineArg::Auto).then(|| {
+                let mut t = offline;
+                t.reasons.push(format!(
+                    "no model call: {}",
+                    why.lines().next().unwrap_or("")
+                ));
+                t
+            });
+            Decided {
+                error: triage.is_none().then(|| why.clone()),
+                triage,
+                calls: usage,
+                model_failure: None,
+                budget_stop: Some(why),
+            }
+        }
         Err(StructuredError { error, raw, usage }) => {
             if mode == EngineArg::Model {
                 return Decided {
@@ -345,6 +371,13 @@ fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &I
             }
         }
     }
+}
+
+/// The issue with every text field redacted.
+fn redact_issue(redactor: &crate::redact::Redactor, issue: &Issue) -> Issue {
+    let mut v = serde_json::to_value(issue).unwrap_or(serde_json::Value::Null);
+    redactor.redact_json(&mut v);
+    serde_json::from_value(v).unwrap_or_else(|_| issue.clone())
 }
 
 fn report_error(ctx: &Ctx, reference: &str, message: &str) {

@@ -26,6 +26,7 @@ pub struct Bedrock {
     model_id: String,
     stream: bool,
     endpoint: String,
+    timeout: u64,
 }
 
 impl std::fmt::Debug for Bedrock {
@@ -135,6 +136,7 @@ impl Bedrock {
             String::from,
         );
         Ok(Self {
+            timeout: timeout.as_secs(),
             client: Client::new(&config),
             runtime,
             model_id: model_id.into(),
@@ -236,11 +238,17 @@ impl Bedrock {
     ) -> ModelError {
         let url = self.endpoint.clone();
         match &e {
-            SdkError::TimeoutError(_) => ModelError::Timeout { url, seconds: 0 },
+            SdkError::TimeoutError(_) => ModelError::Timeout {
+                url,
+                seconds: self.timeout,
+            },
             SdkError::DispatchFailure(d) => {
                 let detail = format!("{:?}", d);
                 if d.is_timeout() {
-                    ModelError::Timeout { url, seconds: 0 }
+                    ModelError::Timeout {
+                        url,
+                        seconds: self.timeout,
+                    }
                 } else if detail.contains("onnection refused")
                     || detail.contains("ConnectionRefused")
                     || detail.contains("dns error")
@@ -249,20 +257,54 @@ impl Bedrock {
                         url,
                         detail: "connection refused".into(),
                     }
-                } else {
+                } else if detail.contains("CredentialsNotLoaded") || detail.contains("credentials")
+                {
+                    // Not a network problem: retrying cannot help.
+                    ModelError::Config(
+                        "bedrock: no AWS credentials could be loaded\n  fix: set AWS_PROFILE (and run `aws sso login` for SSO profiles), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or models.NAME.profile".into(),
+                    )
+                } else if d.is_io() {
                     ModelError::Reset { url, detail }
+                } else {
+                    ModelError::Malformed {
+                        provider: "bedrock".into(),
+                        detail,
+                    }
                 }
             }
             SdkError::ServiceError(se) => {
                 let err = se.err();
-                let code = err.code().unwrap_or("").to_string();
+                // Errors inside a stream carry no code in the payload; the typed variant
+                // names it.
+                let code = match err.code() {
+                    Some(c) if !c.is_empty() => c.to_string(),
+                    _ => {
+                        let debug = format!("{err:?}");
+                        [
+                            "ThrottlingException",
+                            "ServiceUnavailableException",
+                            "ModelNotReadyException",
+                            "InternalServerException",
+                            "ModelStreamErrorException",
+                            "ModelTimeoutException",
+                            "ValidationException",
+                            "AccessDeniedException",
+                            "ResourceNotFoundException",
+                        ]
+                        .iter()
+                        .find(|v| debug.contains(*v))
+                        .map_or_else(String::new, |v| (*v).to_string())
+                    }
+                };
                 let message = err.message().unwrap_or("").to_string();
                 let status = match code.as_str() {
                     "ThrottlingException"
                     | "ModelNotReadyException"
                     | "TooManyRequestsException" => 429,
                     "ServiceUnavailableException" => 503,
-                    "InternalServerException" | "ModelErrorException" => 500,
+                    "InternalServerException"
+                    | "ModelErrorException"
+                    | "ModelStreamErrorException" => 500,
                     "ModelTimeoutException" => 408,
                     "ValidationException" => 400,
                     "AccessDeniedException" => 403,

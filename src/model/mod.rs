@@ -278,7 +278,7 @@ impl ModelError {
     /// timeouts. Auth and validation errors, missing keys and refused connections are not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ModelError::Http { status, .. } => matches!(status, 408 | 409 | 425 | 429 | 500..=599),
+            ModelError::Http { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
             ModelError::Reset { .. } | ModelError::Timeout { .. } => true,
             _ => false,
         }

@@ -105,11 +105,21 @@ impl OpenAi {
 
     /// The JSON body for a request.
     pub fn body(&self, r: &Request) -> Value {
+        // api.openai.com wants max_completion_tokens (and reasoning models reject a
+        // temperature); local servers know max_tokens.
+        let official = self.base_url.contains("api.openai.com");
+        let reasoning = ["o1", "o3", "o4", "gpt-5"]
+            .iter()
+            .any(|p| self.model_id.starts_with(p));
         let mut body = json!({
             "model": self.model_id,
             "messages": Self::messages(r),
-            "max_tokens": r.max_tokens,
         });
+        body[if official {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        }] = json!(r.max_tokens);
         if !r.tools.is_empty() {
             body["tools"] = json!(r
                 .tools
@@ -124,7 +134,7 @@ impl OpenAi {
             Some(ToolChoice::Auto) => body["tool_choice"] = json!("auto"),
             None => {}
         }
-        if let Some(t) = r.temperature {
+        if let Some(t) = r.temperature.filter(|_| !reasoning) {
             body["temperature"] = json!(t);
         }
         if !r.stop.is_empty() {

@@ -113,14 +113,33 @@ pub fn entry(config: &Config, name: &str) -> Result<ModelEntry, ModelError> {
 
 /// Build the client for an entry.
 pub fn build(name: &str, e: &ModelEntry, timeout: Duration) -> Result<ResolvedModel, ModelError> {
-    let price = e
-        .price
-        .clone()
-        .or_else(|| builtin_price(&e.model_id))
-        .unwrap_or(Price {
+    // Budgets need a price: paid endpoints without one are refused, local servers
+    // and cassettes cost nothing.
+    let base = e.endpoint_url.as_deref().or(e.base_url.as_deref());
+    let local = match e.provider {
+        Provider::Replay => true,
+        Provider::Openai => base.is_some_and(|b| !b.contains("api.openai.com")),
+        _ => false,
+    };
+    let price = match e.price.clone().or_else(|| builtin_price(&e.model_id)) {
+        Some(p) => p,
+        None if local => Price {
             input_per_mtok: 0.0,
             output_per_mtok: 0.0,
-        });
+        },
+        None => {
+            return Err(ModelError::Config(format!(
+                "no price is known for {} ({}), so budgets cannot be enforced\n  fix: set models.{name}.price: {{input_per_mtok: …, output_per_mtok: …}} (USD per million tokens)",
+                e.model_id,
+                match e.provider {
+                    Provider::Anthropic => "anthropic",
+                    Provider::Openai => "openai",
+                    Provider::Bedrock => "bedrock",
+                    Provider::Replay => "replay",
+                }
+            )));
+        }
+    };
     let key = |default_var: &str,
                provider: &str,
                required: bool|

@@ -58,6 +58,7 @@ pub fn with_retry<T>(
     mut on_retry: impl FnMut(&ModelError, Duration, u32),
 ) -> Result<T, ModelError> {
     let mut waited = Duration::ZERO;
+    let started = std::time::Instant::now();
     let mut attempt = 0u32;
     loop {
         match call() {
@@ -66,7 +67,12 @@ pub fn with_retry<T>(
             Err(e) => {
                 let d = delay(policy, attempt, &e);
                 attempt += 1;
-                if attempt >= policy.max_attempts || waited + d > policy.max_wait {
+                // The cap covers the attempts too: a server that times out every call
+                // must not hold a command for max_attempts × the request timeout.
+                if attempt >= policy.max_attempts
+                    || waited + d > policy.max_wait
+                    || started.elapsed() + d > policy.max_wait
+                {
                     return Err(ModelError::Exhausted {
                         attempts: attempt,
                         waited: waited.as_secs_f64(),

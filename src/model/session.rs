@@ -208,27 +208,57 @@ impl Session {
                     usage,
                 });
             }
-            // Show the model what was wrong and ask again.
-            request.messages.push(Message {
-                role: Role::Assistant,
-                content: response.content.clone(),
-            });
+            // Show the model what was wrong and ask again. Every tool call it made gets
+            // a result (the APIs require it); calls whose input is not an object (cut
+            // off mid-stream) and empty text are not echoed back.
+            let kept: Vec<Block> = response
+                .content
+                .iter()
+                .filter(|b| match b {
+                    Block::ToolUse { input, .. } => input.is_object(),
+                    Block::Text { text } => !text.trim().is_empty(),
+                    Block::ToolResult { .. } => false,
+                })
+                .cloned()
+                .collect();
             let feedback = format!(
                 "Invalid: {problem}. Call the tool `{}` again with arguments that match its schema.",
                 tool.name
             );
-            let content = match response.tool_call(&tool.name) {
-                Some((id, _)) => vec![Block::ToolResult {
-                    tool_use_id: id.to_string(),
-                    content: feedback,
-                    is_error: true,
-                }],
-                None => vec![Block::text(feedback)],
+            let results: Vec<Block> = kept
+                .iter()
+                .filter_map(|b| match b {
+                    Block::ToolUse { id, name, .. } => Some(Block::ToolResult {
+                        tool_use_id: id.clone(),
+                        content: if *name == tool.name {
+                            feedback.clone()
+                        } else {
+                            format!("There is no tool `{name}`. {feedback}")
+                        },
+                        is_error: true,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            if !kept.is_empty() {
+                request.messages.push(Message {
+                    role: Role::Assistant,
+                    content: kept,
+                });
+            }
+            let content = if results.is_empty() {
+                vec![Block::text(feedback)]
+            } else {
+                results
             };
             request.messages.push(Message {
                 role: Role::User,
                 content,
             });
+            // A reply cut off at max_tokens gets room to finish.
+            if problem.contains("max_tokens") {
+                request.max_tokens = request.max_tokens.saturating_mul(2).min(8192);
+            }
             last = Some(response);
         }
         Err(StructuredError {

@@ -329,9 +329,17 @@ impl Engine {
     /// information; duplicates, trust and fixability are still decided here.
     pub fn triage_with_answer(&self, issue: &Issue, answer: &ModelAnswer) -> Triage {
         let mut reasons = Vec::new();
-        let kind = answer.kind.clone().filter(|k| k != "unclear");
+        let confidence = answer.confidence.clamp(0.0, 1.0);
+        let mut kind = answer.kind.clone().filter(|k| k != "unclear");
         if kind.is_none() {
             reasons.push("needs a human: the model found the kind unclear".to_string());
+        } else if confidence < self.threshold {
+            reasons.push(format!(
+                "needs a human: the model's kind, {}, has confidence {confidence:.2}, below triage.threshold {:.2}",
+                kind.as_deref().unwrap_or(""),
+                self.threshold
+            ));
+            kind = None;
         }
         let decision = KindDecision {
             kind,

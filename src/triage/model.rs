@@ -81,11 +81,12 @@ pub fn request(issue: &Issue, ctx: &PromptContext) -> Request {
             issue.labels.join(", ")
         }
     ));
-    let body = cut(&issue.body, BODY_CHARS);
+    // The body may not close our delimiter early.
+    let body = cut(&issue.body, BODY_CHARS).replace("</issue>", "<\\/issue>");
     u.push_str(&format!(
         "<issue>\n{}{}\n</issue>\n\n",
         body,
-        if body.len() < issue.body.len() {
+        if issue.body.len() > BODY_CHARS {
             "\n[…cut]"
         } else {
             ""

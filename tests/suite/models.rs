@@ -230,7 +230,7 @@ fn a_budget_stops_a_batch_before_the_call_that_would_exceed_it() {
     // Worst case per call: 1024 tokens × $10/M = $0.01024; each call really costs $0.001.
     // With $0.0125: calls 1–3 fit (0.002 + 0.01024 ≤ 0.0125), call 4 would not.
     let t = with_examples(&format!(
-        "models:\n  a:\n    provider: anthropic\n    model_id: m\n    base_url: {}\n    price: {{input_per_mtok: 0, output_per_mtok: 10}}\n",
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-haiku-x\n    base_url: {}\n    price: {{input_per_mtok: 0, output_per_mtok: 10}}\n",
         s.server.uri()
     ));
     let o = t
@@ -258,7 +258,7 @@ fn a_budget_stops_a_batch_before_the_call_that_would_exceed_it() {
         .filter(|l| l.contains("\"engine\":\"model\""))
         .count();
     assert_eq!(triaged, 3, "{}", stdout(&o));
-    assert!(stderr(&o).contains("stopped before a model call that could cost up to $0.0102: this command has spent $0.0030 of its $0.01 budget"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stopped before a model call that could cost up to $0.0102: this command has spent $0.0030 of its $0.0125 budget"), "{}", stderr(&o));
 }
 
 #[test]
@@ -270,7 +270,7 @@ fn a_recorded_cassette_replays_the_same_triage_and_a_missing_request_is_named() 
             .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_reply(answer()))),
     );
     let t = with_examples(&format!(
-        "models:\n  a:\n    provider: anthropic\n    model_id: m\n    base_url: {}\n",
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-haiku-x\n    base_url: {}\n",
         s.server.uri()
     ));
     let o = t
@@ -366,7 +366,7 @@ fn a_planted_secret_never_reaches_the_model() {
 #[test]
 fn model_configuration_errors_are_clear_and_fast() {
     let t = with_examples(
-        "models:\n  a:\n    provider: anthropic\n    model_id: m\n  dead:\n    provider: openai\n    model_id: m\n    base_url: http://127.0.0.1:9/v1\n",
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-haiku-x\n  dead:\n    provider: openai\n    model_id: m\n    base_url: http://127.0.0.1:9/v1\n",
     );
     let o = t.run(&[
         "triage",
@@ -579,7 +579,7 @@ fn an_overload_burst_is_retried_and_a_schema_violation_repaired() {
             .with_priority(3),
     );
     let t = with_examples(&format!(
-        "models:\n  a:\n    provider: anthropic\n    model_id: m\n    base_url: {}\n",
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-haiku-x\n    base_url: {}\n",
         s.server.uri()
     ));
     let o = t
@@ -631,7 +631,7 @@ fn a_reply_cut_off_twice_fails_clearly_and_is_kept() {
             .respond_with(ResponseTemplate::new(200).set_body_json(cut)),
     );
     let t = with_examples(&format!(
-        "models:\n  a:\n    provider: anthropic\n    model_id: m\n    base_url: {}\n",
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-haiku-x\n    base_url: {}\n",
         s.server.uri()
     ));
     let o = t
@@ -679,11 +679,85 @@ fn a_reply_cut_off_twice_fails_clearly_and_is_kept() {
             .any(|r| r.as_str().unwrap().starts_with("the model could not help")),
         "{v}"
     );
+    let t2 =
+        with_examples("models:\n  next:\n    provider: anthropic\n    model_id: claude-next\n");
+    let o = t2
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args(["triage", "acme/widgets#26", "--model", "next"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains(
+            "no price is known for claude-next (anthropic), so budgets cannot be enforced"
+        ),
+        "{}",
+        stderr(&o)
+    );
     let o = t.run(&["triage", "acme/widgets#26", "--model", "frob:x"]);
     assert_eq!(code(&o), 2);
     assert!(
         stderr(&o).contains("unknown provider \"frob\""),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn secrets_across_the_prompt_cut_and_in_cassettes_are_redacted() {
+    let s = Scripted::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(openai_reply(&answer()))),
+    );
+    let t = with_examples(&format!(
+        "models:\n  l:\n    provider: openai\n    model_id: m\n    base_url: {}/v1\n    api_key_env: MY_LOCAL_KEY\n",
+        s.server.uri()
+    ));
+    // A token straddling the 6000-character cut, then a private key block across it.
+    let body = format!(
+        "{}\nGITHUB_TOKEN=ghp_abcdefghijklmnopqrstuvwxyz0123456789 and more\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretmaterial\n{}\n-----END RSA PRIVATE KEY-----\n",
+        "x".repeat(5975),
+        "y".repeat(200)
+    );
+    t.write(
+        "new/60.md",
+        &format!("---\nrepo: acme/widgets\ntitle: Crash\n---\n{body}"),
+    );
+    let o = t
+        .cmd()
+        .env("MY_LOCAL_KEY", "local-key-value-1234567890")
+        .args([
+            "triage",
+            "new/60.md",
+            "--engine",
+            "model",
+            "--model",
+            "l",
+            "--record",
+            "c.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let sent = serde_json::to_string(&s.bodies()).unwrap();
+    let cassette = std::fs::read_to_string(t.path().join("c.jsonl")).unwrap();
+    for (what, text) in [("request", &sent), ("cassette", &cassette)] {
+        for fragment in [
+            "ghp_abc",
+            "MIIEowIBAAKCAQEA",
+            "secretmaterial",
+            "local-key-value-1234567890",
+        ] {
+            assert!(!text.contains(fragment), "{fragment} in the {what}");
+        }
+    }
+    let headers = s.rt.block_on(s.server.received_requests()).unwrap();
+    assert_eq!(
+        headers[0].headers.get("authorization").unwrap(),
+        "Bearer local-key-value-1234567890",
+        "the key is sent as the key, nowhere else"
     );
 }
