@@ -166,58 +166,68 @@ fn model_triage(
     let mut failures = 0usize;
     let bar = ctx.out.progress(set.len() as u64, "asking the model");
     for (c, chunk) in set.chunks(jobs).enumerate() {
-        let answers: Vec<Result<(Option<usize>, f64), String>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let (session, tool, kinds) = (&session, &tool, &kinds);
-                    scope.spawn(move || {
-                        let issue = crate::issue::Issue {
-                            repo: "eval/data".into(),
-                            number: (c * jobs + i + 1) as u64,
-                            title: item.title.clone(),
-                            body: item.body.clone(),
-                            labels: vec![],
-                            state: crate::issue::IssueState::Open,
-                            author: None,
-                            author_association: None,
-                            created_at: None,
-                            comments: vec![],
-                            url: None,
-                            source: None,
-                            reactions: None,
-                        };
-                        let ctx = PromptContext {
-                            labels: kinds.clone(),
-                            kinds: kinds.clone(),
-                            threshold,
-                            ..Default::default()
-                        };
-                        let mut spent = 0.0;
-                        match session.structured(
-                            "eval",
-                            tmodel::request(&issue, &ctx),
-                            tool,
-                            &mut spent,
-                        ) {
-                            Ok((v, _, _)) => {
-                                let a = tmodel::answer(&v).ok_or("the answer does not fit")?;
-                                Ok((
-                                    a.kind.and_then(|k| kinds.iter().position(|x| *x == k)),
-                                    a.confidence,
-                                ))
+        let answers: Vec<Result<(Option<usize>, f64), (String, bool)>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let (session, tool, kinds) = (&session, &tool, &kinds);
+                        scope.spawn(move || {
+                            let issue = crate::issue::Issue {
+                                repo: "eval/data".into(),
+                                number: (c * jobs + i + 1) as u64,
+                                title: item.title.clone(),
+                                body: item.body.clone(),
+                                labels: vec![],
+                                state: crate::issue::IssueState::Open,
+                                author: None,
+                                author_association: None,
+                                created_at: None,
+                                comments: vec![],
+                                url: None,
+                                source: None,
+                                reactions: None,
+                            };
+                            let ctx = PromptContext {
+                                labels: kinds.clone(),
+                                kinds: kinds.clone(),
+                                threshold,
+                                ..Default::default()
+                            };
+                            let mut spent = 0.0;
+                            match session.structured(
+                                "eval",
+                                tmodel::request(&issue, &ctx),
+                                tool,
+                                &mut spent,
+                            ) {
+                                Ok((v, _, _)) => {
+                                    let a = tmodel::answer(&v)
+                                        .ok_or(("the answer does not fit".to_string(), false))?;
+                                    Ok((
+                                        a.kind.and_then(|k| kinds.iter().position(|x| *x == k)),
+                                        a.confidence,
+                                    ))
+                                }
+                                // Only an answer that does not fit is this issue's problem;
+                                // budget, connection, auth or exhausted retries stop the eval.
+                                Err(e) => Err((
+                                    e.to_string(),
+                                    !matches!(e.error, crate::model::ModelError::Malformed { .. }),
+                                )),
                             }
-                            Err(e) => Err(e.to_string()),
-                        }
+                        })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into())))
-                .collect()
-        });
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(("worker panicked".to_string(), true)))
+                    })
+                    .collect()
+            });
         for (item, a) in chunk.iter().zip(answers) {
             bar.inc(1);
             let Some(t) = kinds.iter().position(|k| *k == item.kind) else {
@@ -228,7 +238,7 @@ fn model_triage(
                     truth.push(t);
                     pred.push((p.unwrap_or(eval::NO_PREDICTION), conf));
                 }
-                Err(e) if e.contains("stopped before a model call") => {
+                Err((e, true)) => {
                     bar.finish_and_clear();
                     return Err(CommandError::failure(format!(
                         "{e}\n(after {} issues)",
@@ -236,7 +246,7 @@ fn model_triage(
                     ))
                     .into());
                 }
-                Err(e) => {
+                Err((e, false)) => {
                     failures += 1;
                     ctx.out
                         .debug(&format!("model failed on {:?}: {e}", item.title));

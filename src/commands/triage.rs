@@ -1,5 +1,7 @@
 //! `autotriage triage REF…`
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use anyhow::Result;
 use serde_json::json;
 
@@ -113,74 +115,86 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
             }
         }
     }
-    let mut model_on = true;
-    'chunks: for chunk in issues.chunks(jobs) {
-        if crate::interrupt::requested() || stopped.is_some() {
-            break;
-        }
-        // Model calls of a chunk run in parallel; writes stay on this thread.
-        let session_now = session.as_ref().filter(|_| model_on);
-        let decided: Vec<Decided> = if chunk.len() == 1 || session_now.is_none() {
-            chunk
-                .iter()
-                .map(|issue| decide(&engine, session_now, mode, issue))
-                .collect()
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .map(|issue| {
-                        let (engine, session) = (&engine, session_now);
-                        scope.spawn(move || decide(engine, session, mode, issue))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .zip(chunk)
-                    .map(|(h, issue)| {
-                        h.join()
-                            .unwrap_or_else(|_| Decided::failed(issue, "a worker thread panicked"))
-                    })
-                    .collect()
-            })
-        };
-        for (issue, d) in chunk.iter().zip(decided) {
-            bar.inc(1);
-            if let Some(budget) = &d.budget_stop {
-                if mode == EngineArg::Auto {
-                    // Out of budget: the rest of the batch is triaged offline.
-                    if model_on {
-                        ctx.out.warn(&format!(
-                            "{budget}\n(the remaining issues are triaged offline)"
-                        ));
+    // A pool of `jobs` workers decides (model calls run in parallel); this thread
+    // writes runs and memory in input order as results arrive.
+    let model_on = AtomicBool::new(true);
+    let halt = AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let workers = if session.is_some() {
+        jobs.min(issues.len()).max(1)
+    } else {
+        1
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Decided)>();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (engine, session, issues, next, halt, model_on) =
+                (&engine, session.as_ref(), &issues, &next, &halt, &model_on);
+            scope.spawn(move || {
+                loop {
+                    if halt.load(Ordering::SeqCst) || crate::interrupt::requested() {
+                        break;
                     }
-                    model_on = false;
-                } else {
-                    stopped = Some(budget.clone());
-                }
-            }
-            let result = triage_one(&store, &mut memory, issue, &d);
-            pending += 1;
-            if pending >= 100 {
-                memory.end_batch()?;
-                memory.begin_batch()?;
-                pending = 0;
-            }
-            match result {
-                Ok((run_id, t)) => {
-                    bar.suspend(|| print_triage(ctx, issue, &t, &run_id, batch));
-                }
-                Err(e) => {
-                    failed += 1;
-                    if !batch {
-                        single_error.push(e);
-                        break 'chunks;
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(issue) = issues.get(i) else { break };
+                    let s = session.filter(|_| model_on.load(Ordering::SeqCst));
+                    if tx.send((i, decide(engine, s, mode, issue))).is_err() {
+                        break;
                     }
-                    report_error(ctx, &issue.reference(), &format!("{e:#}"));
+                }
+            });
+        }
+        drop(tx);
+        let mut ready: std::collections::BTreeMap<usize, Decided> =
+            std::collections::BTreeMap::new();
+        let mut next_write = 0usize;
+        'results: for (i, d) in rx {
+            ready.insert(i, d);
+            while let Some(d) = ready.remove(&next_write) {
+                let issue = &issues[next_write];
+                next_write += 1;
+                bar.inc(1);
+                if let Some(budget) = &d.budget_stop {
+                    if mode == EngineArg::Auto {
+                        // Out of budget: the rest of the batch is triaged offline.
+                        if model_on.swap(false, Ordering::SeqCst) {
+                            ctx.out.warn(&format!(
+                                "{budget}\n(the remaining issues are triaged offline)"
+                            ));
+                        }
+                    } else {
+                        stopped = Some(budget.clone());
+                        halt.store(true, Ordering::SeqCst);
+                        break 'results;
+                    }
+                }
+                let result = triage_one(&store, &mut memory, issue, &d);
+                pending += 1;
+                if pending >= 100 {
+                    memory.end_batch()?;
+                    memory.begin_batch()?;
+                    pending = 0;
+                }
+                match result {
+                    Ok((run_id, t)) => {
+                        bar.suspend(|| print_triage(ctx, issue, &t, &run_id, batch));
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        if !batch {
+                            single_error.push(e);
+                            halt.store(true, Ordering::SeqCst);
+                            break 'results;
+                        }
+                        report_error(ctx, &issue.reference(), &format!("{e:#}"));
+                    }
                 }
             }
         }
-    }
+        halt.store(true, Ordering::SeqCst);
+        Ok(())
+    })?;
     bar.finish_and_clear();
     memory.end_batch()?;
     if let Some(s) = &session {
@@ -263,18 +277,6 @@ struct Decided {
     budget_stop: Option<String>,
     /// The issue could not be triaged.
     error: Option<String>,
-}
-
-impl Decided {
-    fn failed(_issue: &Issue, why: &str) -> Self {
-        Self {
-            triage: None,
-            calls: vec![],
-            model_failure: None,
-            budget_stop: None,
-            error: Some(why.into()),
-        }
-    }
 }
 
 fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &Issue) -> Decided {

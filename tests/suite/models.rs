@@ -259,6 +259,36 @@ fn a_budget_stops_a_batch_before_the_call_that_would_exceed_it() {
         .count();
     assert_eq!(triaged, 3, "{}", stdout(&o));
     assert!(stderr(&o).contains("stopped before a model call that could cost up to $0.0102: this command has spent $0.0030 of its $0.0125 budget"), "{}", stderr(&o));
+
+    // In parallel, calls in flight count against the budget too: never more calls
+    // than the budget allows, whatever the interleaving.
+    let before = s.bodies().len();
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "triage",
+            "acme/widgets",
+            "--engine",
+            "model",
+            "--model",
+            "a",
+            "--max-cost",
+            "0.0125",
+            "--jobs",
+            "4",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let made = s.bodies().len() - before;
+    assert!((1..=3).contains(&made), "{made} calls");
+    assert!(
+        stderr(&o).contains("stopped before a model call"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
