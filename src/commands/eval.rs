@@ -135,6 +135,10 @@ fn triage(args: &EvalTriageArgs, ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// A model's kind (index, `None` for unclear) and confidence, or why not and whether
+/// that stops the evaluation.
+type ModelAnswerResult = Result<(Option<usize>, f64), (String, bool)>;
+
 /// `eval triage --engine model`: the configured model answers for every test issue.
 fn model_triage(
     args: &EvalTriageArgs,
@@ -166,7 +170,7 @@ fn model_triage(
     let mut failures = 0usize;
     let bar = ctx.out.progress(set.len() as u64, "asking the model");
     for (c, chunk) in set.chunks(jobs).enumerate() {
-        let answers: Vec<Result<(Option<usize>, f64), (String, bool)>> =
+        let answers: Vec<ModelAnswerResult> =
             std::thread::scope(|scope| {
                 let handles: Vec<_> = chunk
                     .iter()
