@@ -170,68 +170,67 @@ fn model_triage(
     let mut failures = 0usize;
     let bar = ctx.out.progress(set.len() as u64, "asking the model");
     for (c, chunk) in set.chunks(jobs).enumerate() {
-        let answers: Vec<ModelAnswerResult> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, item)| {
-                        let (session, tool, kinds) = (&session, &tool, &kinds);
-                        scope.spawn(move || {
-                            let issue = crate::issue::Issue {
-                                repo: "eval/data".into(),
-                                number: (c * jobs + i + 1) as u64,
-                                title: item.title.clone(),
-                                body: item.body.clone(),
-                                labels: vec![],
-                                state: crate::issue::IssueState::Open,
-                                author: None,
-                                author_association: None,
-                                created_at: None,
-                                comments: vec![],
-                                url: None,
-                                source: None,
-                                reactions: None,
-                            };
-                            let ctx = PromptContext {
-                                labels: kinds.clone(),
-                                kinds: kinds.clone(),
-                                threshold,
-                                ..Default::default()
-                            };
-                            let mut spent = 0.0;
-                            match session.structured(
-                                "eval",
-                                tmodel::request(&issue, &ctx),
-                                tool,
-                                &mut spent,
-                            ) {
-                                Ok((v, _, _)) => {
-                                    let a = tmodel::answer(&v)
-                                        .ok_or(("the answer does not fit".to_string(), false))?;
-                                    Ok((
-                                        a.kind.and_then(|k| kinds.iter().position(|x| *x == k)),
-                                        a.confidence,
-                                    ))
-                                }
-                                // Only an answer that does not fit is this issue's problem;
-                                // budget, connection, auth or exhausted retries stop the eval.
-                                Err(e) => Err((
-                                    e.to_string(),
-                                    !matches!(e.error, crate::model::ModelError::Malformed { .. }),
-                                )),
+        let answers: Vec<ModelAnswerResult> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let (session, tool, kinds) = (&session, &tool, &kinds);
+                    scope.spawn(move || {
+                        let issue = crate::issue::Issue {
+                            repo: "eval/data".into(),
+                            number: (c * jobs + i + 1) as u64,
+                            title: item.title.clone(),
+                            body: item.body.clone(),
+                            labels: vec![],
+                            state: crate::issue::IssueState::Open,
+                            author: None,
+                            author_association: None,
+                            created_at: None,
+                            comments: vec![],
+                            url: None,
+                            source: None,
+                            reactions: None,
+                        };
+                        let ctx = PromptContext {
+                            labels: kinds.clone(),
+                            kinds: kinds.clone(),
+                            threshold,
+                            ..Default::default()
+                        };
+                        let mut spent = 0.0;
+                        match session.structured(
+                            "eval",
+                            tmodel::request(&issue, &ctx),
+                            tool,
+                            &mut spent,
+                        ) {
+                            Ok((v, _, _)) => {
+                                let a = tmodel::answer(&v)
+                                    .ok_or(("the answer does not fit".to_string(), false))?;
+                                Ok((
+                                    a.kind.and_then(|k| kinds.iter().position(|x| *x == k)),
+                                    a.confidence,
+                                ))
                             }
-                        })
+                            // Only an answer that does not fit is this issue's problem;
+                            // budget, connection, auth or exhausted retries stop the eval.
+                            Err(e) => Err((
+                                e.to_string(),
+                                !matches!(e.error, crate::model::ModelError::Malformed { .. }),
+                            )),
+                        }
                     })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(("worker panicked".to_string(), true)))
-                    })
-                    .collect()
-            });
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(("worker panicked".to_string(), true)))
+                })
+                .collect()
+        });
         for (item, a) in chunk.iter().zip(answers) {
             bar.inc(1);
             let Some(t) = kinds.iter().position(|k| *k == item.kind) else {

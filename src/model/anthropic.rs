@@ -115,21 +115,38 @@ impl Model for Anthropic {
     }
 
     fn complete(&self, request: &Request) -> Result<Response, ModelError> {
+        self.complete_streaming(request, &|_| {})
+    }
+
+    /// Asks for a stream (`stream: true`); reads server-sent events when the server
+    /// streams and plain JSON when it does not.
+    fn complete_streaming(
+        &self,
+        request: &Request,
+        on_progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Response, ModelError> {
         let url = format!("{}/v1/messages", self.base_url);
+        let mut body = self.body(request);
+        body["stream"] = serde_json::json!(true);
         let resp = self
             .client
             .post(&url)
             .header("x-api-key", &self.api_key)
             .header("anthropic-version", "2023-06-01")
-            .json(&self.body(request))
+            .json(&body)
             .send()
             .map_err(|e| transport_error(&url, self.timeout, &e))?;
         let status = resp.status().as_u16();
         let wait = retry_after(resp.headers());
-        let text = resp
-            .text()
-            .map_err(|e| transport_error(&url, self.timeout, &e))?;
+        let sse = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
         if !(200..300).contains(&status) {
+            let text = resp
+                .text()
+                .map_err(|e| transport_error(&url, self.timeout, &e))?;
             return Err(http_error(
                 "anthropic",
                 status,
@@ -138,10 +155,156 @@ impl Model for Anthropic {
                 Some(&self.key_var),
             ));
         }
+        if sse {
+            return read_events(resp, on_progress).map_err(|e| match e {
+                ModelError::Reset { detail, .. } => ModelError::Reset {
+                    url: url.clone(),
+                    detail,
+                },
+                other => other,
+            });
+        }
+        let text = resp
+            .text()
+            .map_err(|e| transport_error(&url, self.timeout, &e))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Malformed {
             provider: "anthropic".into(),
             detail: format!("not JSON: {e}"),
         })?;
         Self::parse(&v)
     }
+}
+
+/// Read a Messages stream: `message_start`, `content_block_start/delta/stop`,
+/// `message_delta`, `message_stop`, and `error` events.
+fn read_events(
+    resp: reqwest::blocking::Response,
+    on_progress: &(dyn Fn(usize) + Sync),
+) -> Result<Response, ModelError> {
+    use std::io::BufRead;
+    let bad = |detail: String| ModelError::Malformed {
+        provider: "anthropic".into(),
+        detail,
+    };
+    // Per block: (tool id and name, accumulated text or JSON).
+    let mut blocks: Vec<(Option<(String, String)>, String)> = Vec::new();
+    let mut usage = Usage::default();
+    let mut stop_reason = StopReason::EndTurn;
+    let mut received = 0usize;
+    for line in std::io::BufReader::new(resp).lines() {
+        let line = line.map_err(|e| ModelError::Reset {
+            url: String::new(),
+            detail: e.to_string(),
+        })?;
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let ev: Value = serde_json::from_str(data.trim())
+            .map_err(|e| bad(format!("an event is not JSON: {e}")))?;
+        let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+        match ev.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                usage.input_tokens = ev
+                    .pointer("/message/usage/input_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+            }
+            Some("content_block_start") => {
+                while blocks.len() <= index {
+                    blocks.push((None, String::new()));
+                }
+                let cb = ev.get("content_block").cloned().unwrap_or(Value::Null);
+                if cb.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let id = cb
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let name = cb
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    blocks[index].0 = Some((id, name));
+                } else if let Some(t) = cb.get("text").and_then(Value::as_str) {
+                    blocks[index].1.push_str(t);
+                }
+            }
+            Some("content_block_delta") => {
+                while blocks.len() <= index {
+                    blocks.push((None, String::new()));
+                }
+                let d = ev.get("delta").cloned().unwrap_or(Value::Null);
+                let piece = d
+                    .get("text")
+                    .or_else(|| d.get("partial_json"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                blocks[index].1.push_str(piece);
+                received += piece.len();
+                on_progress(received);
+            }
+            Some("message_delta") => {
+                if let Some(r) = ev.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    stop_reason = match r {
+                        "end_turn" => StopReason::EndTurn,
+                        "tool_use" => StopReason::ToolUse,
+                        "max_tokens" => StopReason::MaxTokens,
+                        "stop_sequence" => StopReason::StopSequence,
+                        other => StopReason::Other(other.into()),
+                    };
+                }
+                if let Some(o) = ev.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                    usage.output_tokens = o;
+                }
+            }
+            Some("error") => {
+                let kind = ev
+                    .pointer("/error/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let message = ev
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let status = match kind {
+                    "overloaded_error" => 529,
+                    "rate_limit_error" => 429,
+                    "api_error" => 500,
+                    "invalid_request_error" => 400,
+                    _ => 500,
+                };
+                return Err(ModelError::Http {
+                    provider: "anthropic".into(),
+                    status,
+                    message,
+                    hint: String::new(),
+                    retry_after: None,
+                });
+            }
+            _ => {}
+        }
+    }
+    let content = blocks
+        .into_iter()
+        .filter_map(|(tool, text)| match tool {
+            Some((id, name)) => Some(Block::ToolUse {
+                id,
+                name,
+                input: if text.trim().is_empty() {
+                    Value::Object(Default::default())
+                } else {
+                    serde_json::from_str(&text).unwrap_or(Value::String(text))
+                },
+            }),
+            None if !text.is_empty() => Some(Block::Text { text }),
+            None => None,
+        })
+        .collect();
+    Ok(Response {
+        content,
+        stop_reason,
+        usage: Some(usage),
+    })
 }

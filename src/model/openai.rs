@@ -22,6 +22,8 @@ pub struct OpenAi {
     api_key: Option<String>,
     key_var: Option<String>,
     timeout: u64,
+    /// Ask for server-sent events (`models.NAME.stream: true`).
+    stream: bool,
 }
 
 impl OpenAi {
@@ -32,6 +34,7 @@ impl OpenAi {
         api_key: Option<String>,
         key_var: Option<&str>,
         timeout: Duration,
+        stream: bool,
     ) -> Result<Self, ModelError> {
         let client = reqwest::blocking::Client::builder()
             .timeout(timeout)
@@ -45,6 +48,7 @@ impl OpenAi {
             api_key,
             key_var: key_var.map(String::from),
             timeout: timeout.as_secs(),
+            stream,
         })
     }
 
@@ -263,8 +267,21 @@ impl Model for OpenAi {
     }
 
     fn complete(&self, request: &Request) -> Result<Response, ModelError> {
+        self.complete_streaming(request, &|_| {})
+    }
+
+    fn complete_streaming(
+        &self,
+        request: &Request,
+        on_progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Response, ModelError> {
         let url = format!("{}/chat/completions", self.base_url);
-        let mut call = self.client.post(&url).json(&self.body(request));
+        let mut body = self.body(request);
+        if self.stream {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let mut call = self.client.post(&url).json(&body);
         if let Some(key) = &self.api_key {
             call = call.bearer_auth(key);
         }
@@ -273,10 +290,19 @@ impl Model for OpenAi {
             .map_err(|e| transport_error(&url, self.timeout, &e))?;
         let status = resp.status().as_u16();
         let wait = retry_after(resp.headers());
-        let text = resp
-            .text()
-            .map_err(|e| transport_error(&url, self.timeout, &e))?;
+        let sse = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let forced = match &request.tool_choice {
+            Some(ToolChoice::Tool(n)) => Some(n.as_str()),
+            _ => None,
+        };
         if !(200..300).contains(&status) {
+            let text = resp
+                .text()
+                .map_err(|e| transport_error(&url, self.timeout, &e))?;
             return Err(http_error(
                 "openai",
                 status,
@@ -285,16 +311,90 @@ impl Model for OpenAi {
                 self.key_var.as_deref(),
             ));
         }
+        if sse {
+            // Rebuild one completion from the chunks, then read it like any other.
+            let v = read_chunks(resp, on_progress).map_err(|detail| ModelError::Reset {
+                url: url.clone(),
+                detail,
+            })?;
+            return Self::parse(&v, forced);
+        }
+        let text = resp
+            .text()
+            .map_err(|e| transport_error(&url, self.timeout, &e))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Malformed {
             provider: "openai".into(),
             detail: format!("not JSON: {e}"),
         })?;
-        let forced = match &request.tool_choice {
-            Some(ToolChoice::Tool(n)) => Some(n.as_str()),
-            _ => None,
-        };
         Self::parse(&v, forced)
     }
+}
+
+/// Fold `data: {chunk}` lines (until `data: [DONE]`) into one chat completion.
+fn read_chunks(
+    resp: reqwest::blocking::Response,
+    on_progress: &(dyn Fn(usize) + Sync),
+) -> Result<Value, String> {
+    use std::io::BufRead;
+    let mut content = String::new();
+    // tool call index → (id, name, arguments)
+    let mut calls: std::collections::BTreeMap<u64, (String, String, String)> = Default::default();
+    let mut finish: Option<String> = None;
+    let mut usage = Value::Null;
+    for line in std::io::BufReader::new(resp).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+            continue;
+        };
+        if data == "[DONE]" {
+            break;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            usage = u.clone();
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            continue;
+        };
+        if let Some(t) = choice.pointer("/delta/content").and_then(Value::as_str) {
+            content.push_str(t);
+        }
+        for c in choice
+            .pointer("/delta/tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let idx = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let entry = calls.entry(idx).or_default();
+            if let Some(id) = c.get("id").and_then(Value::as_str) {
+                entry.0 = id.to_string();
+            }
+            if let Some(n) = c.pointer("/function/name").and_then(Value::as_str) {
+                entry.1.push_str(n);
+            }
+            if let Some(a) = c.pointer("/function/arguments").and_then(Value::as_str) {
+                entry.2.push_str(a);
+            }
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            finish = Some(f.to_string());
+        }
+        on_progress(content.len() + calls.values().map(|c| c.2.len()).sum::<usize>());
+    }
+    let tool_calls: Vec<Value> = calls
+        .into_values()
+        .map(|(id, name, args)| json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}}))
+        .collect();
+    let mut message = json!({"role": "assistant", "content": if content.is_empty() { Value::Null } else { json!(content) }});
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = json!(tool_calls);
+    }
+    Ok(
+        json!({"choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}),
+    )
 }
 
 #[cfg(test)]

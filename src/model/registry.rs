@@ -183,7 +183,14 @@ pub fn build(name: &str, e: &ModelEntry, timeout: Duration) -> Result<ResolvedMo
             // Local servers need no key; api.openai.com does.
             let required = base.contains("api.openai.com");
             let (key, var) = key("OPENAI_API_KEY", "openai", required)?;
-            Arc::new(OpenAi::new(base, &e.model_id, key, Some(&var), timeout)?)
+            Arc::new(OpenAi::new(
+                base,
+                &e.model_id,
+                key,
+                Some(&var),
+                timeout,
+                e.stream.unwrap_or(false),
+            )?)
         }
         Provider::Replay => Arc::new(Replay::open(std::path::Path::new(&e.model_id))?),
         Provider::Bedrock => Arc::new(super::bedrock::Bedrock::new(

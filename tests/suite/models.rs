@@ -791,3 +791,183 @@ fn secrets_across_the_prompt_cut_and_in_cassettes_are_redacted() {
         "the key is sent as the key, nowhere else"
     );
 }
+
+fn sse(events: &[(&str, Value)]) -> String {
+    events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
+}
+
+#[test]
+fn anthropic_streams_a_tool_call_in_pieces() {
+    let s = Scripted::start();
+    let args = answer().to_string();
+    let (a, b) = args.split_at(args.len() / 2);
+    let body = sse(&[
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "content": [], "usage": {"input_tokens": 1200, "output_tokens": 1}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Recording the triage."}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_9", "name": "record_triage", "input": {}}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": a}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": b}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        ),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 90}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ]);
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")),
+    );
+    let t = with_examples(&format!(
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-sonnet-x\n    base_url: {}\n",
+        s.server.uri()
+    ));
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "triage",
+            "acme/widgets#26",
+            "--engine",
+            "model",
+            "--model",
+            "a",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["kind"], "bug");
+    assert_eq!(s.bodies()[0]["stream"], true);
+    let run = t
+        .path()
+        .join(".autotriage/runs")
+        .join(v["run_id"].as_str().unwrap());
+    let usage: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("usage.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            usage["calls"][0]["input_tokens"].as_u64(),
+            usage["calls"][0]["output_tokens"].as_u64()
+        ),
+        (Some(1200), Some(90))
+    );
+
+    // An overload reported inside the stream is retried like a 529.
+    let s2 = Scripted::start();
+    s2.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(sse(&[("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}))]), "text/event-stream"))
+            .up_to_n_times(1)
+            .with_priority(1),
+    );
+    s2.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(anthropic_reply(answer())))
+            .with_priority(2),
+    );
+    let t = with_examples(&format!(
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-3-5-sonnet-x\n    base_url: {}\n",
+        s2.server.uri()
+    ));
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "triage",
+            "acme/widgets#26",
+            "--engine",
+            "model",
+            "--model",
+            "a",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(s2.bodies().len(), 2);
+}
+
+#[test]
+fn openai_compatible_streams_when_asked() {
+    let s = Scripted::start();
+    let args = answer().to_string();
+    let (a, b) = args.split_at(args.len() / 3);
+    let chunks = [
+        json!({"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_7", "type": "function", "function": {"name": "record_triage", "arguments": ""}}]}}]}),
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": a}}]}}]}),
+        json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": b}}]}, "finish_reason": "tool_calls"}]}),
+        json!({"choices": [], "usage": {"prompt_tokens": 700, "completion_tokens": 50}}),
+    ];
+    let mut body: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+    body.push_str("data: [DONE]\n\n");
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")),
+    );
+    let t = with_examples(&format!(
+        "models:\n  l:\n    provider: openai\n    model_id: m\n    base_url: {}/v1\n    stream: true\n",
+        s.server.uri()
+    ));
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#26",
+        "--engine",
+        "model",
+        "--model",
+        "l",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["kind"], "bug");
+    let sent = &s.bodies()[0];
+    assert_eq!(
+        (
+            sent["stream"].as_bool(),
+            sent["stream_options"]["include_usage"].as_bool()
+        ),
+        (Some(true), Some(true))
+    );
+    let run = t
+        .path()
+        .join(".autotriage/runs")
+        .join(v["run_id"].as_str().unwrap());
+    let usage: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("usage.json")).unwrap()).unwrap();
+    assert_eq!(usage["calls"][0]["input_tokens"], 700);
+}
