@@ -108,6 +108,10 @@ impl Default for TriageConfig {
 pub struct LabelsConfig {
     /// Kind → the repository labels that mean it (first existing one is applied).
     pub aliases: BTreeMap<String, Vec<String>>,
+    /// The repository's labels with their descriptions: labels declared here exist
+    /// even before any issue in memory carries them, and a model prompt shows the
+    /// descriptions.
+    pub descriptions: BTreeMap<String, String>,
 }
 
 impl Default for LabelsConfig {
@@ -132,7 +136,10 @@ impl Default for LabelsConfig {
             "question".into(),
             list(&["question", "type: question", "support"]),
         );
-        Self { aliases }
+        Self {
+            aliases,
+            descriptions: BTreeMap::new(),
+        }
     }
 }
 

@@ -193,7 +193,7 @@ fn model_triage(
                             reactions: None,
                         };
                         let ctx = PromptContext {
-                            labels: kinds.clone(),
+                            labels: kinds.iter().map(|k| (k.clone(), None)).collect(),
                             kinds: kinds.clone(),
                             threshold,
                             ..Default::default()

@@ -295,7 +295,7 @@ fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &I
         .map(|m| m.classes.clone())
         .unwrap_or_else(|| vec!["bug".into(), "feature".into(), "question".into()]);
     let ctx = PromptContext {
-        labels: engine.repo_labels(&issue.repo),
+        labels: engine.described_labels(&issue.repo),
         similar: engine.similar(issue, 5),
         examples: engine.examples(issue, 5),
         offline: Some(engine.offline_kind(issue)),

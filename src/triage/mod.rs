@@ -235,6 +235,8 @@ pub struct Engine {
     duplicate_threshold: f64,
     /// Labelled issues: reference → (kind, labels).
     labelled: HashMap<String, (String, Vec<String>)>,
+    /// `labels.descriptions`.
+    descriptions: BTreeMap<String, String>,
     aliases: BTreeMap<String, Vec<String>>,
     trigger_label: String,
 }
@@ -278,6 +280,7 @@ impl Engine {
             history_size: history.len(),
             labelled_size,
             labelled,
+            descriptions: config.labels.descriptions.clone(),
             repo_labels,
             indexes,
             threshold: config.triage.threshold,
@@ -403,7 +406,29 @@ impl Engine {
             .map(|m| m.iter().collect())
             .unwrap_or_default();
         v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        v.into_iter().map(|(l, _)| l.clone()).collect()
+        let mut out: Vec<String> = v.into_iter().map(|(l, _)| l.clone()).collect();
+        // Labels declared in `labels.descriptions` exist too.
+        for l in self.descriptions.keys() {
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(l)) {
+                out.push(l.clone());
+            }
+        }
+        out
+    }
+
+    /// The repository's labels with their descriptions (from `labels.descriptions`).
+    pub fn described_labels(&self, repo: &str) -> Vec<(String, Option<String>)> {
+        self.repo_labels(repo)
+            .into_iter()
+            .map(|l| {
+                let d = self
+                    .descriptions
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&l))
+                    .map(|(_, d)| d.clone());
+                (l, d)
+            })
+            .collect()
     }
 
     /// Similar earlier issues of the same repository.
@@ -454,6 +479,13 @@ impl Engine {
                 .filter_map(|c| {
                     used.and_then(|u| u.iter().find(|(l, _)| l.eq_ignore_ascii_case(c)))
                         .map(|(l, n)| (l.clone(), *n))
+                        // A declared label that no issue carries yet still exists.
+                        .or_else(|| {
+                            self.descriptions
+                                .keys()
+                                .find(|l| l.eq_ignore_ascii_case(c))
+                                .map(|l| (l.clone(), 0))
+                        })
                 })
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
             match best {

@@ -42,8 +42,8 @@ pub fn tool(kinds: &[String]) -> ToolDef {
 /// Context the prompt shows besides the issue.
 #[derive(Debug, Clone, Default)]
 pub struct PromptContext {
-    /// The repository's labels.
-    pub labels: Vec<String>,
+    /// The repository's labels, with descriptions where known.
+    pub labels: Vec<(String, Option<String>)>,
     /// Possible duplicates.
     pub similar: Vec<DuplicateHit>,
     /// Labelled similar issues: (title, kind, labels).
@@ -96,8 +96,11 @@ pub fn request(issue: &Issue, ctx: &PromptContext) -> Request {
     if ctx.labels.is_empty() {
         u.push_str("(none known)\n");
     }
-    for l in &ctx.labels {
-        u.push_str(&format!("- {l}\n"));
+    for (l, d) in &ctx.labels {
+        match d {
+            Some(d) => u.push_str(&format!("- {l}: {d}\n")),
+            None => u.push_str(&format!("- {l}\n")),
+        }
     }
     if !ctx.similar.is_empty() {
         u.push_str("\n## Similar earlier issues (possible duplicates)\n");
@@ -181,7 +184,11 @@ mod tests {
         };
         let kinds = vec!["bug".to_string(), "feature".into(), "question".into()];
         let ctx = PromptContext {
-            labels: vec!["bug".into(), "enhancement".into(), "question".into()],
+            labels: vec![
+                ("bug".into(), Some("Something isn't working".into())),
+                ("enhancement".into(), Some("New feature or request".into())),
+                ("question".into(), None),
+            ],
             similar: vec![DuplicateHit {
                 reference: "acme/widgets#11".into(),
                 title: "Dev server ignores the port setting".into(),

@@ -305,3 +305,25 @@ fn reactions_raise_the_priority() {
             .any(|r| r == "25 reactions")
     );
 }
+
+#[test]
+fn declared_labels_exist_before_any_issue_carries_them() {
+    let t = with_examples();
+    t.write("new/5.md", "---\nrepo: other/repo\ntitle: Crash when a page has an empty title\nauthor_association: OWNER\n---\nthread 'main' panicked at src/page.rs:57:22\n\nSteps to reproduce:\n1. run `widgets build`\n2. see the panic\n\nExpected: it builds. Actual: panic.\n\nwidgets 1.3.0\n");
+    let v = triage_json(&t, "new/5.md");
+    assert_eq!(v["kind"], "bug", "{v}");
+    assert_eq!(v["labels"], serde_json::json!([]));
+    assert!(
+        v["reasons"].as_array().unwrap().iter().any(|r| r
+            .as_str()
+            .unwrap()
+            .starts_with("no label applied: other/repo has no label for kind bug")),
+        "{v}"
+    );
+    t.write(
+        "autotriage.yaml",
+        "labels:\n  descriptions:\n    bug: Something isn't working\n",
+    );
+    let v = triage_json(&t, "new/5.md");
+    assert_eq!(v["labels"][0]["name"], "bug", "{v}");
+}
