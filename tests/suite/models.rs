@@ -352,6 +352,21 @@ fn a_recorded_cassette_replays_the_same_triage_and_a_missing_request_is_named() 
         "{}",
         stderr(&o)
     );
+    t.write("broken.jsonl", "{\"fingerprint\": \"x\"}\nnot json\n");
+    let o = t.run(&[
+        "triage",
+        "acme/widgets#25",
+        "--engine",
+        "model",
+        "--model",
+        "replay:broken.jsonl",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("broken.jsonl:1: not a recorded exchange"),
+        "{}",
+        stderr(&o)
+    );
     let o = t.run(&[
         "triage",
         "acme/widgets#25",
