@@ -169,6 +169,15 @@ fn init_writes_config_and_gitignore_and_refuses_to_overwrite() {
         std::fs::read_to_string(t.path().join(".gitignore")).unwrap(),
         "/target\n.autotriage/\n"
     );
+    use std::os::unix::fs::PermissionsExt;
+    for f in [".gitignore", "autotriage.yaml"] {
+        let mode = std::fs::metadata(t.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o644, "{f}");
+    }
 
     // The written file is a valid config.
     let o = t.run(&["config", "show", "--json"]);
