@@ -255,6 +255,34 @@ pub struct TriageArgs {
     /// Save every model exchange to this cassette (replay it with `--model replay:FILE`).
     #[arg(long, value_name = "CASSETTE")]
     pub record: Option<PathBuf>,
+    /// Where `owner/repo#N` and `owner/repo` are read from: `memory`, `github`
+    /// (GITHUB_TOKEN / GH_TOKEN / `gh auth token`), or `auto` (memory when it has them,
+    /// else GitHub).
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    pub from: SourceArg,
+    /// For `owner/repo`: `open`, `closed` or `all`.
+    #[arg(long, default_value = "open", value_parser = ["open", "closed", "all"])]
+    pub state: String,
+    /// For `owner/repo`: only issues with this label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// For `owner/repo` on GitHub: only issues updated since (ISO 8601, e.g. 2024-01-31).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// For `owner/repo`: at most this many issues.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// Where GitHub references are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    /// Memory when it has the issue(s), else GitHub.
+    Auto,
+    /// Memory only.
+    Memory,
+    /// GitHub only.
+    Github,
 }
 
 /// Triage engines.

@@ -6,8 +6,9 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Ctx;
-use crate::cli::{EngineArg, TriageArgs};
+use crate::cli::{EngineArg, SourceArg, TriageArgs};
 use crate::error::CommandError;
+use crate::forge::github::{GithubForge, ListOptions};
 use crate::forge::{Forge, RecordError};
 use crate::issue::{Issue, IssueRef};
 use crate::memory::sqlite::{OpenMode, SqliteMemory};
@@ -37,29 +38,54 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
 
     // Resolve every reference before triaging: a bad input fails with nothing done.
     let forge = ctx.local_forge();
+    let mut github: Option<GithubForge> = None;
     let mut items: Vec<Result<Issue, RecordError>> = Vec::new();
     for (raw, r) in &parsed {
         match r {
-            IssueRef::Remote { repo, number } => match memory.issue(&repo.to_string(), *number)? {
-                Some(issue) => items.push(Ok(issue)),
-                None => {
+            IssueRef::Remote { repo, number } => {
+                let stored = if args.from == SourceArg::Github {
+                    None
+                } else {
+                    memory.issue(&repo.to_string(), *number)?
+                };
+                match stored {
+                    Some(issue) => items.push(Ok(issue)),
+                    None if args.from == SourceArg::Memory => {
+                        return Err(CommandError::usage(format!(
+                            "{raw}: {repo}#{number} is not in memory\n  fix: import it (`autotriage memory import issues.json`) or read it from GitHub (--from github, with GITHUB_TOKEN)"
+                        ))
+                        .into());
+                    }
+                    None => items.push(Ok(
+                        github_forge(&mut github, args, ctx)?.issue(repo, *number)?
+                    )),
+                }
+            }
+            IssueRef::Repo(repo) => {
+                let list = if args.from == SourceArg::Github {
+                    Vec::new()
+                } else {
+                    memory.list(&ListFilter {
+                        repo: Some(repo.to_string()),
+                        state: (args.state != "all").then(|| args.state.clone()),
+                        label: args.label.clone(),
+                        limit: args.limit,
+                    })?
+                };
+                if list.is_empty() && args.from == SourceArg::Memory {
                     return Err(CommandError::usage(format!(
-                        "{raw}: {repo}#{number} is not in memory, and this build reads issues from local sources only\n  fix: import it first (`autotriage memory import issues.json`, from `gh issue list --json number,title,body,labels,author,state,comments,createdAt,url`) or pass a local file"
+                        "{raw}: memory has no {} issues of {repo}\n  fix: import them first with `autotriage memory import SOURCE`, or use --from github",
+                        args.state
                     ))
                     .into());
                 }
-            },
-            IssueRef::Repo(repo) => {
-                let list = memory.list(&ListFilter {
-                    repo: Some(repo.to_string()),
-                    state: Some("open".into()),
-                    ..Default::default()
-                })?;
                 if list.is_empty() {
-                    return Err(CommandError::usage(format!(
-                        "{raw}: memory has no open issues of {repo}\n  fix: import them first with `autotriage memory import SOURCE`"
-                    ))
-                    .into());
+                    items.extend(
+                        github_forge(&mut github, args, ctx)?
+                            .issues(repo)?
+                            .into_iter()
+                            .map(Ok),
+                    );
                 }
                 for s in list {
                     if let Some((repo, n)) = crate::issue::parse_key(&s.reference)
@@ -226,6 +252,31 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+/// The GitHub forge, made on first use (a token is only needed when GitHub is read).
+fn github_forge<'a>(
+    slot: &'a mut Option<GithubForge>,
+    args: &TriageArgs,
+    ctx: &Ctx,
+) -> Result<&'a GithubForge> {
+    if slot.is_none() {
+        let mut g = GithubForge::new(
+            &ctx.config().github.api_url,
+            ctx.config().retry.max_wait,
+            ListOptions {
+                state: Some(args.state.clone()),
+                label: args.label.clone(),
+                since: args.since.clone(),
+                limit: args.limit,
+            },
+        )?;
+        let out = ctx.out.clone();
+        g.on_wait = Box::new(move |m| out.info(m));
+        *slot = Some(g);
+    }
+    slot.as_ref()
+        .ok_or_else(|| CommandError::failure("the GitHub forge could not be made").into())
 }
 
 fn is_markdown(r: &IssueRef) -> bool {

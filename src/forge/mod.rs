@@ -3,6 +3,7 @@
 //! The embedded default is [`local::LocalForge`]: Markdown files with front matter,
 //! `gh issue list --json` output and CSV files.
 
+pub mod github;
 pub mod local;
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod config;
 mod eval;
+mod github;
 mod memory;
 mod models;
 mod redaction;

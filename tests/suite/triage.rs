@@ -273,9 +273,21 @@ fn batches_print_json_lines_and_report_bad_records() {
 #[test]
 fn a_github_issue_not_in_memory_is_a_usage_error() {
     let t = TestContext::new();
-    let o = t.run(&["triage", "acme/widgets#999"]);
+    let o = t
+        .cmd()
+        .env("PATH", "/nonexistent")
+        .args(["triage", "acme/widgets#999"])
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 2);
-    assert!(stderr(&o).contains("not in memory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no GitHub token"),
+        "not in memory, and GitHub cannot be read: {}",
+        stderr(&o)
+    );
+    let o = t.run(&["triage", "acme/widgets#999", "--from", "memory"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("is not in memory"), "{}", stderr(&o));
     assert!(!t.path().join(".autotriage/runs").exists());
     assert!(
         !t.memory_path().exists(),

@@ -1,0 +1,383 @@
+//! The GitHub forge, read side: issues with all their comments and issue lists for
+//! batches (pull requests skipped), through octocrab, against `github.api_url` (GitHub
+//! Enterprise and tests set it).
+//!
+//! Reads are retried (5xx, dropped connections, primary and secondary rate limits,
+//! 429 with `Retry-After`), each wait capped by `retry.max_wait` and reported; 401,
+//! 403 and 404 are explained. Writes (labels, comments, branches, PRs) come with the
+//! `pr` stage.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use octocrab::Octocrab;
+use serde_json::Value;
+
+use super::{Batch, Forge, ForgeError};
+use crate::issue::{Comment, Issue, IssueRef, IssueState, RepoId};
+
+/// Filters for listing a repository's issues.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// `open`, `closed` or `all`.
+    pub state: Option<String>,
+    /// Only issues with this label.
+    pub label: Option<String>,
+    /// Only issues updated since (ISO 8601).
+    pub since: Option<String>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// Reads issues from GitHub.
+pub struct GithubForge {
+    runtime: tokio::runtime::Runtime,
+    octo: Octocrab,
+    api_url: String,
+    max_wait: Duration,
+    list: ListOptions,
+    /// Told about waits (rate limits, retries), for stderr.
+    pub on_wait: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+/// The token: `GITHUB_TOKEN`, then `GH_TOKEN`, then `gh auth token`.
+pub fn token() -> Option<String> {
+    for var in ["GITHUB_TOKEN", "GH_TOKEN"] {
+        if let Ok(t) = std::env::var(var)
+            && !t.trim().is_empty()
+        {
+            return Some(t.trim().to_string());
+        }
+    }
+    let out = Command::new("gh").args(["auth", "token"]).output().ok()?;
+    let t = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !t.is_empty()).then_some(t)
+}
+
+fn http_fail(what: &str, status: u16, body: &str) -> ForgeError {
+    let message = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    let fix = match status {
+        401 => "the token was refused: check GITHUB_TOKEN / GH_TOKEN (or `gh auth login`)",
+        403 => {
+            "the token lacks a scope for this (issues need `repo` for private repositories), or access is blocked"
+        }
+        404 => {
+            "the repository or issue does not exist, or it is private and the token cannot see it"
+        }
+        _ => "try again later",
+    };
+    ForgeError::NotFound {
+        reference: what.to_string(),
+        message: format!("GitHub answered HTTP {status}: {message}\n  fix: {fix}"),
+    }
+}
+
+impl GithubForge {
+    /// A forge for `api_url` with the token from the environment.
+    pub fn new(api_url: &str, max_wait_secs: u64, list: ListOptions) -> Result<Self, ForgeError> {
+        let token = token().ok_or_else(|| ForgeError::Unsupported {
+            reference: api_url.to_string(),
+            message:
+                "no GitHub token\n  fix: export GITHUB_TOKEN (or GH_TOKEN), or run `gh auth login`"
+                    .into(),
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| ForgeError::Unsupported {
+                reference: api_url.into(),
+                message: format!("cannot start the async runtime: {e}"),
+            })?;
+        let octo = runtime.block_on(async {
+            Octocrab::builder().base_uri(api_url).and_then(|b| {
+                b.personal_token(token)
+                    .set_read_timeout(Some(Duration::from_secs(60)))
+                    .build()
+            })
+        });
+        let octo = octo.map_err(|e| ForgeError::Unsupported {
+            reference: api_url.into(),
+            message: format!("bad github.api_url: {e}"),
+        })?;
+        Ok(Self {
+            runtime,
+            octo,
+            api_url: api_url.trim_end_matches('/').to_string(),
+            max_wait: Duration::from_secs(max_wait_secs),
+            list,
+            on_wait: Box::new(|_| {}),
+        })
+    }
+
+    /// GET a URL (absolute, or a path under the API URL), retrying what is worth
+    /// retrying. Returns the JSON and the `Link: rel="next"` URL.
+    fn get(&self, what: &str, url: &str) -> Result<(Value, Option<String>), ForgeError> {
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            format!("{}{url}", self.api_url)
+        };
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let result = self.runtime.block_on(async {
+                let resp = self.octo._get(url.as_str()).await?;
+                let status = resp.status().as_u16();
+                let headers = resp.headers().clone();
+                let body = self.octo.body_to_string(resp).await?;
+                Ok::<_, octocrab::Error>((status, headers, body))
+            });
+            let wait = match &result {
+                Ok((status, headers, body)) => {
+                    let header = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    let remaining =
+                        header("x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
+                    let retry_after = header("retry-after").and_then(|v| v.parse::<f64>().ok());
+                    let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok());
+                    match *status {
+                        200..=299 => {
+                            let next = header("link").and_then(|l| next_link(&l));
+                            let v =
+                                serde_json::from_str(body).map_err(|e| ForgeError::Malformed {
+                                    location: url.clone(),
+                                    message: format!("GitHub sent a body that is not JSON: {e}"),
+                                })?;
+                            return Ok((v, next));
+                        }
+                        429 | 403
+                            if retry_after.is_some()
+                                || remaining == Some(0)
+                                || body.contains("secondary rate limit") =>
+                        {
+                            let until_reset =
+                                reset.map(|r| (r - chrono::Utc::now().timestamp()).max(0) as f64);
+                            let secs = retry_after
+                                .or(until_reset.filter(|_| remaining == Some(0)))
+                                .unwrap_or(60.0);
+                            Some((
+                                Duration::from_secs_f64(secs),
+                                format!("GitHub rate limit (HTTP {status})"),
+                            ))
+                        }
+                        500..=599 => Some((
+                            Duration::from_millis(500 * u64::from(attempt)),
+                            format!("GitHub HTTP {status}"),
+                        )),
+                        _ => return Err(http_fail(what, *status, body)),
+                    }
+                }
+                Err(e) => Some((
+                    Duration::from_millis(500 * u64::from(attempt)),
+                    format!("connection problem: {e}"),
+                )),
+            };
+            let Some((delay, why)) = wait else { continue };
+            if attempt >= 6 || started.elapsed() + delay > self.max_wait {
+                return Err(ForgeError::NotFound {
+                    reference: what.to_string(),
+                    message: format!(
+                        "{why}; gave up after {attempt} attempts (retry.max_wait {} s)\n  fix: try again later",
+                        self.max_wait.as_secs()
+                    ),
+                });
+            }
+            (self.on_wait)(&format!(
+                "{why}: waiting {:.1} s before retrying {what}",
+                delay.as_secs_f64()
+            ));
+            std::thread::sleep(delay);
+        }
+    }
+
+    /// One issue with all its comments.
+    pub fn issue(&self, repo: &RepoId, number: u64) -> Result<Issue, ForgeError> {
+        let what = format!("{repo}#{number}");
+        let (v, _) = self.get(
+            &what,
+            &format!("/repos/{}/{}/issues/{number}", repo.owner, repo.name),
+        )?;
+        if v.get("pull_request").is_some_and(|p| !p.is_null()) {
+            return Err(ForgeError::Unsupported {
+                reference: what,
+                message: "this is a pull request, not an issue\n  fix: pass the issue the pull request addresses".into(),
+            });
+        }
+        let mut issue = to_issue(repo, &v).ok_or_else(|| ForgeError::Malformed {
+            location: what.clone(),
+            message: "GitHub's issue lacks number or title".into(),
+        })?;
+        let mut url = Some(format!(
+            "/repos/{}/{}/issues/{number}/comments?per_page=100",
+            repo.owner, repo.name
+        ));
+        while let Some(u) = url {
+            let (page, next) = self.get(&what, &u)?;
+            issue
+                .comments
+                .extend(page.as_array().into_iter().flatten().map(to_comment));
+            url = next;
+        }
+        issue.source = Some(format!(
+            "{}/repos/{}/{}/issues/{number}",
+            self.api_url, repo.owner, repo.name
+        ));
+        Ok(issue)
+    }
+
+    /// A repository's issues (pull requests skipped), following pagination. Comments
+    /// are not fetched for lists.
+    pub fn issues(&self, repo: &RepoId) -> Result<Vec<Issue>, ForgeError> {
+        let what = repo.to_string();
+        let mut query = format!(
+            "state={}&per_page=100",
+            self.list.state.as_deref().unwrap_or("open")
+        );
+        if let Some(l) = &self.list.label {
+            query.push_str(&format!(
+                "&labels={}",
+                l.replace(' ', "%20").replace(',', "%2C")
+            ));
+        }
+        if let Some(s) = &self.list.since {
+            query.push_str(&format!("&since={s}"));
+        }
+        let mut url = Some(format!(
+            "/repos/{}/{}/issues?{query}",
+            repo.owner, repo.name
+        ));
+        let mut out = Vec::new();
+        while let Some(u) = url {
+            let (page, next) = self.get(&what, &u)?;
+            for v in page.as_array().into_iter().flatten() {
+                if v.get("pull_request").is_some_and(|p| !p.is_null()) {
+                    continue;
+                }
+                if let Some(i) = to_issue(repo, v) {
+                    out.push(i);
+                }
+                if self.list.limit.is_some_and(|l| out.len() >= l) {
+                    return Ok(out);
+                }
+            }
+            url = next;
+        }
+        Ok(out)
+    }
+}
+
+/// The `rel="next"` URL of a `Link` header.
+pub fn next_link(link: &str) -> Option<String> {
+    link.split(',')
+        .find(|part| part.contains("rel=\"next\""))
+        .and_then(|part| {
+            let start = part.find('<')? + 1;
+            let end = part.find('>')?;
+            Some(part[start..end].to_string())
+        })
+}
+
+fn to_comment(v: &Value) -> Comment {
+    Comment {
+        author: v
+            .pointer("/user/login")
+            .and_then(Value::as_str)
+            .map(String::from),
+        author_association: v
+            .get("author_association")
+            .and_then(Value::as_str)
+            .map(String::from),
+        body: v
+            .get("body")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        created_at: v
+            .get("created_at")
+            .and_then(Value::as_str)
+            .map(String::from),
+    }
+}
+
+fn to_issue(repo: &RepoId, v: &Value) -> Option<Issue> {
+    Some(Issue {
+        repo: repo.to_string(),
+        number: v.get("number")?.as_u64()?,
+        title: v.get("title")?.as_str()?.to_string(),
+        body: v
+            .get("body")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        labels: v
+            .get("labels")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                l.get("name")
+                    .and_then(Value::as_str)
+                    .or_else(|| l.as_str())
+                    .map(String::from)
+            })
+            .collect(),
+        state: v
+            .get("state")
+            .and_then(Value::as_str)
+            .and_then(IssueState::parse)
+            .unwrap_or_default(),
+        author: v
+            .pointer("/user/login")
+            .and_then(Value::as_str)
+            .map(String::from),
+        author_association: v
+            .get("author_association")
+            .and_then(Value::as_str)
+            .map(String::from),
+        created_at: v
+            .get("created_at")
+            .and_then(Value::as_str)
+            .map(String::from),
+        comments: Vec::new(),
+        url: v.get("html_url").and_then(Value::as_str).map(String::from),
+        source: None,
+        reactions: v.pointer("/reactions/total_count").and_then(Value::as_u64),
+    })
+}
+
+impl Forge for GithubForge {
+    fn read(&self, reference: &IssueRef) -> Result<Batch, ForgeError> {
+        match reference {
+            IssueRef::Remote { repo, number } => Ok(vec![Ok(self.issue(repo, *number)?)]),
+            IssueRef::Repo(repo) => Ok(self.issues(repo)?.into_iter().map(Ok).collect()),
+            other => Err(ForgeError::Unsupported {
+                reference: other.to_string(),
+                message: "the GitHub forge reads GitHub references".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_header_next() {
+        let l = r#"<https://api.github.com/repositories/1000/issues?per_page=3&page=2>; rel="next", <https://api.github.com/repositories/1000/issues?per_page=3&page=5>; rel="last""#;
+        assert_eq!(
+            next_link(l).as_deref(),
+            Some("https://api.github.com/repositories/1000/issues?per_page=3&page=2")
+        );
+        assert_eq!(next_link(r#"<x>; rel="prev""#), None);
+    }
+}

@@ -1,0 +1,279 @@
+//! Reading issues from GitHub through the real binary, against a fake GitHub REST
+//! server whose bodies are the recorded real shapes in `tests/data/github/` (from
+//! octokit/fixtures, `paginate-issues`).
+
+use serde_json::{Value, json};
+use wiremock::matchers::{header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::suite::common::*;
+
+const TOKEN: &str = "ghp_faketoken0000000000000000000000000001";
+
+struct FakeGithub {
+    rt: tokio::runtime::Runtime,
+    server: MockServer,
+}
+
+impl FakeGithub {
+    fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt.block_on(MockServer::start());
+        Self { rt, server }
+    }
+    fn mount(&self, m: Mock) {
+        self.rt.block_on(m.mount(&self.server));
+    }
+    fn requests(&self) -> Vec<wiremock::Request> {
+        self.rt
+            .block_on(self.server.received_requests())
+            .unwrap_or_default()
+    }
+}
+
+/// A recorded issue, renumbered and retitled.
+fn issue(number: u64, title: &str, body: &str, labels: &[&str], pr: bool) -> Value {
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(data("github/issue.json")).unwrap()).unwrap();
+    v["number"] = json!(number);
+    v["title"] = json!(title);
+    v["body"] = json!(body);
+    v["labels"] = json!(labels.iter().map(|l| json!({"id": 1, "name": l, "color": "d73a4a", "default": true, "description": null})).collect::<Vec<_>>());
+    v["html_url"] = json!(format!("https://github.com/o/r/issues/{number}"));
+    if pr {
+        v["pull_request"] = json!({"url": "https://api.github.com/repos/o/r/pulls/1"});
+    }
+    v
+}
+
+fn comment(body: &str) -> Value {
+    json!({"id": 1, "user": {"login": "octokit-fixture-user-a", "id": 1000}, "author_association": "MEMBER", "body": body, "created_at": "2017-10-10T16:00:00Z"})
+}
+
+fn ctx_with(server: &MockServer) -> (TestContext, Vec<(&'static str, String)>) {
+    let t = TestContext::new();
+    (
+        t,
+        vec![
+            ("GITHUB_TOKEN", TOKEN.to_string()),
+            ("GITHUB_API_URL", server.uri()),
+        ],
+    )
+}
+
+#[test]
+fn an_issue_is_read_with_all_its_comments_through_retries() {
+    let gh = FakeGithub::start();
+    let path_issue = "/repos/o/r/issues/7";
+    // A 502 first, then the issue.
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(path_issue))
+            .respond_with(ResponseTemplate::new(502))
+            .up_to_n_times(1)
+            .with_priority(1),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(path_issue))
+            .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(issue(
+                7,
+                "Crash when saving",
+                "It panics on save.",
+                &["bug"],
+                false,
+            )))
+            .with_priority(2),
+    );
+    // Comments: a 429 with Retry-After, then two pages joined by a Link header.
+    let comments = "/repos/o/r/issues/7/comments";
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(comments))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "0"))
+            .up_to_n_times(1)
+            .with_priority(1),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(comments))
+            .and(query_param("page", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([comment("second page")])))
+            .with_priority(2),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(comments))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("link", format!("<{}{comments}?per_page=100&page=2>; rel=\"next\", <{}{comments}?per_page=100&page=2>; rel=\"last\"", gh.server.uri(), gh.server.uri()).as_str())
+                    .set_body_json(json!([comment("first page")])),
+            )
+            .with_priority(3),
+    );
+    let (t, env) = ctx_with(&gh.server);
+    let mut cmd = t.cmd();
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let o = cmd.args(["triage", "o/r#7", "--json"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["ref"], "o/r#7");
+    assert_eq!(v["title"], "Crash when saving");
+    assert!(
+        stderr(&o).contains("waiting"),
+        "waits are reported: {}",
+        stderr(&o)
+    );
+    let run = t
+        .path()
+        .join(".autotriage/runs")
+        .join(v["run_id"].as_str().unwrap());
+    let stored: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("issue.json")).unwrap()).unwrap();
+    assert_eq!(stored["labels"], json!(["bug"]));
+    assert_eq!(stored["author_association"], "MEMBER");
+    let bodies: Vec<&str> = stored["comments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, vec!["first page", "second page"]);
+    // The token went to GitHub as the token, and nowhere else.
+    assert!(!stdout(&o).contains(TOKEN) && !stderr(&o).contains(TOKEN));
+    for (p, bytes) in crate::suite::redaction::all_files(&t.path().join(".autotriage")) {
+        assert!(!String::from_utf8_lossy(&bytes).contains(TOKEN), "{p:?}");
+    }
+    // Stored in memory: a second triage reads memory, with no request.
+    let before = gh.requests().len();
+    let mut cmd = t.cmd();
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    assert_eq!(code(&cmd.args(["triage", "o/r#7"]).output().unwrap()), 0);
+    assert_eq!(gh.requests().len(), before);
+}
+
+#[test]
+fn a_repository_batch_follows_pages_and_skips_pull_requests() {
+    let gh = FakeGithub::start();
+    let list = "/repos/o/r/issues";
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(list))
+            .and(query_param("page", "2"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([issue(
+                3,
+                "Third",
+                "c",
+                &[],
+                false
+            )])))
+            .with_priority(1),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(list))
+            .and(query_param("state", "open"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header(
+                        "link",
+                        format!(
+                            "<{}{list}?state=open&per_page=100&page=2>; rel=\"next\"",
+                            gh.server.uri()
+                        )
+                        .as_str(),
+                    )
+                    .set_body_json(json!([
+                        issue(1, "First", "a", &[], false),
+                        issue(2, "A pull request", "b", &[], true),
+                        issue(4, "Fourth", "d", &[], false)
+                    ])),
+            )
+            .with_priority(2),
+    );
+    let (t, env) = ctx_with(&gh.server);
+    let mut cmd = t.cmd();
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let o = cmd.args(["triage", "o/r", "--json"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let refs: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["ref"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(refs, vec!["o/r#1", "o/r#4", "o/r#3"]);
+    let mut cmd = t.cmd();
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let o = cmd
+        .args([
+            "triage", "o/r", "--from", "github", "--limit", "1", "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).lines().count(), 1);
+}
+
+#[test]
+fn github_errors_are_explained() {
+    let gh = FakeGithub::start();
+    gh.mount(Mock::given(method("GET")).and(path("/repos/o/r/issues/404")).respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}))));
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/o/r/issues/5"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(issue(
+                5,
+                "A PR",
+                "",
+                &[],
+                true,
+            ))),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/o/r/issues/6"))
+            .respond_with(
+                ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})),
+            ),
+    );
+    let (t, env) = ctx_with(&gh.server);
+    for (r, needle) in [
+        ("o/r#404", "the repository or issue does not exist"),
+        ("o/r#5", "this is a pull request"),
+        ("o/r#6", "the token was refused"),
+    ] {
+        let mut cmd = t.cmd();
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let o = cmd.args(["triage", r]).output().unwrap();
+        assert_eq!(code(&o), 2, "{r}");
+        assert!(stderr(&o).contains(needle), "{r}: {}", stderr(&o));
+    }
+    // No token at all.
+    let o = t
+        .cmd()
+        .env("GITHUB_API_URL", gh.server.uri())
+        .env("PATH", "/nonexistent")
+        .args(["triage", "o/r#7", "--from", "github"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no GitHub token"), "{}", stderr(&o));
+}
