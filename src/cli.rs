@@ -272,6 +272,11 @@ pub struct TriageArgs {
     /// For `owner/repo`: at most this many issues.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Write the triage to GitHub: add the labels the issue lacks, and create or
+    /// update the one bot comment (missing information, likely duplicate). Without it
+    /// nothing is written; with --dry-run it says what it would write.
+    #[arg(long)]
+    pub apply: bool,
 }
 
 /// Where GitHub references are read from.

@@ -8,8 +8,9 @@ use serde_json::json;
 use super::Ctx;
 use crate::cli::{EngineArg, SourceArg, TriageArgs};
 use crate::error::CommandError;
-use crate::forge::github::{GithubForge, ListOptions};
+use crate::forge::github::{Applied, GithubForge, ListOptions};
 use crate::forge::{Forge, RecordError};
+use crate::issue::RepoId;
 use crate::issue::{Issue, IssueRef};
 use crate::memory::sqlite::{OpenMode, SqliteMemory};
 use crate::memory::{ListFilter, Memory};
@@ -99,6 +100,26 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         }
     }
 
+    if args.apply
+        && let Some(bad) = items
+            .iter()
+            .flatten()
+            .find(|i| github_repo(&i.repo).is_none())
+    {
+        return Err(CommandError::usage(format!(
+            "--apply writes labels and comments to GitHub, and {} is a local issue\n  fix: drop --apply, or triage owner/repo#N",
+            bad.reference()
+        ))
+        .into());
+    }
+    let apply_to = if args.apply {
+        Some(ApplyTo {
+            forge: github_forge(&mut github, args, ctx)?,
+            dry_run: ctx.global.dry_run,
+        })
+    } else {
+        None
+    };
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     let engine = build_engine(ctx, &mut memory)?;
     let mut session = model_session(args.engine, args.record.as_deref(), ctx)?;
@@ -195,7 +216,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
                         break 'results;
                     }
                 }
-                let result = triage_one(&store, &mut memory, issue, &d);
+                let result = triage_one(&store, &mut memory, issue, &d, apply_to.as_ref());
                 pending += 1;
                 if pending >= 100 {
                     memory.end_batch()?;
@@ -203,8 +224,10 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
                     pending = 0;
                 }
                 match result {
-                    Ok((run_id, t)) => {
-                        bar.suspend(|| print_triage(ctx, issue, &t, &run_id, batch));
+                    Ok((run_id, t, applied)) => {
+                        bar.suspend(|| {
+                            print_triage(ctx, issue, &t, &run_id, batch, applied.as_ref())
+                        });
                     }
                     Err(e) => {
                         failed += 1;
@@ -468,12 +491,36 @@ pub fn build_engine(ctx: &Ctx, memory: &mut SqliteMemory) -> Result<Engine> {
     Ok(Engine::new(&history, model, ctx.config()))
 }
 
+/// Where `--apply` writes, and whether it only pretends.
+struct ApplyTo<'a> {
+    forge: &'a GithubForge,
+    dry_run: bool,
+}
+
+/// The bot comment for a triage: what is missing and the likely duplicate, under the
+/// hidden marker; `None` when there is nothing to ask or say.
+fn bot_comment(t: &Triage) -> Option<String> {
+    let marker = crate::triage::missing::COMMENT_MARKER;
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(c) = &t.comment {
+        parts.push(c.trim_start_matches(marker).trim().to_string());
+    }
+    if let Some(d) = t.duplicates.iter().find(|d| d.likely) {
+        parts.push(format!(
+            "This looks like a duplicate of {} (\"{}\", similarity {:.2}). If it is, please follow that issue; if not, say how this one differs.",
+            d.reference, d.title, d.score
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("{marker}\n{}\n", parts.join("\n\n")))
+}
+
 fn triage_one(
     store: &crate::runs::fs::FsRunStore,
     memory: &mut SqliteMemory,
     issue: &Issue,
     d: &Decided,
-) -> Result<(String, Triage)> {
+    apply: Option<&ApplyTo<'_>>,
+) -> Result<(String, Triage, Option<Applied>)> {
     let mut run = store.begin(&issue.repo, issue.number, "triage")?;
     run.write_json("issue.json", issue)?;
     run.event(
@@ -528,6 +575,52 @@ fn triage_one(
         ),
         json!({"labels": t.labels, "duplicates": t.duplicates.len(), "missing": t.missing}),
     )?;
+    let applied = match apply {
+        None => None,
+        Some(a) => {
+            let repo = github_repo(&issue.repo).ok_or_else(|| {
+                CommandError::usage(format!(
+                    "--apply writes to GitHub, and {} is not a GitHub issue",
+                    issue.reference()
+                ))
+            })?;
+            let labels: Vec<String> = t.labels.iter().map(|l| l.name.clone()).collect();
+            let result = a.forge.apply(
+                &repo,
+                issue.number,
+                &labels,
+                bot_comment(&t).as_deref(),
+                crate::triage::missing::COMMENT_MARKER,
+                a.dry_run,
+            );
+            match result {
+                Ok(done) => {
+                    run.event(
+                        "forge",
+                        "write",
+                        &format!(
+                            "{}labels +[{}], comment {}",
+                            if done.dry_run {
+                                "dry run: would write "
+                            } else {
+                                ""
+                            },
+                            done.labels_added.join(", "),
+                            done.comment
+                        ),
+                        serde_json::to_value(&done)?,
+                    )?;
+                    run.write_json("applied.json", &done)?;
+                    Some(done)
+                }
+                Err(e) => {
+                    run.stage_finished("triage", Some(&e.to_string()))?;
+                    memory.record_run(&run.meta)?;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
     run.stage_finished("triage", None)?;
     memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;
     memory.record_triage(
@@ -537,15 +630,43 @@ fn triage_one(
         &serde_json::to_value(&t)?,
     )?;
     memory.record_run(&run.meta)?;
-    Ok((run.id().to_string(), t))
+    Ok((run.id().to_string(), t, applied))
 }
 
-fn print_triage(ctx: &Ctx, issue: &Issue, t: &Triage, run_id: &str, batch: bool) {
+/// `owner/name` or `host/owner/name` as a repository on a GitHub host.
+fn github_repo(repo: &str) -> Option<RepoId> {
+    let parts: Vec<&str> = repo.split('/').collect();
+    match parts.as_slice() {
+        ["local", ..] | ["eval", ..] => None,
+        [owner, name] => Some(RepoId::github(owner, name)),
+        [host, owner, name] => Some(RepoId {
+            host: (*host).into(),
+            owner: (*owner).into(),
+            name: (*name).into(),
+        }),
+        _ => None,
+    }
+}
+
+fn print_triage(
+    ctx: &Ctx,
+    issue: &Issue,
+    t: &Triage,
+    run_id: &str,
+    batch: bool,
+    applied: Option<&Applied>,
+) {
     if ctx.out.json {
         let mut v = serde_json::to_value(t).unwrap_or_default();
         if let Some(map) = v.as_object_mut() {
             map.insert("run_id".into(), json!(run_id));
             map.insert("title".into(), json!(issue.title));
+            if let Some(a) = applied {
+                map.insert(
+                    "applied".into(),
+                    serde_json::to_value(a).unwrap_or_default(),
+                );
+            }
         }
         if batch {
             ctx.out.json_line(&v)
@@ -611,5 +732,21 @@ fn print_triage(ctx: &Ctx, issue: &Issue, t: &Triage, run_id: &str, batch: bool)
         if t.fixable { "yes" } else { "no" },
         t.reasons.join("; ")
     ));
+    if let Some(a) = applied {
+        let verb = if a.dry_run { "would apply" } else { "applied" };
+        let labels = if a.labels_added.is_empty() {
+            "no new labels".to_string()
+        } else {
+            format!("labels +{}", a.labels_added.join(", +"))
+        };
+        ctx.out.line(&format!(
+            "  {verb}: {labels}; comment {}{}",
+            a.comment,
+            a.comment_url
+                .as_deref()
+                .map(|u| format!(" {u}"))
+                .unwrap_or_default()
+        ));
+    }
     ctx.out.line(&ctx.out.dim(&format!("  run: {run_id}")));
 }

@@ -354,6 +354,159 @@ fn to_issue(repo: &RepoId, v: &Value) -> Option<Issue> {
     })
 }
 
+/// What `triage --apply` did (or, with `--dry-run`, would do) on GitHub.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Applied {
+    /// Labels added (ones the issue already had are not re-added).
+    pub labels_added: Vec<String>,
+    /// `created`, `updated`, `unchanged` or `none` (nothing to say).
+    pub comment: String,
+    /// The bot comment's web URL, when there is one.
+    pub comment_url: Option<String>,
+    /// True when nothing was written (`--dry-run`).
+    pub dry_run: bool,
+    /// API requests made.
+    pub requests: u32,
+}
+
+impl GithubForge {
+    fn write(
+        &self,
+        method: &str,
+        what: &str,
+        url: &str,
+        body: &Value,
+    ) -> Result<Value, ForgeError> {
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            format!("{}{url}", self.api_url)
+        };
+        // Writes are sent once: a failure is re-checked by the caller, never re-sent blindly.
+        let result = self.runtime.block_on(async {
+            let resp = match method {
+                "PATCH" => self.octo._patch(url.as_str(), Some(body)).await?,
+                _ => self.octo._post(url.as_str(), Some(body)).await?,
+            };
+            let status = resp.status().as_u16();
+            let text = self.octo.body_to_string(resp).await?;
+            Ok::<_, octocrab::Error>((status, text))
+        });
+        match result {
+            Ok((200..=299, text)) => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
+            Ok((status, text)) => Err(http_fail(what, status, &text)),
+            Err(e) => Err(ForgeError::NotFound {
+                reference: what.into(),
+                message: format!(
+                    "{method} {url} failed: {e}\n  fix: run the command again; it checks what was written before writing"
+                ),
+            }),
+        }
+    }
+
+    /// Write a triage to the issue: add its labels the issue lacks, and create or
+    /// update the one bot comment (found by `marker`). Check-then-act throughout, so a
+    /// re-run changes nothing that is already right.
+    pub fn apply(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        labels: &[String],
+        comment: Option<&str>,
+        marker: &str,
+        dry_run: bool,
+    ) -> Result<Applied, ForgeError> {
+        let what = format!("{repo}#{number}");
+        let base = format!("/repos/{}/{}/issues/{number}", repo.owner, repo.name);
+        let mut applied = Applied {
+            dry_run,
+            ..Default::default()
+        };
+        let (current, _) = self.get(&what, &base)?;
+        applied.requests += 1;
+        let have: Vec<String> = current
+            .get("labels")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.get("name").and_then(Value::as_str).map(String::from))
+            .collect();
+        applied.labels_added = labels
+            .iter()
+            .filter(|l| !have.iter().any(|h| h.eq_ignore_ascii_case(l)))
+            .cloned()
+            .collect();
+        if !applied.labels_added.is_empty() && !dry_run {
+            self.write(
+                "POST",
+                &what,
+                &format!("{base}/labels"),
+                &serde_json::json!({"labels": applied.labels_added}),
+            )?;
+            applied.requests += 1;
+        }
+        // The bot comment: find it by its hidden marker.
+        let mut existing: Option<(u64, String, Option<String>)> = None;
+        let mut url = Some(format!("{base}/comments?per_page=100"));
+        while let Some(u) = url {
+            let (page, next) = self.get(&what, &u)?;
+            applied.requests += 1;
+            for c in page.as_array().into_iter().flatten() {
+                let body = c.get("body").and_then(Value::as_str).unwrap_or("");
+                if body.contains(marker)
+                    && let Some(id) = c.get("id").and_then(Value::as_u64)
+                {
+                    existing = Some((
+                        id,
+                        body.to_string(),
+                        c.get("html_url").and_then(Value::as_str).map(String::from),
+                    ));
+                }
+            }
+            url = next;
+        }
+        applied.comment = match (comment, existing) {
+            (None, _) => "none".into(),
+            (Some(text), Some((_, body, html))) if body.trim() == text.trim() => {
+                applied.comment_url = html;
+                "unchanged".into()
+            }
+            (Some(text), Some((id, _, html))) => {
+                if !dry_run {
+                    let v = self.write(
+                        "PATCH",
+                        &what,
+                        &format!("/repos/{}/{}/issues/comments/{id}", repo.owner, repo.name),
+                        &serde_json::json!({"body": text}),
+                    )?;
+                    applied.requests += 1;
+                    applied.comment_url = v
+                        .get("html_url")
+                        .and_then(Value::as_str)
+                        .map(String::from)
+                        .or(html);
+                }
+                "updated".into()
+            }
+            (Some(text), None) => {
+                if !dry_run {
+                    let v = self.write(
+                        "POST",
+                        &what,
+                        &format!("{base}/comments"),
+                        &serde_json::json!({"body": text}),
+                    )?;
+                    applied.requests += 1;
+                    applied.comment_url =
+                        v.get("html_url").and_then(Value::as_str).map(String::from);
+                }
+                "created".into()
+            }
+        };
+        Ok(applied)
+    }
+}
+
 impl Forge for GithubForge {
     fn read(&self, reference: &IssueRef) -> Result<Batch, ForgeError> {
         match reference {

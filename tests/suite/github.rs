@@ -277,3 +277,204 @@ fn github_errors_are_explained() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("no GitHub token"), "{}", stderr(&o));
 }
+
+/// A stateful slice of GitHub: one issue's labels and comments.
+#[derive(Default)]
+struct IssueState {
+    labels: Vec<String>,
+    comments: Vec<Value>,
+    label_posts: u32,
+    comment_posts: u32,
+    comment_patches: u32,
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<IssueState>>;
+
+struct GetIssue(Shared, Value);
+impl wiremock::Respond for GetIssue {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let s = self.0.lock().unwrap();
+        let mut v = self.1.clone();
+        v["labels"] = json!(
+            s.labels
+                .iter()
+                .map(|l| json!({"name": l}))
+                .collect::<Vec<_>>()
+        );
+        ResponseTemplate::new(200).set_body_json(v)
+    }
+}
+
+struct AddLabels(Shared);
+impl wiremock::Respond for AddLabels {
+    fn respond(&self, r: &wiremock::Request) -> ResponseTemplate {
+        let mut s = self.0.lock().unwrap();
+        s.label_posts += 1;
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        for l in body["labels"].as_array().unwrap() {
+            let l = l.as_str().unwrap().to_string();
+            if !s.labels.contains(&l) {
+                s.labels.push(l);
+            }
+        }
+        ResponseTemplate::new(200).set_body_json(json!(
+            s.labels
+                .iter()
+                .map(|l| json!({"name": l}))
+                .collect::<Vec<_>>()
+        ))
+    }
+}
+
+struct Comments(Shared);
+impl wiremock::Respond for Comments {
+    fn respond(&self, r: &wiremock::Request) -> ResponseTemplate {
+        let mut s = self.0.lock().unwrap();
+        match r.method.as_str() {
+            "POST" => {
+                s.comment_posts += 1;
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                let id = 900 + s.comments.len() as u64;
+                let c = json!({"id": id, "body": body["body"], "user": {"login": "autotriage-bot"}, "html_url": format!("https://github.com/o/r/issues/7#issuecomment-{id}")});
+                s.comments.push(c.clone());
+                ResponseTemplate::new(201).set_body_json(c)
+            }
+            "PATCH" => {
+                s.comment_patches += 1;
+                let body: Value = serde_json::from_slice(&r.body).unwrap();
+                let id: u64 = r.url.path().rsplit('/').next().unwrap().parse().unwrap();
+                let c = s.comments.iter_mut().find(|c| c["id"] == id).unwrap();
+                c["body"] = body["body"].clone();
+                ResponseTemplate::new(200).set_body_json(c.clone())
+            }
+            _ => ResponseTemplate::new(200).set_body_json(json!(s.comments)),
+        }
+    }
+}
+
+#[test]
+fn triage_apply_twice_gives_one_comment_and_the_labels_once() {
+    let gh = FakeGithub::start();
+    let state: Shared = Default::default();
+    state
+        .lock()
+        .unwrap()
+        .comments
+        .push(comment("I see this too."));
+    let raw = issue(
+        7,
+        "Images missing from output after upgrade",
+        "Since upgrading, images from `static/` are not copied to `dist/` anymore.",
+        &[],
+        false,
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/o/r/issues/7"))
+            .respond_with(GetIssue(state.clone(), raw)),
+    );
+    gh.mount(
+        Mock::given(method("POST"))
+            .and(path("/repos/o/r/issues/7/labels"))
+            .respond_with(AddLabels(state.clone())),
+    );
+    gh.mount(
+        Mock::given(path("/repos/o/r/issues/7/comments")).respond_with(Comments(state.clone())),
+    );
+    gh.mount(
+        Mock::given(method("PATCH"))
+            .and(wiremock::matchers::path_regex(
+                r"^/repos/o/r/issues/comments/\d+$",
+            ))
+            .respond_with(Comments(state.clone())),
+    );
+    let (t, env) = ctx_with(&gh.server);
+    // History, so the kind (and the repository's `bug` label) is known.
+    let ex = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/issues");
+    let mut hist = String::new();
+    for e in std::fs::read_dir(&ex).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("repo: acme/widgets", "repo: o/r");
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        if !name.starts_with("02") || name.as_str() < "023" {
+            t.write(&format!("hist/{name}"), &text);
+            hist.push_str(&name);
+        }
+    }
+    assert_eq!(code(&t.run(&["memory", "import", "hist"])), 0);
+    let run = |args: &[&str]| {
+        let mut cmd = t.cmd();
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.args(args).output().unwrap()
+    };
+    // --dry-run writes nothing.
+    let o = run(&[
+        "triage",
+        "o/r#7",
+        "--from",
+        "github",
+        "--apply",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["kind"], "bug", "{v}");
+    assert_eq!(v["applied"]["dry_run"], true);
+    assert_eq!(v["applied"]["labels_added"], json!(["bug"]));
+    assert_eq!(v["applied"]["comment"], "created");
+    {
+        let s = state.lock().unwrap();
+        assert_eq!(
+            (s.label_posts, s.comment_posts, s.comment_patches),
+            (0, 0, 0)
+        );
+    }
+    let o = run(&["triage", "o/r#7", "--from", "github", "--apply", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["applied"]["comment"], "created");
+    assert_eq!(
+        v["applied"]["comment_url"],
+        "https://github.com/o/r/issues/7#issuecomment-901"
+    );
+    let o = run(&["triage", "o/r#7", "--from", "github", "--apply", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["applied"]["labels_added"], json!([]));
+    assert_eq!(v["applied"]["comment"], "unchanged");
+    let s = state.lock().unwrap();
+    assert_eq!(s.labels, vec!["bug"]);
+    assert_eq!(
+        (s.label_posts, s.comment_posts, s.comment_patches),
+        (1, 1, 0)
+    );
+    let bot: Vec<&Value> = s
+        .comments
+        .iter()
+        .filter(|c| {
+            c["body"]
+                .as_str()
+                .unwrap()
+                .contains("<!-- autotriage:triage -->")
+        })
+        .collect();
+    assert_eq!(bot.len(), 1, "one bot comment");
+    assert!(
+        bot[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("Steps to reproduce")
+    );
+    drop(s);
+
+    // A local issue cannot be applied to GitHub.
+    t.write("l/1.md", "---\ntitle: x\n---\ny\n");
+    let o = run(&["triage", "l/1.md", "--apply"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("is a local issue"), "{}", stderr(&o));
+}
