@@ -453,6 +453,19 @@ pub struct Issue {
     /// Reactions (👍 and the rest), when the source reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reactions: Option<u64>,
+    /// Who added the trigger label, and whether they have write access (checked on
+    /// GitHub); `None` where it cannot be known (local sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_label_added_by: Option<LabelActor>,
+}
+
+/// The person who added a label, and whether they may write to the repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelActor {
+    /// Their login.
+    pub login: String,
+    /// admin, maintain or write permission.
+    pub can_write: bool,
 }
 
 impl Issue {

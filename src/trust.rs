@@ -33,9 +33,25 @@ pub fn evaluate(issue: &Issue, trigger_label: &str) -> TrustDecision {
         .iter()
         .any(|l| l.eq_ignore_ascii_case(trigger_label))
     {
-        return TrustDecision {
-            eligible: true,
-            reason: format!("it carries the trigger label `{trigger_label}`"),
+        return match &issue.trigger_label_added_by {
+            Some(actor) if !actor.can_write => TrustDecision {
+                eligible: false,
+                reason: format!(
+                    "the trigger label `{trigger_label}` was added by {}, who lacks write access; a maintainer must add it, or run with --force",
+                    actor.login
+                ),
+            },
+            Some(actor) => TrustDecision {
+                eligible: true,
+                reason: format!(
+                    "the trigger label `{trigger_label}` was added by {}, who can write",
+                    actor.login
+                ),
+            },
+            None => TrustDecision {
+                eligible: true,
+                reason: format!("it carries the trigger label `{trigger_label}`"),
+            },
         };
     }
     let who = match association {
@@ -70,6 +86,7 @@ mod tests {
             url: None,
             source: None,
             reactions: None,
+            trigger_label_added_by: None,
         }
     }
 
@@ -83,5 +100,22 @@ mod tests {
         assert!(!evaluate(&issue(None, &[]), "autotriage:fix").eligible);
         assert!(evaluate(&issue(None, &["autotriage:fix"]), "autotriage:fix").eligible);
         assert!(evaluate(&issue(Some("NONE"), &["go"]), "go").eligible);
+        let mut by_reader = issue(Some("NONE"), &["go"]);
+        by_reader.trigger_label_added_by = Some(crate::issue::LabelActor {
+            login: "drive-by".into(),
+            can_write: false,
+        });
+        let d = evaluate(&by_reader, "go");
+        assert!(
+            !d.eligible
+                && d.reason
+                    .contains("added by drive-by, who lacks write access"),
+            "{d:?}"
+        );
+        by_reader.trigger_label_added_by = Some(crate::issue::LabelActor {
+            login: "maint".into(),
+            can_write: true,
+        });
+        assert!(evaluate(&by_reader, "go").eligible);
     }
 }

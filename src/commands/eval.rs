@@ -191,6 +191,7 @@ fn model_triage(
                             url: None,
                             source: None,
                             reactions: None,
+                            trigger_label_added_by: None,
                         };
                         let ctx = PromptContext {
                             labels: kinds.iter().map(|k| (k.clone(), None)).collect(),

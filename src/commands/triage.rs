@@ -296,6 +296,7 @@ fn github_forge<'a>(
         )?;
         let out = ctx.out.clone();
         g.on_wait = Box::new(move |m| out.info(m));
+        g.trigger_label = ctx.config().trust.trigger_label.clone();
         *slot = Some(g);
     }
     slot.as_ref()

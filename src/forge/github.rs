@@ -36,6 +36,8 @@ pub struct GithubForge {
     api_url: String,
     max_wait: Duration,
     list: ListOptions,
+    /// `trust.trigger_label`: who added it is checked.
+    pub trigger_label: String,
     /// Told about waits (rate limits, retries), for stderr.
     pub on_wait: Box<dyn Fn(&str) + Send + Sync>,
 }
@@ -109,6 +111,7 @@ impl GithubForge {
             api_url: api_url.trim_end_matches('/').to_string(),
             max_wait: Duration::from_secs(max_wait_secs),
             list,
+            trigger_label: "autotriage:fix".into(),
             on_wait: Box::new(|_| {}),
         })
     }
@@ -231,7 +234,67 @@ impl GithubForge {
             "{}/repos/{}/{}/issues/{number}",
             self.api_url, repo.owner, repo.name
         ));
+        if issue
+            .labels
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(&self.trigger_label))
+        {
+            issue.trigger_label_added_by = self.label_actor(repo, number)?;
+        }
         Ok(issue)
+    }
+
+    /// Who last added the trigger label, and whether they can write to the repository
+    /// (admin, maintain or write permission).
+    fn label_actor(
+        &self,
+        repo: &RepoId,
+        number: u64,
+    ) -> Result<Option<crate::issue::LabelActor>, ForgeError> {
+        let what = format!("{repo}#{number}");
+        let mut login: Option<String> = None;
+        let mut url = Some(format!(
+            "/repos/{}/{}/issues/{number}/events?per_page=100",
+            repo.owner, repo.name
+        ));
+        while let Some(u) = url {
+            let (page, next) = self.get(&what, &u)?;
+            for e in page.as_array().into_iter().flatten() {
+                let labeled = e.get("event").and_then(Value::as_str) == Some("labeled");
+                let this = e
+                    .pointer("/label/name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(&self.trigger_label));
+                if labeled && this {
+                    login = e
+                        .pointer("/actor/login")
+                        .and_then(Value::as_str)
+                        .map(String::from);
+                }
+            }
+            url = next;
+        }
+        let Some(login) = login else { return Ok(None) };
+        // Not a collaborator (404) means no write access.
+        let permission = self
+            .get(
+                &what,
+                &format!(
+                    "/repos/{}/{}/collaborators/{login}/permission",
+                    repo.owner, repo.name
+                ),
+            )
+            .ok()
+            .and_then(|(v, _)| {
+                v.get("permission")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .unwrap_or_default();
+        Ok(Some(crate::issue::LabelActor {
+            can_write: matches!(permission.as_str(), "admin" | "maintain" | "write"),
+            login,
+        }))
     }
 
     /// A repository's issues (pull requests skipped), following pagination. Comments
@@ -351,6 +414,7 @@ fn to_issue(repo: &RepoId, v: &Value) -> Option<Issue> {
         url: v.get("html_url").and_then(Value::as_str).map(String::from),
         source: None,
         reactions: v.pointer("/reactions/total_count").and_then(Value::as_u64),
+        trigger_label_added_by: None,
     })
 }
 

@@ -227,6 +227,7 @@ impl LocalForge {
             url: front.url,
             source: Some(path.display().to_string()),
             reactions: front.reactions,
+            trigger_label_added_by: None,
         })
     }
 
@@ -317,6 +318,7 @@ impl LocalForge {
                         .collect(),
                     url: gh.url,
                     source: Some(format!("{}#{}", path.display(), gh.number)),
+                    trigger_label_added_by: None,
                     reactions: (!gh.reaction_groups.is_empty())
                         .then(|| gh.reaction_groups.iter().map(|g| g.users.total_count).sum()),
                 })
@@ -465,6 +467,7 @@ impl LocalForge {
                 url: None,
                 source: Some(location),
                 reactions: None,
+                trigger_label_added_by: None,
             }));
         }
         Ok(batch)

@@ -258,6 +258,7 @@ impl SqliteMemory {
                 url: row.get("url")?,
                 source: row.get("source")?,
                 reactions: row.get("reactions")?,
+                trigger_label_added_by: None,
             },
             row.get("seen_at")?,
         ))
@@ -785,6 +786,7 @@ mod tests {
             url: None,
             source: None,
             reactions: None,
+            trigger_label_added_by: None,
         }
     }
 

@@ -181,6 +181,7 @@ mod tests {
             url: None,
             source: None,
             reactions: None,
+            trigger_label_added_by: None,
         };
         let kinds = vec!["bug".to_string(), "feature".into(), "question".into()];
         let ctx = PromptContext {

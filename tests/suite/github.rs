@@ -478,3 +478,50 @@ fn triage_apply_twice_gives_one_comment_and_the_labels_once() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("is a local issue"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_trigger_label_counts_only_when_someone_with_write_access_added_it() {
+    let gh = FakeGithub::start();
+    for (n, actor, permission) in [(8u64, "drive-by", "read"), (9, "maint", "write")] {
+        let mut v = issue(n, "Crash on save", "It panics.", &["autotriage:fix"], false);
+        v["author_association"] = json!("NONE");
+        gh.mount(
+            Mock::given(method("GET"))
+                .and(path(format!("/repos/o/r/issues/{n}")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(v)),
+        );
+        gh.mount(
+            Mock::given(method("GET"))
+                .and(path(format!("/repos/o/r/issues/{n}/comments")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!([]))),
+        );
+        gh.mount(
+            Mock::given(method("GET")).and(path(format!("/repos/o/r/issues/{n}/events"))).respond_with(ResponseTemplate::new(200).set_body_json(json!([
+                {"id": 1, "event": "labeled", "actor": {"login": actor}, "label": {"name": "autotriage:fix", "color": "ededed"}, "created_at": "2017-10-10T16:00:00Z"}
+            ]))),
+        );
+        gh.mount(
+            Mock::given(method("GET"))
+                .and(path(format!("/repos/o/r/collaborators/{actor}/permission")))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .set_body_json(json!({"permission": permission, "user": {"login": actor}})),
+                ),
+        );
+    }
+    let (t, env) = ctx_with(&gh.server);
+    let reasons = |n: u64| {
+        let mut cmd = t.cmd();
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let o = cmd
+            .args(["triage", &format!("o/r#{n}"), "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        serde_json::to_string(&json(&o)["reasons"]).unwrap()
+    };
+    assert!(reasons(8).contains("added by drive-by, who lacks write access"));
+    assert!(reasons(9).contains("added by maint, who can write"));
+}
