@@ -525,3 +525,65 @@ fn the_trigger_label_counts_only_when_someone_with_write_access_added_it() {
     assert!(reasons(8).contains("added by drive-by, who lacks write access"));
     assert!(reasons(9).contains("added by maint, who can write"));
 }
+
+#[test]
+fn primary_and_secondary_rate_limits_are_waited_out() {
+    let gh = FakeGithub::start();
+    let p = "/repos/o/r/issues/3";
+    // A secondary limit (403 with Retry-After), then a primary one (remaining 0, reset
+    // already past), then the issue.
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(p))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .insert_header("retry-after", "0")
+                    .set_body_json(json!({"message": "You have exceeded a secondary rate limit."})),
+            )
+            .up_to_n_times(1)
+            .with_priority(1),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(p))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .insert_header("x-ratelimit-remaining", "0")
+                    .insert_header("x-ratelimit-reset", "1507651200")
+                    .set_body_json(json!({"message": "API rate limit exceeded"})),
+            )
+            .up_to_n_times(1)
+            .with_priority(2),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(p))
+            .respond_with(ResponseTemplate::new(200).set_body_json(issue(
+                3,
+                "Third",
+                "c",
+                &[],
+                false,
+            )))
+            .with_priority(3),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(format!("{p}/comments")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([]))),
+    );
+    let (t, env) = ctx_with(&gh.server);
+    let mut cmd = t.cmd();
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let o = cmd.args(["triage", "o/r#3", "--json"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("GitHub rate limit (HTTP 403): waiting").count(),
+        2,
+        "{err}"
+    );
+    assert_eq!(json(&o)["title"], "Third");
+}
