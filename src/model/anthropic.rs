@@ -138,11 +138,7 @@ impl Model for Anthropic {
             .map_err(|e| transport_error(&url, self.timeout, &e))?;
         let status = resp.status().as_u16();
         let wait = retry_after(resp.headers());
-        let sse = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let sse = super::is_event_stream(resp.headers());
         if !(200..300).contains(&status) {
             let text = resp
                 .text()

@@ -390,6 +390,14 @@ pub(crate) fn transport_error(url: &str, timeout_secs: u64, e: &reqwest::Error) 
     }
 }
 
+/// True when a response is a server-sent event stream.
+pub(crate) fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
 /// `Retry-After` in seconds (delta-seconds form; HTTP dates are ignored).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<f64> {
     headers

@@ -290,11 +290,7 @@ impl Model for OpenAi {
             .map_err(|e| transport_error(&url, self.timeout, &e))?;
         let status = resp.status().as_u16();
         let wait = retry_after(resp.headers());
-        let sse = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let sse = super::is_event_stream(resp.headers());
         let forced = match &request.tool_choice {
             Some(ToolChoice::Tool(n)) => Some(n.as_str()),
             _ => None,

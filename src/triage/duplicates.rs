@@ -89,7 +89,7 @@ fn count(feats: Vec<u32>) -> SparseVec {
 }
 
 fn word_counts(title: &str, body: &str) -> SparseVec {
-    let body = &body[..floor_boundary(body, MAX_TEXT)];
+    let body = &body[..text::floor_char_boundary(body, MAX_TEXT)];
     let text = format!("{title}\n{body}");
     count(
         code_words(&text)
@@ -124,17 +124,6 @@ fn title_char_counts(title: &str) -> SparseVec {
         }
     }
     count(feats)
-}
-
-fn floor_boundary(s: &str, max: usize) -> usize {
-    if s.len() <= max {
-        return s.len();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    end
 }
 
 /// One TF-IDF view with its postings.

@@ -73,14 +73,7 @@ pub fn floor_char_boundary(s: &str, max: usize) -> usize {
 }
 
 fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    &s[..floor_char_boundary(s, max)]
 }
 
 /// Raw term counts of a document in two blocks (words, characters), each hashed into

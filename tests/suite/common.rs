@@ -163,3 +163,40 @@ impl Emulator {
         Some(emulator)
     }
 }
+
+/// A scripted HTTP server (wiremock) on its own runtime, for tests that run the
+/// binary synchronously.
+pub struct HttpMock {
+    pub rt: tokio::runtime::Runtime,
+    pub server: wiremock::MockServer,
+}
+
+impl HttpMock {
+    pub fn start() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt.block_on(wiremock::MockServer::start());
+        Self { rt, server }
+    }
+
+    pub fn mount(&self, mock: wiremock::Mock) {
+        self.rt.block_on(mock.mount(&self.server));
+    }
+
+    pub fn requests(&self) -> Vec<wiremock::Request> {
+        self.rt
+            .block_on(self.server.received_requests())
+            .unwrap_or_default()
+    }
+
+    /// The JSON bodies received, in order.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.requests()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
+            .collect()
+    }
+}

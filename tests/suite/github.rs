@@ -10,30 +10,7 @@ use crate::suite::common::*;
 
 const TOKEN: &str = "ghp_faketoken0000000000000000000000000001";
 
-struct FakeGithub {
-    rt: tokio::runtime::Runtime,
-    server: MockServer,
-}
-
-impl FakeGithub {
-    fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = rt.block_on(MockServer::start());
-        Self { rt, server }
-    }
-    fn mount(&self, m: Mock) {
-        self.rt.block_on(m.mount(&self.server));
-    }
-    fn requests(&self) -> Vec<wiremock::Request> {
-        self.rt
-            .block_on(self.server.received_requests())
-            .unwrap_or_default()
-    }
-}
+type FakeGithub = HttpMock;
 
 /// A recorded issue, renumbered and retitled.
 fn issue(number: u64, title: &str, body: &str, labels: &[&str], pr: bool) -> Value {

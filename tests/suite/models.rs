@@ -6,39 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
 use crate::suite::common::*;
 
-struct Scripted {
-    rt: tokio::runtime::Runtime,
-    server: MockServer,
-}
-
-impl Scripted {
-    fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = rt.block_on(MockServer::start());
-        Self { rt, server }
-    }
-
-    fn mount(&self, mock: Mock) {
-        self.rt.block_on(mock.mount(&self.server));
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.rt
-            .block_on(self.server.received_requests())
-            .unwrap_or_default()
-            .iter()
-            .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
-            .collect()
-    }
-}
+type Scripted = HttpMock;
 
 fn answer() -> Value {
     json!({"kind": "bug", "confidence": 0.9, "labels": ["bug", "no-such-label"], "priority": "P1",
