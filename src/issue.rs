@@ -457,6 +457,9 @@ pub struct Issue {
     /// GitHub); `None` where it cannot be known (local sources).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger_label_added_by: Option<LabelActor>,
+    /// Locked conversation (GitHub).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub locked: bool,
 }
 
 /// The person who added a label, and whether they may write to the repository.

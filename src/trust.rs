@@ -87,6 +87,7 @@ mod tests {
             source: None,
             reactions: None,
             trigger_label_added_by: None,
+            locked: false,
         }
     }
 

@@ -192,6 +192,7 @@ fn model_triage(
                             source: None,
                             reactions: None,
                             trigger_label_added_by: None,
+                            locked: false,
                         };
                         let ctx = PromptContext {
                             labels: kinds.iter().map(|k| (k.clone(), None)).collect(),

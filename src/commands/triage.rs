@@ -116,6 +116,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         Some(ApplyTo {
             forge: github_forge(&mut github, args, ctx)?,
             dry_run: ctx.global.dry_run,
+            force: ctx.global.force,
         })
     } else {
         None
@@ -496,6 +497,7 @@ pub fn build_engine(ctx: &Ctx, memory: &mut SqliteMemory) -> Result<Engine> {
 struct ApplyTo<'a> {
     forge: &'a GithubForge,
     dry_run: bool,
+    force: bool,
 }
 
 /// The bot comment for a triage: what is missing and the likely duplicate, under the
@@ -586,14 +588,32 @@ fn triage_one(
                 ))
             })?;
             let labels: Vec<String> = t.labels.iter().map(|l| l.name.clone()).collect();
-            let result = a.forge.apply(
-                &repo,
-                issue.number,
-                &labels,
-                bot_comment(&t).as_deref(),
-                crate::triage::missing::COMMENT_MARKER,
-                a.dry_run,
-            );
+            let skip = if a.force {
+                None
+            } else if issue.locked {
+                Some("the issue is locked")
+            } else if issue.state == crate::issue::IssueState::Closed {
+                Some("the issue is closed")
+            } else {
+                None
+            };
+            let result = if let Some(why) = skip {
+                Ok(Applied {
+                    skipped: Some(format!("{why}; nothing written (--force writes anyway)")),
+                    dry_run: a.dry_run,
+                    comment: "none".into(),
+                    ..Default::default()
+                })
+            } else {
+                a.forge.apply(
+                    &repo,
+                    issue.number,
+                    &labels,
+                    bot_comment(&t).as_deref(),
+                    crate::triage::missing::COMMENT_MARKER,
+                    a.dry_run,
+                )
+            };
             match result {
                 Ok(done) => {
                     run.event(
@@ -733,7 +753,9 @@ fn print_triage(
         if t.fixable { "yes" } else { "no" },
         t.reasons.join("; ")
     ));
-    if let Some(a) = applied {
+    if let Some(why) = applied.and_then(|a| a.skipped.as_deref()) {
+        ctx.out.line(&format!("  not applied: {why}"));
+    } else if let Some(a) = applied {
         let verb = if a.dry_run { "would apply" } else { "applied" };
         let labels = if a.labels_added.is_empty() {
             "no new labels".to_string()

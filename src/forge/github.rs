@@ -415,6 +415,7 @@ fn to_issue(repo: &RepoId, v: &Value) -> Option<Issue> {
         source: None,
         reactions: v.pointer("/reactions/total_count").and_then(Value::as_u64),
         trigger_label_added_by: None,
+        locked: v.get("locked").and_then(Value::as_bool).unwrap_or(false),
     })
 }
 
@@ -431,6 +432,9 @@ pub struct Applied {
     pub dry_run: bool,
     /// API requests made.
     pub requests: u32,
+    /// Why nothing was written (a closed or locked issue without `--force`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl GithubForge {

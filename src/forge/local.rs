@@ -228,6 +228,7 @@ impl LocalForge {
             source: Some(path.display().to_string()),
             reactions: front.reactions,
             trigger_label_added_by: None,
+            locked: false,
         })
     }
 
@@ -319,6 +320,7 @@ impl LocalForge {
                     url: gh.url,
                     source: Some(format!("{}#{}", path.display(), gh.number)),
                     trigger_label_added_by: None,
+                    locked: false,
                     reactions: (!gh.reaction_groups.is_empty())
                         .then(|| gh.reaction_groups.iter().map(|g| g.users.total_count).sum()),
                 })
@@ -468,6 +470,7 @@ impl LocalForge {
                 source: Some(location),
                 reactions: None,
                 trigger_label_added_by: None,
+                locked: false,
             }));
         }
         Ok(batch)

@@ -259,6 +259,7 @@ impl SqliteMemory {
                 source: row.get("source")?,
                 reactions: row.get("reactions")?,
                 trigger_label_added_by: None,
+                locked: false,
             },
             row.get("seen_at")?,
         ))
@@ -787,6 +788,7 @@ mod tests {
             source: None,
             reactions: None,
             trigger_label_added_by: None,
+            locked: false,
         }
     }
 

@@ -182,6 +182,7 @@ mod tests {
             source: None,
             reactions: None,
             trigger_label_added_by: None,
+            locked: false,
         };
         let kinds = vec!["bug".to_string(), "feature".into(), "question".into()];
         let ctx = PromptContext {

@@ -564,3 +564,65 @@ fn primary_and_secondary_rate_limits_are_waited_out() {
     );
     assert_eq!(json(&o)["title"], "Third");
 }
+
+#[test]
+fn apply_skips_closed_or_locked_issues_unless_forced() {
+    let gh = FakeGithub::start();
+    let mut closed = issue(11, "Old crash", "It panicked once.", &[], false);
+    closed["state"] = json!("closed");
+    let mut locked = issue(12, "Heated crash", "It panicked.", &[], false);
+    locked["locked"] = json!(true);
+    for (n, v) in [(11, closed), (12, locked)] {
+        gh.mount(
+            Mock::given(method("GET"))
+                .and(path(format!("/repos/o/r/issues/{n}")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(v)),
+        );
+        gh.mount(
+            Mock::given(method("GET"))
+                .and(path(format!("/repos/o/r/issues/{n}/comments")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!([]))),
+        );
+        gh.mount(
+            Mock::given(method("POST"))
+                .and(path(format!("/repos/o/r/issues/{n}/comments")))
+                .respond_with(ResponseTemplate::new(201).set_body_json(
+                    json!({"id": 1, "html_url": "https://github.com/o/r/issues/1#c"}),
+                )),
+        );
+    }
+    let (t, env) = ctx_with(&gh.server);
+    let run = |args: &[&str]| {
+        let mut cmd = t.cmd();
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.args(args).output().unwrap()
+    };
+    for (r, why) in [
+        ("o/r#11", "the issue is closed"),
+        ("o/r#12", "the issue is locked"),
+    ] {
+        let o = run(&["triage", r, "--apply", "--json"]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(
+            json(&o)["applied"]["skipped"]
+                .as_str()
+                .unwrap()
+                .starts_with(why),
+            "{r}"
+        );
+    }
+    let posts = || {
+        gh.requests()
+            .iter()
+            .filter(|r| r.method.as_str() == "POST")
+            .count()
+    };
+    assert_eq!(posts(), 0);
+    // Without a trained model the triage abstains and has nothing to say, so even
+    // --force writes no comment; it does get past the skip.
+    let o = run(&["triage", "o/r#11", "--apply", "--force", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["applied"]["skipped"], Value::Null);
+}
