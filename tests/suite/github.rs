@@ -411,16 +411,22 @@ fn triage_apply_twice_gives_one_comment_and_the_labels_once() {
             (0, 0, 0)
         );
     }
+    let before = gh.requests().len();
     let o = run(&["triage", "o/r#7", "--from", "github", "--apply", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["applied"]["comment"], "created");
+    // API calls: read issue + comments, then check issue, add labels, check comments,
+    // create the comment.
+    assert_eq!(gh.requests().len() - before, 6);
     assert_eq!(
         v["applied"]["comment_url"],
         "https://github.com/o/r/issues/7#issuecomment-901"
     );
+    let before = gh.requests().len();
     let o = run(&["triage", "o/r#7", "--from", "github", "--apply", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(gh.requests().len() - before, 4, "a re-run only reads");
     let v = json(&o);
     assert_eq!(v["applied"]["labels_added"], json!([]));
     assert_eq!(v["applied"]["comment"], "unchanged");
