@@ -82,6 +82,10 @@ pub enum Command {
     /// Triage issues offline: kind (or abstain), labels, priority, duplicates, missing
     /// information, fixability. Learns from memory's labelled history.
     Triage(TriageArgs),
+    /// Publish a patch for an issue as branch `autotriage/issue-N` in this checkout (one
+    /// commit from HEAD; the working tree is not touched) with a PR description in the
+    /// run folder (`pr.md`).
+    Pr(PrArgs),
     /// Measure triage on labelled data (backtesting).
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -299,6 +303,17 @@ pub enum EngineArg {
     Model,
     /// Offline, and the model (when configured) where offline abstains.
     Auto,
+}
+
+/// `pr`
+#[derive(Debug, Args)]
+pub struct PrArgs {
+    /// The issue the patch fixes (as for `triage`).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// The change, as a unified diff (`git diff` output).
+    #[arg(long, value_name = "FILE")]
+    pub patch: PathBuf,
 }
 
 /// `eval …`

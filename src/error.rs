@@ -96,6 +96,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<crate::model::ModelError>() {
             return e.exit();
         }
+        if let Some(e) = cause.downcast_ref::<crate::pr::PatchError>() {
+            return e.exit();
+        }
     }
     Exit::Failure
 }

@@ -14,6 +14,7 @@ pub mod interrupt;
 pub mod issue;
 pub mod memory;
 pub mod model;
+pub mod pr;
 pub mod redact;
 pub mod runs;
 pub mod triage;

@@ -6,6 +6,7 @@ pub mod eval;
 pub mod init;
 pub mod memory;
 pub mod output;
+pub mod pr;
 pub mod runs;
 pub mod triage;
 
@@ -154,6 +155,7 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
     match cli.command {
         Command::Triage(args) => triage::run(&args, &ctx),
         Command::Eval(cmd) => eval::run(cmd, &ctx),
+        Command::Pr(args) => pr::run(&args, &ctx),
         Command::Memory(cmd) => memory::run(cmd, &ctx),
         Command::Runs(cmd) => runs::run(cmd, &ctx),
         Command::Config(cmd) => config::run(cmd, &ctx),

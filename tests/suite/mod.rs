@@ -7,6 +7,7 @@ mod eval;
 mod github;
 mod memory;
 mod models;
+mod pr;
 mod redaction;
 mod runs;
 mod triage;

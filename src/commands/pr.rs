@@ -1,0 +1,178 @@
+//! `autotriage pr REF --patch FILE`
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Ctx;
+use crate::cli::PrArgs;
+use crate::error::CommandError;
+use crate::forge::Forge;
+use crate::issue::{Issue, IssueRef};
+use crate::memory::Memory;
+use crate::memory::sqlite::OpenMode;
+use crate::pr::{BodyContext, pr_body, publish_local};
+
+fn resolve_issue(args: &PrArgs, ctx: &Ctx) -> Result<Issue> {
+    let r = IssueRef::parse(&args.reference, &ctx.ref_context())?;
+    match &r {
+        IssueRef::Remote { repo, number } => {
+            let memory = ctx.open_memory(OpenMode::ReadOnly)?;
+            if let Some(i) = memory.issue(&repo.to_string(), *number)? {
+                return Ok(i);
+            }
+            let forge = crate::forge::github::GithubForge::new(
+                &ctx.config().github.api_url,
+                ctx.config().retry.max_wait,
+                Default::default(),
+            )?;
+            Ok(forge.issue(repo, *number)?)
+        }
+        IssueRef::File { .. } => {
+            let mut batch = ctx.local_forge().read(&r)?;
+            match (batch.len(), batch.pop()) {
+                (1, Some(Ok(issue))) => Ok(issue),
+                (_, Some(Err(e))) => Err(CommandError::usage(e.to_string()).into()),
+                _ => Err(CommandError::usage(format!(
+                    "{}: names several issues; `pr` takes one",
+                    args.reference
+                ))
+                .into()),
+            }
+        }
+        _ => Err(CommandError::usage(format!(
+            "{}: `pr` takes one issue (owner/repo#N, a Markdown file, file#N)",
+            args.reference
+        ))
+        .into()),
+    }
+}
+
+/// Run `pr`.
+pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
+    let issue = resolve_issue(args, ctx)?;
+    let patch = std::fs::read_to_string(&args.patch).map_err(|e| {
+        CommandError::usage(format!(
+            "cannot read the patch {}: {e}\n  fix: check the path",
+            args.patch.display()
+        ))
+    })?;
+    let repo_dir = ctx
+        .workspace
+        .git_top
+        .clone()
+        .ok_or_else(|| CommandError::usage("`pr` publishes into a git checkout, and this directory is not in one\n  fix: run it inside the repository's clone"))?;
+    let protected = &ctx.config().paths.protected;
+
+    // Check and preview first: nothing is written if the patch does not apply.
+    let preview = publish_local(&repo_dir, &issue, &patch, protected, true)?;
+    let memory = ctx.open_memory(OpenMode::ReadOnly)?;
+    let triage = memory
+        .triage_results(&issue.repo, issue.number)?
+        .pop()
+        .map(|t| {
+            let labels: Vec<String> = t["labels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["name"].as_str().map(String::from))
+                .collect();
+            format!(
+                "kind {} ({}), {}, labels: {}",
+                t["kind"].as_str().unwrap_or("undecided"),
+                t["kind_confidence"],
+                t["priority"].as_str().unwrap_or("?"),
+                if labels.is_empty() {
+                    "none".to_string()
+                } else {
+                    labels.join(", ")
+                }
+            )
+        });
+    drop(memory);
+
+    let store = ctx.run_store();
+    let mut run = store.begin(&issue.repo, issue.number, "pr")?;
+    run.write_json("issue.json", &issue)?;
+    run.stage_started("pr")?;
+    let body_ctx = BodyContext {
+        triage,
+        tests: None,
+        usage: None,
+        run_id: run.id().to_string(),
+    };
+    if ctx.out.interactive && !ctx.global.yes && !ctx.global.dry_run && !ctx.out.json {
+        ctx.out.info(&pr_body(&issue, &preview, &body_ctx));
+        let go = dialoguer::Confirm::new()
+            .with_prompt(format!(
+                "{} branch {} in {}?",
+                if preview.status == "would be updated" {
+                    "Update"
+                } else {
+                    "Create"
+                },
+                preview.branch,
+                repo_dir.display()
+            ))
+            .default(false)
+            .interact()
+            .unwrap_or(false);
+        if !go {
+            run.stage_finished("pr", Some("declined at the prompt"))?;
+            return Err(CommandError::failure("nothing written: declined").into());
+        }
+    }
+    let published = match publish_local(&repo_dir, &issue, &patch, protected, ctx.global.dry_run) {
+        Ok(p) => p,
+        Err(e) => {
+            run.stage_finished("pr", Some(&e.to_string()))?;
+            return Err(e.into());
+        }
+    };
+    let body = pr_body(&issue, &published, &body_ctx);
+    run.write_text("pr.md", &body)?;
+    run.write_json("pr.json", &json!({"branch": published.branch, "commit": published.commit, "base": published.base, "status": published.status, "files": published.files, "forge": "local", "repo_dir": repo_dir.display().to_string()}))?;
+    run.event(
+        "pr",
+        "write",
+        &format!("branch {} {}", published.branch, published.status),
+        json!({"commit": published.commit}),
+    )?;
+    run.stage_finished("pr", None)?;
+    let mut memory = ctx.open_memory(OpenMode::Create)?;
+    memory.record_run(&run.meta)?;
+
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "ref": issue.reference(),
+            "run_id": run.id(),
+            "branch": published.branch,
+            "commit": published.commit,
+            "base": published.base,
+            "status": published.status,
+            "files": published.files,
+            "body": run.dir.join("pr.md").display().to_string(),
+            "dry_run": ctx.global.dry_run,
+        }));
+        return Ok(());
+    }
+    ctx.out.line(&format!(
+        "{}  branch {} {}",
+        ctx.out.bold(&issue.reference()),
+        published.branch,
+        published.status
+    ));
+    for f in &published.files {
+        ctx.out
+            .line(&format!("  {} (+{} −{})", f.path, f.added, f.removed));
+    }
+    if ctx.global.dry_run {
+        ctx.out.line("");
+        ctx.out.line(&body);
+    } else {
+        ctx.out.line(&format!(
+            "  description: {}",
+            run.dir.join("pr.md").display()
+        ));
+    }
+    Ok(())
+}
