@@ -513,12 +513,32 @@ impl GithubForge {
             )?;
             applied.requests += 1;
         }
-        // The bot comment: find it by its hidden marker.
+        let (state, url, requests) = self.upsert_comment(repo, number, comment, marker, dry_run)?;
+        applied.comment = state;
+        applied.comment_url = url;
+        applied.requests += requests;
+        Ok(applied)
+    }
+
+    /// Create or update the one comment carrying `marker` (nothing when `text` is
+    /// `None`). Returns its state (`created`, `updated`, `unchanged`, `none`), its URL
+    /// and the requests made.
+    pub fn upsert_comment(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        text: Option<&str>,
+        marker: &str,
+        dry_run: bool,
+    ) -> Result<(String, Option<String>, u32), ForgeError> {
+        let what = format!("{repo}#{number}");
+        let base = format!("/repos/{}/{}/issues/{number}", repo.owner, repo.name);
+        let mut requests = 0;
         let mut existing: Option<(u64, String, Option<String>)> = None;
         let mut url = Some(format!("{base}/comments?per_page=100"));
         while let Some(u) = url {
             let (page, next) = self.get(&what, &u)?;
-            applied.requests += 1;
+            requests += 1;
             for c in page.as_array().into_iter().flatten() {
                 let body = c.get("body").and_then(Value::as_str).unwrap_or("");
                 if body.contains(marker)
@@ -533,45 +553,39 @@ impl GithubForge {
             }
             url = next;
         }
-        applied.comment = match (comment, existing) {
-            (None, _) => "none".into(),
-            (Some(text), Some((_, body, html))) if body.trim() == text.trim() => {
-                applied.comment_url = html;
-                "unchanged".into()
+        let html = |v: &Value| v.get("html_url").and_then(Value::as_str).map(String::from);
+        Ok(match (text, existing) {
+            (None, _) => ("none".into(), None, requests),
+            (Some(t), Some((_, body, url))) if body.trim() == t.trim() => {
+                ("unchanged".into(), url, requests)
             }
-            (Some(text), Some((id, _, html))) => {
-                if !dry_run {
+            (Some(t), Some((id, _, url))) => {
+                if dry_run {
+                    ("updated".into(), url, requests)
+                } else {
                     let v = self.write(
                         "PATCH",
                         &what,
                         &format!("/repos/{}/{}/issues/comments/{id}", repo.owner, repo.name),
-                        &serde_json::json!({"body": text}),
+                        &serde_json::json!({"body": t}),
                     )?;
-                    applied.requests += 1;
-                    applied.comment_url = v
-                        .get("html_url")
-                        .and_then(Value::as_str)
-                        .map(String::from)
-                        .or(html);
+                    ("updated".into(), html(&v).or(url), requests + 1)
                 }
-                "updated".into()
             }
-            (Some(text), None) => {
-                if !dry_run {
+            (Some(t), None) => {
+                if dry_run {
+                    ("created".into(), None, requests)
+                } else {
                     let v = self.write(
                         "POST",
                         &what,
                         &format!("{base}/comments"),
-                        &serde_json::json!({"body": text}),
+                        &serde_json::json!({"body": t}),
                     )?;
-                    applied.requests += 1;
-                    applied.comment_url =
-                        v.get("html_url").and_then(Value::as_str).map(String::from);
+                    ("created".into(), html(&v), requests + 1)
                 }
-                "created".into()
             }
-        };
-        Ok(applied)
+        })
     }
 }
 
