@@ -314,6 +314,19 @@ pub struct PrArgs {
     /// The change, as a unified diff (`git diff` output).
     #[arg(long, value_name = "FILE")]
     pub patch: PathBuf,
+    /// `local`: a branch in this checkout and `pr.md`; `github`: a branch and a draft
+    /// pull request on GitHub (GITHUB_TOKEN), and a comment on the issue linking it.
+    #[arg(long, value_enum, default_value_t = ForgeArg::Local)]
+    pub forge: ForgeArg,
+}
+
+/// Where `pr` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForgeArg {
+    /// This checkout.
+    Local,
+    /// GitHub.
+    Github,
 }
 
 /// `eval …`

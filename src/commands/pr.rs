@@ -56,6 +56,9 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
             args.patch.display()
         ))
     })?;
+    if args.forge == crate::cli::ForgeArg::Github {
+        return run_github(args, ctx, &issue, &patch);
+    }
     let repo_dir = ctx
         .workspace
         .git_top
@@ -174,5 +177,84 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
             run.dir.join("pr.md").display()
         ));
     }
+    Ok(())
+}
+
+/// `pr --forge github`: a draft pull request on GitHub.
+fn run_github(args: &PrArgs, ctx: &Ctx, issue: &Issue, patch: &str) -> Result<()> {
+    let repo = match IssueRef::parse(&issue.reference(), &ctx.ref_context()) {
+        Ok(IssueRef::Remote { repo, .. }) => repo,
+        _ => {
+            return Err(CommandError::usage(format!(
+                "{}: --forge github needs a GitHub issue (owner/repo#N)\n  fix: use --forge local for local issues",
+                args.reference
+            ))
+            .into());
+        }
+    };
+    let forge = crate::forge::github::GithubForge::new(
+        &ctx.config().github.api_url,
+        ctx.config().retry.max_wait,
+        Default::default(),
+    )?;
+    let store = ctx.run_store();
+    let mut run = store.begin(&issue.repo, issue.number, "pr")?;
+    run.write_json("issue.json", issue)?;
+    run.stage_started("pr")?;
+    let run_id = run.id().to_string();
+    let body = |p: &crate::pr::Published| {
+        pr_body(
+            issue,
+            p,
+            &BodyContext {
+                run_id: run_id.clone(),
+                ..Default::default()
+            },
+        )
+    };
+    let done = match forge.publish_pr(
+        &repo,
+        issue,
+        patch,
+        &ctx.config().paths.protected,
+        &body,
+        ctx.global.dry_run,
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            run.stage_finished("pr", Some(&e.to_string()))?;
+            return Err(e.into());
+        }
+    };
+    if let Some(p) = &done.published {
+        run.write_text("pr.md", &body(p))?;
+    }
+    run.write_json("pr.json", &json!({"forge": "github", "pr": done}))?;
+    run.event(
+        "pr",
+        "write",
+        &format!(
+            "PR {} ({}), comment {}",
+            done.url.as_deref().unwrap_or("-"),
+            done.pr_status,
+            done.comment
+        ),
+        json!({"requests": done.requests}),
+    )?;
+    run.stage_finished("pr", None)?;
+    ctx.open_memory(OpenMode::Create)?.record_run(&run.meta)?;
+    if ctx.out.json {
+        ctx.out.json(&json!({"ref": issue.reference(), "run_id": run.id(), "github": done, "dry_run": ctx.global.dry_run}));
+        return Ok(());
+    }
+    let branch = done.published.as_ref().map_or(String::new(), |p| {
+        format!("branch {} {}", p.branch, p.status)
+    });
+    ctx.out.line(&format!(
+        "{}  {branch}; draft PR {} {}",
+        ctx.out.bold(&issue.reference()),
+        done.url.as_deref().unwrap_or("-"),
+        done.pr_status
+    ));
     Ok(())
 }

@@ -118,7 +118,7 @@ impl GithubForge {
 
     /// GET a URL (absolute, or a path under the API URL), retrying what is worth
     /// retrying. Returns the JSON and the `Link: rel="next"` URL.
-    fn get(&self, what: &str, url: &str) -> Result<(Value, Option<String>), ForgeError> {
+    pub(crate) fn get(&self, what: &str, url: &str) -> Result<(Value, Option<String>), ForgeError> {
         let url = if url.starts_with("http") {
             url.to_string()
         } else {
@@ -438,7 +438,7 @@ pub struct Applied {
 }
 
 impl GithubForge {
-    fn write(
+    pub(crate) fn write(
         &self,
         method: &str,
         what: &str,

@@ -632,3 +632,303 @@ fn apply_skips_closed_or_locked_issues_unless_forced() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(json(&o)["applied"]["skipped"], Value::Null);
 }
+
+/// A stateful fake of the repository endpoints `pr` uses: contents, the git data API
+/// (blobs, trees, commits, refs), pulls and issue comments. Shas are content hashes,
+/// as on GitHub, so the same change gives the same tree.
+#[derive(Default)]
+struct RepoState {
+    files: std::collections::BTreeMap<String, String>,
+    blobs: std::collections::BTreeMap<String, String>,
+    trees: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    commits: std::collections::BTreeMap<String, (String, String)>,
+    refs: std::collections::BTreeMap<String, String>,
+    pulls: Vec<Value>,
+    comments: Vec<Value>,
+    writes: Vec<String>,
+}
+
+fn sha(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .take(20)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+struct FakeRepo(std::sync::Arc<std::sync::Mutex<RepoState>>);
+
+impl wiremock::Respond for FakeRepo {
+    fn respond(&self, r: &wiremock::Request) -> ResponseTemplate {
+        let mut s = self.0.lock().unwrap();
+        let path = r.url.path().trim_start_matches("/repos/o/r").to_string();
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        let method = r.method.as_str().to_string();
+        if method != "GET" {
+            s.writes.push(format!("{method} {path}"));
+        }
+        let ok = |v: Value| ResponseTemplate::new(200).set_body_json(v);
+        let not_found =
+            || ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found"}));
+        match (method.as_str(), path.as_str()) {
+            ("GET", "") => ok(json!({"full_name": "o/r", "default_branch": "main"})),
+            ("GET", p) if p.starts_with("/git/ref/heads/") => {
+                match s.refs.get(&p["/git/ref/heads/".len()..]) {
+                    Some(sha) => ok(json!({"ref": p, "object": {"sha": sha, "type": "commit"}})),
+                    None => not_found(),
+                }
+            }
+            ("GET", p) if p.starts_with("/git/commits/") => {
+                match s.commits.get(&p["/git/commits/".len()..]) {
+                    Some((tree, parent)) => ok(
+                        json!({"sha": &p["/git/commits/".len()..], "tree": {"sha": tree}, "parents": if parent.is_empty() { json!([]) } else { json!([{"sha": parent}]) }}),
+                    ),
+                    None => not_found(),
+                }
+            }
+            ("GET", p) if p.starts_with("/contents/") => {
+                match s.files.get(&p["/contents/".len()..]) {
+                    Some(c) => {
+                        use base64::Engine as _;
+                        ok(
+                            json!({"type": "file", "encoding": "base64", "content": base64::engine::general_purpose::STANDARD.encode(c)}),
+                        )
+                    }
+                    None => not_found(),
+                }
+            }
+            ("POST", "/git/blobs") => {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(body["content"].as_str().unwrap())
+                    .unwrap();
+                let content = String::from_utf8(bytes).unwrap();
+                let id = sha(&format!("blob {content}"));
+                s.blobs.insert(id.clone(), content);
+                ResponseTemplate::new(201).set_body_json(json!({"sha": id}))
+            }
+            ("POST", "/git/trees") => {
+                let mut entries = s
+                    .trees
+                    .get(body["base_tree"].as_str().unwrap())
+                    .cloned()
+                    .unwrap_or_default();
+                for item in body["tree"].as_array().unwrap() {
+                    let p = item["path"].as_str().unwrap().to_string();
+                    match item["sha"].as_str() {
+                        Some(b) => entries.insert(p, b.to_string()),
+                        None => entries.remove(&p),
+                    };
+                }
+                let id = sha(&format!("tree {entries:?}"));
+                s.trees.insert(id.clone(), entries);
+                ResponseTemplate::new(201).set_body_json(json!({"sha": id}))
+            }
+            ("POST", "/git/commits") => {
+                let tree = body["tree"].as_str().unwrap().to_string();
+                let parent = body["parents"][0].as_str().unwrap_or("").to_string();
+                let id = sha(&format!("commit {tree} {parent} {}", s.commits.len()));
+                s.commits.insert(id.clone(), (tree, parent));
+                ResponseTemplate::new(201).set_body_json(json!({"sha": id}))
+            }
+            ("POST", "/git/refs") => {
+                let name = body["ref"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("refs/heads/")
+                    .to_string();
+                if s.refs.contains_key(&name) {
+                    return ResponseTemplate::new(422)
+                        .set_body_json(json!({"message": "Reference already exists"}));
+                }
+                s.refs
+                    .insert(name, body["sha"].as_str().unwrap().to_string());
+                ResponseTemplate::new(201).set_body_json(json!({}))
+            }
+            ("PATCH", p) if p.starts_with("/git/refs/heads/") => {
+                s.refs.insert(
+                    p["/git/refs/heads/".len()..].to_string(),
+                    body["sha"].as_str().unwrap().to_string(),
+                );
+                ok(json!({}))
+            }
+            ("GET", "/pulls") => {
+                let head = r
+                    .url
+                    .query_pairs()
+                    .find(|(k, _)| k == "head")
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default();
+                let branch = head
+                    .split_once(':')
+                    .map(|(_, b)| b.to_string())
+                    .unwrap_or(head);
+                ok(json!(
+                    s.pulls
+                        .iter()
+                        .filter(|p| p["head"]["ref"] == branch.as_str())
+                        .cloned()
+                        .collect::<Vec<_>>()
+                ))
+            }
+            ("POST", "/pulls") => {
+                let n = 100 + s.pulls.len() as u64;
+                let pr = json!({"number": n, "html_url": format!("https://github.com/o/r/pull/{n}"), "draft": body["draft"], "title": body["title"], "body": body["body"], "head": {"ref": body["head"]}, "base": {"ref": body["base"]}});
+                s.pulls.push(pr.clone());
+                ResponseTemplate::new(201).set_body_json(pr)
+            }
+            ("PATCH", p) if p.starts_with("/pulls/") => {
+                let n: u64 = p["/pulls/".len()..].parse().unwrap();
+                let pr = s.pulls.iter_mut().find(|x| x["number"] == n).unwrap();
+                pr["body"] = body["body"].clone();
+                pr["title"] = body["title"].clone();
+                ok(pr.clone())
+            }
+            ("GET", "/issues/3/comments") => ok(json!(s.comments)),
+            ("POST", "/issues/3/comments") => {
+                let c = json!({"id": 700 + s.comments.len(), "body": body["body"], "html_url": "https://github.com/o/r/issues/3#issuecomment-700"});
+                s.comments.push(c.clone());
+                ResponseTemplate::new(201).set_body_json(c)
+            }
+            ("PATCH", p) if p.starts_with("/issues/comments/") => {
+                let id: u64 = p["/issues/comments/".len()..].parse().unwrap();
+                let c = s.comments.iter_mut().find(|c| c["id"] == id).unwrap();
+                c["body"] = body["body"].clone();
+                ok(c.clone())
+            }
+            _ => not_found(),
+        }
+    }
+}
+
+#[test]
+fn pr_on_github_opens_one_draft_pr_and_updates_it_on_a_rerun() {
+    let gh = FakeGithub::start();
+    let state: std::sync::Arc<std::sync::Mutex<RepoState>> = Default::default();
+    {
+        let mut s = state.lock().unwrap();
+        let base_content = "pub fn add(a: i32, b: i32) -> i32 {\n    a - b\n}\n".to_string();
+        s.files.insert("src/lib.rs".into(), base_content.clone());
+        let blob = sha(&format!("blob {base_content}"));
+        s.blobs.insert(blob.clone(), base_content);
+        let tree: std::collections::BTreeMap<String, String> =
+            [("src/lib.rs".to_string(), blob)].into_iter().collect();
+        s.trees.insert("tree0".into(), tree);
+        s.commits
+            .insert("base0".into(), ("tree0".into(), String::new()));
+        s.refs.insert("main".into(), "base0".into());
+    }
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/o/r/issues/3"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(issue(
+                3,
+                "add() subtracts",
+                "`add(2, 2)` returns 0.",
+                &["bug"],
+                false,
+            ))),
+    );
+    gh.mount(
+        Mock::given(wiremock::matchers::path_regex("^/repos/o/r(/.*)?$"))
+            .respond_with(FakeRepo(state.clone())),
+    );
+    let (t, env) = ctx_with(&gh.server);
+    t.write("fix.diff", "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,3 +1,3 @@\n pub fn add(a: i32, b: i32) -> i32 {\n-    a - b\n+    a + b\n }\n");
+    let run = |args: &[&str]| {
+        let mut cmd = t.cmd();
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        cmd.args(args).output().unwrap()
+    };
+    let o = run(&[
+        "pr",
+        "o/r#3",
+        "--patch",
+        "fix.diff",
+        "--forge",
+        "github",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        state.lock().unwrap().writes.is_empty(),
+        "--dry-run writes nothing"
+    );
+
+    let o = run(&[
+        "pr", "o/r#3", "--patch", "fix.diff", "--forge", "github", "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["github"]["pr_status"], "created");
+    assert_eq!(v["github"]["url"], "https://github.com/o/r/pull/100");
+    assert_eq!(v["github"]["published"]["status"], "created");
+    {
+        let s = state.lock().unwrap();
+        let head = s
+            .refs
+            .get("autotriage/issue-3")
+            .expect("the branch exists")
+            .clone();
+        let (tree, parent) = s.commits[&head].clone();
+        assert_eq!(parent, "base0");
+        let blob = &s.trees[&tree]["src/lib.rs"];
+        assert!(s.blobs[blob].contains("a + b"));
+        assert_eq!(s.pulls.len(), 1);
+        assert_eq!(s.pulls[0]["draft"], true);
+        assert!(s.pulls[0]["body"].as_str().unwrap().contains("Fixes #3"));
+        assert_eq!(s.comments.len(), 1);
+        assert!(
+            s.comments[0]["body"]
+                .as_str()
+                .unwrap()
+                .contains("https://github.com/o/r/pull/100")
+        );
+    }
+    // Again with the same patch: one branch, one PR, one comment.
+    let o = run(&[
+        "pr", "o/r#3", "--patch", "fix.diff", "--forge", "github", "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["github"]["published"]["status"], "unchanged");
+    assert_eq!(v["github"]["pr_status"], "updated");
+    assert_eq!(v["github"]["comment"], "unchanged");
+    let s = state.lock().unwrap();
+    assert_eq!(s.pulls.len(), 1);
+    assert_eq!(s.comments.len(), 1);
+    assert_eq!(
+        s.writes
+            .iter()
+            .filter(|w| w.starts_with("POST /git/refs"))
+            .count(),
+        1
+    );
+    assert_eq!(
+        s.writes
+            .iter()
+            .filter(|w| w.starts_with("POST /git/commits"))
+            .count(),
+        1
+    );
+    drop(s);
+
+    // A run that died after the branch and before the PR is finished by the next one.
+    state.lock().unwrap().pulls.clear();
+    let o = run(&[
+        "pr", "o/r#3", "--patch", "fix.diff", "--forge", "github", "--json",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["github"]["published"]["status"], "unchanged");
+    assert_eq!(v["github"]["pr_status"], "created");
+    assert_eq!(
+        v["github"]["comment"], "unchanged",
+        "the fake reuses the number, so the link is still right"
+    );
+    assert_eq!(state.lock().unwrap().pulls.len(), 1);
+}

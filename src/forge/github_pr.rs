@@ -1,0 +1,326 @@
+//! Opening the pull request on GitHub: the patch is applied strictly to the files it
+//! touches at the default branch head (fetched into a throwaway repository), then one
+//! commit is made through the git data API (blobs → tree → commit → ref) on
+//! `autotriage/issue-N`, and a draft PR is created or updated. Every write checks
+//! first, so a re-run updates instead of duplicating and a run that died between the
+//! branch and the PR is finished by the next one.
+
+use base64::Engine as _;
+use git2::{Index, IndexEntry, IndexTime, Repository, Signature};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::ForgeError;
+use super::github::GithubForge;
+use crate::issue::{Issue, RepoId};
+use crate::pr::{PatchError, Published, apply_strict, branch_name, check_patch};
+
+/// `pr` failures on GitHub.
+#[derive(Debug, thiserror::Error)]
+pub enum PrError {
+    /// GitHub said no.
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    /// The patch cannot be used.
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+}
+
+impl crate::error::ExitCoded for PrError {
+    fn exit(&self) -> crate::error::Exit {
+        match self {
+            PrError::Forge(e) => e.exit(),
+            PrError::Patch(e) => e.exit(),
+        }
+    }
+}
+
+/// What `pr` did on GitHub.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct GithubPr {
+    /// The branch and commit.
+    pub published: Option<Published>,
+    /// The pull request's number.
+    pub number: Option<u64>,
+    /// Its web URL.
+    pub url: Option<String>,
+    /// `created`, `updated` (or `would be …` with `--dry-run`).
+    pub pr_status: String,
+    /// The issue comment linking to the PR: `created`, `updated`, `unchanged`.
+    pub comment: String,
+    /// API requests made.
+    pub requests: u32,
+}
+
+fn git(e: git2::Error) -> PatchError {
+    PatchError::Git(e.message().to_string())
+}
+
+impl GithubForge {
+    /// Publish `patch` for `issue` as a draft PR. `body` renders the description from
+    /// what was published.
+    pub fn publish_pr(
+        &self,
+        repo: &RepoId,
+        issue: &Issue,
+        patch: &str,
+        protected: &[String],
+        body: &dyn Fn(&Published) -> String,
+        dry_run: bool,
+    ) -> Result<GithubPr, PrError> {
+        let what = format!("{repo}#{}", issue.number);
+        let r = format!("/repos/{}/{}", repo.owner, repo.name);
+        let mut out = GithubPr::default();
+        let (diff, files) = check_patch(patch, protected)?;
+
+        let (info, _) = self.get(&what, &r)?;
+        let default = info
+            .get("default_branch")
+            .and_then(Value::as_str)
+            .unwrap_or("main")
+            .to_string();
+        let (head, _) = self.get(&what, &format!("{r}/git/ref/heads/{default}"))?;
+        let base = head
+            .pointer("/object/sha")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let (base_commit, _) = self.get(&what, &format!("{r}/git/commits/{base}"))?;
+        let base_tree = base_commit
+            .pointer("/tree/sha")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        out.requests += 3;
+
+        // The touched files at the base, into a throwaway repository, and the patch on them.
+        let tmp = tempfile::tempdir().map_err(|e| PatchError::Git(e.to_string()))?;
+        let scratch = Repository::init_bare(tmp.path()).map_err(git)?;
+        let mut index = Index::new().map_err(git)?;
+        for f in &files {
+            let url = format!("{r}/contents/{}?ref={base}", f.path);
+            let content = match self.get(&what, &url) {
+                Ok((v, _)) => {
+                    out.requests += 1;
+                    let b64: String = v
+                        .get("content")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .collect();
+                    Some(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64)
+                            .map_err(|e| PatchError::Git(format!("{}: {e}", f.path)))?,
+                    )
+                }
+                // A file the patch creates does not exist yet.
+                Err(ForgeError::NotFound { message, .. }) if message.contains("HTTP 404") => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(bytes) = content {
+                let oid = scratch.blob(&bytes).map_err(git)?;
+                index
+                    .add(&IndexEntry {
+                        ctime: IndexTime::new(0, 0),
+                        mtime: IndexTime::new(0, 0),
+                        dev: 0,
+                        ino: 0,
+                        mode: 0o100644,
+                        uid: 0,
+                        gid: 0,
+                        file_size: bytes.len() as u32,
+                        id: oid,
+                        flags: (f.path.len().min(0xfff)) as u16,
+                        flags_extended: 0,
+                        path: f.path.as_bytes().to_vec(),
+                    })
+                    .map_err(git)?;
+            }
+        }
+        let tree = scratch
+            .find_tree(index.write_tree_to(&scratch).map_err(git)?)
+            .map_err(git)?;
+        let sig = Signature::now("autotriage", "autotriage@localhost").map_err(git)?;
+        let scratch_base = scratch
+            .commit(None, &sig, &sig, "base", &tree, &[])
+            .map_err(git)?;
+        let new_tree = scratch
+            .find_tree(
+                apply_strict(&scratch, scratch_base, &diff).map_err(|e| match e {
+                    PatchError::DoesNotApply {
+                        path, hunk, detail, ..
+                    } => PatchError::DoesNotApply {
+                        base: base[..base.len().min(12)].to_string(),
+                        path,
+                        hunk,
+                        detail,
+                    },
+                    other => other,
+                })?,
+            )
+            .map_err(git)?;
+
+        // The new contents of every touched file (or its deletion).
+        let mut entries = Vec::new();
+        for f in &files {
+            match new_tree.get_path(std::path::Path::new(&f.path)) {
+                Ok(entry) => {
+                    let blob = scratch.find_blob(entry.id()).map_err(git)?;
+                    entries.push((f.path.clone(), Some(blob.content().to_vec())));
+                }
+                Err(_) => entries.push((f.path.clone(), None)),
+            }
+        }
+        let branch = branch_name(issue.number);
+        let existing = match self.get(&what, &format!("{r}/git/ref/heads/{branch}")) {
+            Ok((v, _)) => v
+                .pointer("/object/sha")
+                .and_then(Value::as_str)
+                .map(String::from),
+            Err(ForgeError::NotFound { message, .. }) if message.contains("HTTP 404") => None,
+            Err(e) => return Err(e.into()),
+        };
+        out.requests += 1;
+        let mut published = Published {
+            branch: branch.clone(),
+            commit: String::new(),
+            base: base.clone(),
+            status: String::new(),
+            files: files.clone(),
+        };
+        if dry_run {
+            published.status = if existing.is_some() {
+                "would be updated"
+            } else {
+                "would be created"
+            }
+            .into();
+            out.pr_status = "would be created or updated".into();
+            out.comment = "would link the PR".into();
+            out.published = Some(published);
+            return Ok(out);
+        }
+
+        // blobs → tree → (commit → ref, unless the branch already has this change).
+        let mut tree_items = Vec::new();
+        for (path, content) in &entries {
+            match content {
+                Some(bytes) => {
+                    let b = self.write("POST", &what, &format!("{r}/git/blobs"), &json!({"content": base64::engine::general_purpose::STANDARD.encode(bytes), "encoding": "base64"}))?;
+                    out.requests += 1;
+                    tree_items.push(json!({"path": path, "mode": "100644", "type": "blob", "sha": b.get("sha")}));
+                }
+                None => tree_items.push(
+                    json!({"path": path, "mode": "100644", "type": "blob", "sha": Value::Null}),
+                ),
+            }
+        }
+        let t = self.write(
+            "POST",
+            &what,
+            &format!("{r}/git/trees"),
+            &json!({"base_tree": base_tree, "tree": tree_items}),
+        )?;
+        out.requests += 1;
+        let tree_sha = t
+            .get("sha")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let current = match &existing {
+            Some(sha) => {
+                let (c, _) = self.get(&what, &format!("{r}/git/commits/{sha}"))?;
+                out.requests += 1;
+                let same_tree =
+                    c.pointer("/tree/sha").and_then(Value::as_str) == Some(tree_sha.as_str());
+                let same_base =
+                    c.pointer("/parents/0/sha").and_then(Value::as_str) == Some(base.as_str());
+                (same_tree && same_base).then(|| sha.clone())
+            }
+            None => None,
+        };
+        match current {
+            Some(sha) => {
+                published.commit = sha;
+                published.status = "unchanged".into();
+            }
+            None => {
+                let c = self.write(
+                    "POST",
+                    &what,
+                    &format!("{r}/git/commits"),
+                    &json!({"message": format!("Fix #{}: {}", issue.number, issue.title), "tree": tree_sha, "parents": [base]}),
+                )?;
+                out.requests += 1;
+                published.commit = c
+                    .get("sha")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if existing.is_some() {
+                    self.write(
+                        "PATCH",
+                        &what,
+                        &format!("{r}/git/refs/heads/{branch}"),
+                        &json!({"sha": published.commit, "force": true}),
+                    )?;
+                    published.status = "updated".into();
+                } else {
+                    self.write(
+                        "POST",
+                        &what,
+                        &format!("{r}/git/refs"),
+                        &json!({"ref": format!("refs/heads/{branch}"), "sha": published.commit}),
+                    )?;
+                    published.status = "created".into();
+                }
+                out.requests += 1;
+            }
+        }
+
+        // The draft PR: update the open one for this branch, else create it.
+        let description = body(&published);
+        let title = format!("Fix #{}: {}", issue.number, issue.title);
+        let (open, _) = self.get(
+            &what,
+            &format!("{r}/pulls?head={}:{branch}&state=open", repo.owner),
+        )?;
+        out.requests += 1;
+        let pr = match open
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|p| p.get("number"))
+            .and_then(Value::as_u64)
+        {
+            Some(n) => {
+                out.pr_status = "updated".into();
+                out.requests += 1;
+                self.write(
+                    "PATCH",
+                    &what,
+                    &format!("{r}/pulls/{n}"),
+                    &json!({"title": title, "body": description}),
+                )?
+            }
+            None => {
+                out.pr_status = "created".into();
+                out.requests += 1;
+                self.write("POST", &what, &format!("{r}/pulls"), &json!({"title": title, "head": branch, "base": default, "body": description, "draft": true}))?
+            }
+        };
+        out.number = pr.get("number").and_then(Value::as_u64);
+        out.url = pr.get("html_url").and_then(Value::as_str).map(String::from);
+        let link = format!(
+            "{}\nA draft pull request proposes a fix: {}\n",
+            crate::pr::PR_MARKER,
+            out.url.as_deref().unwrap_or("(no URL)")
+        );
+        let (state, _, requests) =
+            self.upsert_comment(repo, issue.number, Some(&link), crate::pr::PR_MARKER, false)?;
+        out.comment = state;
+        out.requests += requests;
+        out.published = Some(published);
+        Ok(out)
+    }
+}
