@@ -361,12 +361,18 @@ impl Default for RetryConfig {
 pub struct GithubConfig {
     /// REST API base URL (GitHub Enterprise: `https://HOST/api/v3`).
     pub api_url: String,
+    /// Labels put on the pull requests `pr` opens.
+    pub pr_labels: Vec<String>,
+    /// Create a configured label the repository lacks (else it is skipped, and said).
+    pub create_labels: bool,
 }
 
 impl Default for GithubConfig {
     fn default() -> Self {
         Self {
             api_url: "https://api.github.com".into(),
+            pr_labels: Vec::new(),
+            create_labels: false,
         }
     }
 }

@@ -47,6 +47,46 @@ fn resolve_issue(args: &PrArgs, ctx: &Ctx) -> Result<Issue> {
     }
 }
 
+/// The latest triage of the issue in one line, for the PR description.
+fn triage_summary(ctx: &Ctx, issue: &Issue) -> Result<Option<String>> {
+    let memory = ctx.open_memory(OpenMode::ReadOnly)?;
+    Ok(memory
+        .triage_results(&issue.repo, issue.number)?
+        .pop()
+        .map(|t| {
+            let labels: Vec<String> = t["labels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["name"].as_str().map(String::from))
+                .collect();
+            format!(
+                "kind {} ({}), {}, labels: {}",
+                t["kind"].as_str().unwrap_or("undecided"),
+                t["kind_confidence"],
+                t["priority"].as_str().unwrap_or("?"),
+                if labels.is_empty() {
+                    "none".to_string()
+                } else {
+                    labels.join(", ")
+                }
+            )
+        }))
+}
+
+/// Ask on a terminal before writing (not with --yes, --dry-run or --json).
+fn confirm(ctx: &Ctx, body: &str, question: &str) -> bool {
+    if !ctx.out.interactive || ctx.global.yes || ctx.global.dry_run || ctx.out.json {
+        return true;
+    }
+    ctx.out.info(body);
+    dialoguer::Confirm::new()
+        .with_prompt(question)
+        .default(false)
+        .interact()
+        .unwrap_or(false)
+}
+
 /// Run `pr`.
 pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     let issue = resolve_issue(args, ctx)?;
@@ -68,30 +108,7 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
 
     // Check and preview first: nothing is written if the patch does not apply.
     let preview = publish_local(&repo_dir, &issue, &patch, protected, true)?;
-    let memory = ctx.open_memory(OpenMode::ReadOnly)?;
-    let triage = memory
-        .triage_results(&issue.repo, issue.number)?
-        .pop()
-        .map(|t| {
-            let labels: Vec<String> = t["labels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l["name"].as_str().map(String::from))
-                .collect();
-            format!(
-                "kind {} ({}), {}, labels: {}",
-                t["kind"].as_str().unwrap_or("undecided"),
-                t["kind_confidence"],
-                t["priority"].as_str().unwrap_or("?"),
-                if labels.is_empty() {
-                    "none".to_string()
-                } else {
-                    labels.join(", ")
-                }
-            )
-        });
-    drop(memory);
+    let triage = triage_summary(ctx, &issue)?;
 
     let store = ctx.run_store();
     let mut run = store.begin(&issue.repo, issue.number, "pr")?;
@@ -103,26 +120,19 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
         usage: None,
         run_id: run.id().to_string(),
     };
-    if ctx.out.interactive && !ctx.global.yes && !ctx.global.dry_run && !ctx.out.json {
-        ctx.out.info(&pr_body(&issue, &preview, &body_ctx));
-        let go = dialoguer::Confirm::new()
-            .with_prompt(format!(
-                "{} branch {} in {}?",
-                if preview.status == "would be updated" {
-                    "Update"
-                } else {
-                    "Create"
-                },
-                preview.branch,
-                repo_dir.display()
-            ))
-            .default(false)
-            .interact()
-            .unwrap_or(false);
-        if !go {
-            run.stage_finished("pr", Some("declined at the prompt"))?;
-            return Err(CommandError::failure("nothing written: declined").into());
-        }
+    let question = format!(
+        "{} branch {} in {}?",
+        if preview.status == "would be updated" {
+            "Update"
+        } else {
+            "Create"
+        },
+        preview.branch,
+        repo_dir.display()
+    );
+    if !confirm(ctx, &pr_body(&issue, &preview, &body_ctx), &question) {
+        run.stage_finished("pr", Some("declined at the prompt"))?;
+        return Err(CommandError::failure("nothing written: declined").into());
     }
     let published = match publish_local(&repo_dir, &issue, &patch, protected, ctx.global.dry_run) {
         Ok(p) => p,
@@ -202,24 +212,54 @@ fn run_github(args: &PrArgs, ctx: &Ctx, issue: &Issue, patch: &str) -> Result<()
     run.write_json("issue.json", issue)?;
     run.stage_started("pr")?;
     let run_id = run.id().to_string();
+    let triage = triage_summary(ctx, issue)?;
     let body = |p: &crate::pr::Published| {
         pr_body(
             issue,
             p,
             &BodyContext {
                 run_id: run_id.clone(),
+                triage: triage.clone(),
                 ..Default::default()
             },
         )
     };
-    let done = match forge.publish_pr(
-        &repo,
+    let gh = &ctx.config().github;
+    if !ctx.global.dry_run && ctx.out.interactive && !ctx.global.yes && !ctx.out.json {
+        // Preview (reads only), then ask.
+        let preview = forge.publish_pr(&crate::forge::github_pr::PrRequest {
+            repo: &repo,
+            issue,
+            patch,
+            protected: &ctx.config().paths.protected,
+            body: &body,
+            labels: &gh.pr_labels,
+            create_labels: gh.create_labels,
+            dry_run: true,
+        })?;
+        let text = preview.published.as_ref().map(&body).unwrap_or_default();
+        if !confirm(
+            ctx,
+            &text,
+            &format!(
+                "Open a draft pull request on {repo} from autotriage/issue-{}?",
+                issue.number
+            ),
+        ) {
+            run.stage_finished("pr", Some("declined at the prompt"))?;
+            return Err(CommandError::failure("nothing written: declined").into());
+        }
+    }
+    let done = match forge.publish_pr(&crate::forge::github_pr::PrRequest {
+        repo: &repo,
         issue,
         patch,
-        &ctx.config().paths.protected,
-        &body,
-        ctx.global.dry_run,
-    ) {
+        protected: &ctx.config().paths.protected,
+        body: &body,
+        labels: &gh.pr_labels,
+        create_labels: gh.create_labels,
+        dry_run: ctx.global.dry_run,
+    }) {
         Ok(d) => d,
         Err(e) => {
             run.stage_finished("pr", Some(&e.to_string()))?;

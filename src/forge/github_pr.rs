@@ -48,6 +48,10 @@ pub struct GithubPr {
     pub pr_status: String,
     /// The issue comment linking to the PR: `created`, `updated`, `unchanged`.
     pub comment: String,
+    /// Labels put on the PR now (ones it had are not re-added).
+    pub labels_added: Vec<String>,
+    /// Configured labels the repository lacks, skipped (`github.create_labels: false`).
+    pub labels_skipped: Vec<String>,
     /// API requests made.
     pub requests: u32,
 }
@@ -56,18 +60,41 @@ fn git(e: git2::Error) -> PatchError {
     PatchError::Git(e.message().to_string())
 }
 
+/// What to publish, and how.
+#[derive(Clone, Copy)]
+pub struct PrRequest<'a> {
+    /// The repository.
+    pub repo: &'a RepoId,
+    /// The issue the patch fixes.
+    pub issue: &'a Issue,
+    /// The unified diff.
+    pub patch: &'a str,
+    /// `paths.protected`.
+    pub protected: &'a [String],
+    /// Renders the PR description from what was published.
+    pub body: &'a dyn Fn(&Published) -> String,
+    /// `github.pr_labels`.
+    pub labels: &'a [String],
+    /// `github.create_labels`.
+    pub create_labels: bool,
+    /// Write nothing.
+    pub dry_run: bool,
+}
+
 impl GithubForge {
     /// Publish `patch` for `issue` as a draft PR. `body` renders the description from
     /// what was published.
-    pub fn publish_pr(
-        &self,
-        repo: &RepoId,
-        issue: &Issue,
-        patch: &str,
-        protected: &[String],
-        body: &dyn Fn(&Published) -> String,
-        dry_run: bool,
-    ) -> Result<GithubPr, PrError> {
+    pub fn publish_pr(&self, req: &PrRequest<'_>) -> Result<GithubPr, PrError> {
+        let PrRequest {
+            repo,
+            issue,
+            patch,
+            protected,
+            body,
+            labels,
+            create_labels,
+            dry_run,
+        } = *req;
         let what = format!("{repo}#{}", issue.number);
         let r = format!("/repos/{}/{}", repo.owner, repo.name);
         let mut out = GithubPr::default();
@@ -311,6 +338,47 @@ impl GithubForge {
         };
         out.number = pr.get("number").and_then(Value::as_u64);
         out.url = pr.get("html_url").and_then(Value::as_str).map(String::from);
+        if let Some(n) = out.number
+            && !labels.is_empty()
+        {
+            let have: Vec<String> = pr
+                .get("labels")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.get("name").and_then(Value::as_str).map(String::from))
+                .collect();
+            let mut add = Vec::new();
+            for l in labels
+                .iter()
+                .filter(|l| !have.iter().any(|h| h.eq_ignore_ascii_case(l)))
+            {
+                out.requests += 1;
+                match self.get(&what, &format!("{r}/labels/{}", l.replace(' ', "%20"))) {
+                    Ok(_) => add.push(l.clone()),
+                    Err(ForgeError::NotFound { message, .. }) if message.contains("HTTP 404") => {
+                        if create_labels {
+                            self.write("POST", &what, &format!("{r}/labels"), &json!({"name": l, "color": "ededed", "description": "Added by autotriage"}))?;
+                            out.requests += 1;
+                            add.push(l.clone());
+                        } else {
+                            out.labels_skipped.push(l.clone());
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !add.is_empty() {
+                self.write(
+                    "POST",
+                    &what,
+                    &format!("{r}/issues/{n}/labels"),
+                    &json!({"labels": add}),
+                )?;
+                out.requests += 1;
+                out.labels_added = add;
+            }
+        }
         let link = format!(
             "{}\nA draft pull request proposes a fix: {}\n",
             crate::pr::PR_MARKER,

@@ -646,6 +646,7 @@ struct RepoState {
     pulls: Vec<Value>,
     comments: Vec<Value>,
     writes: Vec<String>,
+    repo_labels: Vec<String>,
 }
 
 fn sha(text: &str) -> String {
@@ -785,6 +786,27 @@ impl wiremock::Respond for FakeRepo {
                 pr["title"] = body["title"].clone();
                 ok(pr.clone())
             }
+            ("GET", p) if p.starts_with("/labels/") => {
+                if s.repo_labels.iter().any(|l| l == &p["/labels/".len()..]) {
+                    ok(json!({"name": &p["/labels/".len()..]}))
+                } else {
+                    not_found()
+                }
+            }
+            ("POST", p) if p.starts_with("/issues/1") && p.ends_with("/labels") => {
+                let n: u64 = p
+                    .trim_start_matches("/issues/")
+                    .trim_end_matches("/labels")
+                    .parse()
+                    .unwrap();
+                let pr = s.pulls.iter_mut().find(|x| x["number"] == n).unwrap();
+                let mut have: Vec<Value> = pr["labels"].as_array().cloned().unwrap_or_default();
+                for l in body["labels"].as_array().unwrap() {
+                    have.push(json!({"name": l}));
+                }
+                pr["labels"] = json!(have);
+                ok(json!(have))
+            }
             ("GET", "/issues/3/comments") => ok(json!(s.comments)),
             ("POST", "/issues/3/comments") => {
                 let c = json!({"id": 700 + s.comments.len(), "body": body["body"], "html_url": "https://github.com/o/r/issues/3#issuecomment-700"});
@@ -818,6 +840,7 @@ fn pr_on_github_opens_one_draft_pr_and_updates_it_on_a_rerun() {
         s.commits
             .insert("base0".into(), ("tree0".into(), String::new()));
         s.refs.insert("main".into(), "base0".into());
+        s.repo_labels.push("autotriage".into());
     }
     gh.mount(
         Mock::given(method("GET"))
@@ -836,6 +859,10 @@ fn pr_on_github_opens_one_draft_pr_and_updates_it_on_a_rerun() {
     );
     let (t, env) = ctx_with(&gh.server);
     t.write("fix.diff", "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,3 +1,3 @@\n pub fn add(a: i32, b: i32) -> i32 {\n-    a - b\n+    a + b\n }\n");
+    t.write(
+        "autotriage.yaml",
+        "github:\n  pr_labels: [autotriage, needs-review]\n",
+    );
     let run = |args: &[&str]| {
         let mut cmd = t.cmd();
         for (k, v) in &env {
@@ -867,6 +894,15 @@ fn pr_on_github_opens_one_draft_pr_and_updates_it_on_a_rerun() {
     assert_eq!(v["github"]["pr_status"], "created");
     assert_eq!(v["github"]["url"], "https://github.com/o/r/pull/100");
     assert_eq!(v["github"]["published"]["status"], "created");
+    assert_eq!(v["github"]["labels_added"], json!(["autotriage"]));
+    assert_eq!(
+        v["github"]["labels_skipped"],
+        json!(["needs-review"]),
+        "github.create_labels is off"
+    );
+    // repo, base ref, base commit, 1 file, branch ref, blob, tree, commit, ref, open
+    // PRs, the PR, 2 label checks, the labels, the comments, the comment.
+    assert_eq!(v["github"]["requests"], 16);
     {
         let s = state.lock().unwrap();
         let head = s
@@ -897,6 +933,10 @@ fn pr_on_github_opens_one_draft_pr_and_updates_it_on_a_rerun() {
     let v = json(&o);
     assert_eq!(v["github"]["published"]["status"], "unchanged");
     assert_eq!(v["github"]["pr_status"], "updated");
+    assert_eq!(v["github"]["labels_added"], json!([]));
+    // No blob-free short cut yet: the tree is rebuilt to compare, then only reads
+    // and the PR update.
+    assert_eq!(v["github"]["requests"], 12);
     assert_eq!(v["github"]["comment"], "unchanged");
     let s = state.lock().unwrap();
     assert_eq!(s.pulls.len(), 1);
