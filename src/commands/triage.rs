@@ -112,17 +112,34 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         ))
         .into());
     }
-    let apply_to = if args.apply {
-        Some(ApplyTo {
-            forge: github_forge(&mut github, args, ctx)?,
-            dry_run: ctx.global.dry_run,
-            force: ctx.global.force,
-        })
-    } else {
-        None
-    };
+    if args.apply {
+        github_forge(&mut github, args, ctx)?;
+    }
+    let gh = github.as_ref();
+    let apply_to = gh.filter(|_| args.apply).map(|forge| ApplyTo {
+        forge,
+        dry_run: ctx.global.dry_run,
+        force: ctx.global.force,
+    });
     let mut memory = ctx.open_memory(OpenMode::Create)?;
-    let engine = build_engine(ctx, &mut memory)?;
+    let mut engine = build_engine(ctx, &mut memory)?;
+    // When GitHub is in use, its label list (with descriptions) says which labels exist.
+    if let Some(g) = gh {
+        let mut repos: Vec<&str> = items.iter().flatten().map(|i| i.repo.as_str()).collect();
+        repos.sort();
+        repos.dedup();
+        for repo in repos {
+            if let Some(id) = github_repo(repo) {
+                match g.labels(&id) {
+                    Ok(labels) => engine.declare_labels(repo, labels),
+                    // Without the list, labels seen in memory and config still count.
+                    Err(e) => ctx
+                        .out
+                        .warn(&format!("could not read the labels of {repo}: {e}")),
+                }
+            }
+        }
+    }
     let mut session = model_session(args.engine, args.record.as_deref(), ctx)?;
     let jobs = ctx
         .global

@@ -297,6 +297,32 @@ impl GithubForge {
         }))
     }
 
+    /// The repository's labels with their descriptions.
+    pub fn labels(&self, repo: &RepoId) -> Result<Vec<(String, Option<String>)>, ForgeError> {
+        let what = repo.to_string();
+        let mut out = Vec::new();
+        let mut url = Some(format!(
+            "/repos/{}/{}/labels?per_page=100",
+            repo.owner, repo.name
+        ));
+        while let Some(u) = url {
+            let (page, next) = self.get(&what, &u)?;
+            for l in page.as_array().into_iter().flatten() {
+                if let Some(name) = l.get("name").and_then(Value::as_str) {
+                    out.push((
+                        name.to_string(),
+                        l.get("description")
+                            .and_then(Value::as_str)
+                            .filter(|d| !d.is_empty())
+                            .map(String::from),
+                    ));
+                }
+            }
+            url = next;
+        }
+        Ok(out)
+    }
+
     /// A repository's issues (pull requests skipped), following pagination. Comments
     /// are not fetched for lists.
     pub fn issues(&self, repo: &RepoId) -> Result<Vec<Issue>, ForgeError> {

@@ -237,6 +237,8 @@ pub struct Engine {
     labelled: HashMap<String, (String, Vec<String>)>,
     /// `labels.descriptions`.
     descriptions: BTreeMap<String, String>,
+    /// Labels a forge reported per repository (name → description).
+    forge_labels: HashMap<String, BTreeMap<String, String>>,
     aliases: BTreeMap<String, Vec<String>>,
     trigger_label: String,
 }
@@ -281,6 +283,7 @@ impl Engine {
             labelled_size,
             labelled,
             descriptions: config.labels.descriptions.clone(),
+            forge_labels: HashMap::new(),
             repo_labels,
             indexes,
             threshold: config.triage.threshold,
@@ -407,13 +410,31 @@ impl Engine {
             .unwrap_or_default();
         v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let mut out: Vec<String> = v.into_iter().map(|(l, _)| l.clone()).collect();
-        // Labels declared in `labels.descriptions` exist too.
-        for l in self.descriptions.keys() {
-            if !out.iter().any(|o| o.eq_ignore_ascii_case(l)) {
-                out.push(l.clone());
+        // Labels declared in `labels.descriptions`, or reported by the forge, exist too.
+        for (l, _) in self.declared_labels(repo) {
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(&l)) {
+                out.push(l);
             }
         }
         out
+    }
+
+    /// Record the labels a forge says a repository has (with descriptions).
+    pub fn declare_labels(&mut self, repo: &str, labels: Vec<(String, Option<String>)>) {
+        let entry = self.forge_labels.entry(repo.to_string()).or_default();
+        for (name, description) in labels {
+            entry.insert(name, description.unwrap_or_default());
+        }
+    }
+
+    /// Labels known to exist without any issue in memory carrying them: the config's
+    /// and the forge's, with descriptions ("" when none).
+    fn declared_labels(&self, repo: &str) -> Vec<(String, String)> {
+        self.descriptions
+            .iter()
+            .chain(self.forge_labels.get(repo).into_iter().flatten())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// The repository's labels with their descriptions (from `labels.descriptions`).
@@ -422,10 +443,10 @@ impl Engine {
             .into_iter()
             .map(|l| {
                 let d = self
-                    .descriptions
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(&l))
-                    .map(|(_, d)| d.clone());
+                    .declared_labels(repo)
+                    .into_iter()
+                    .find(|(k, d)| k.eq_ignore_ascii_case(&l) && !d.is_empty())
+                    .map(|(_, d)| d);
                 (l, d)
             })
             .collect()
@@ -481,10 +502,10 @@ impl Engine {
                         .map(|(l, n)| (l.clone(), *n))
                         // A declared label that no issue carries yet still exists.
                         .or_else(|| {
-                            self.descriptions
-                                .keys()
-                                .find(|l| l.eq_ignore_ascii_case(c))
-                                .map(|l| (l.clone(), 0))
+                            self.declared_labels(&issue.repo)
+                                .into_iter()
+                                .find(|(l, _)| l.eq_ignore_ascii_case(c))
+                                .map(|(l, _)| (l, 0))
                         })
                 })
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));

@@ -416,9 +416,9 @@ fn triage_apply_twice_gives_one_comment_and_the_labels_once() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["applied"]["comment"], "created");
-    // API calls: read issue + comments, then check issue, add labels, check comments,
-    // create the comment.
-    assert_eq!(gh.requests().len() - before, 6);
+    // API calls: read issue + comments, the repository's labels, then check issue,
+    // add labels, check comments, create the comment.
+    assert_eq!(gh.requests().len() - before, 7);
     assert_eq!(
         v["applied"]["comment_url"],
         "https://github.com/o/r/issues/7#issuecomment-901"
@@ -426,7 +426,7 @@ fn triage_apply_twice_gives_one_comment_and_the_labels_once() {
     let before = gh.requests().len();
     let o = run(&["triage", "o/r#7", "--from", "github", "--apply", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(gh.requests().len() - before, 4, "a re-run only reads");
+    assert_eq!(gh.requests().len() - before, 5, "a re-run only reads");
     let v = json(&o);
     assert_eq!(v["applied"]["labels_added"], json!([]));
     assert_eq!(v["applied"]["comment"], "unchanged");
@@ -971,4 +971,46 @@ fn pr_on_github_opens_one_draft_pr_and_updates_it_on_a_rerun() {
         "the fake reuses the number, so the link is still right"
     );
     assert_eq!(state.lock().unwrap().pulls.len(), 1);
+}
+
+#[test]
+fn the_repositorys_labels_on_github_decide_what_can_be_applied() {
+    let gh = FakeGithub::start();
+    let v = issue(
+        4,
+        "Crash when a page has an empty title",
+        "thread 'main' panicked at src/page.rs:57:22\n\nSteps to reproduce:\n1. run `widgets build`\n2. see\n\nExpected: it builds. Actual: panic.\n\nwidgets 1.3.0",
+        &[],
+        false,
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/n/r/issues/4"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(v)),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/n/r/issues/4/comments"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([]))),
+    );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/n/r/labels"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"id": 1, "name": "type: bug", "description": "Something is broken", "color": "d73a4a", "default": false}]))),
+    );
+    let (t, env) = ctx_with(&gh.server);
+    let ex = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/issues");
+    assert_eq!(code(&t.run(&["memory", "import", ex.to_str().unwrap()])), 0);
+    let mut cmd = t.cmd();
+    for (k, val) in &env {
+        cmd.env(k, val);
+    }
+    let o = cmd.args(["triage", "n/r#4", "--json"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["kind"], "bug", "{v}");
+    assert_eq!(
+        v["labels"][0]["name"], "type: bug",
+        "the repository's own label for bugs: {v}"
+    );
 }
