@@ -312,8 +312,17 @@ pub struct PrArgs {
     #[arg(value_name = "REF")]
     pub reference: String,
     /// The change, as a unified diff (`git diff` output).
-    #[arg(long, value_name = "FILE")]
-    pub patch: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "run",
+        conflicts_with = "run"
+    )]
+    pub patch: Option<PathBuf>,
+    /// Publish this run's chosen candidate (`test.json`'s `chosen`, else
+    /// `candidates.json`'s), with its test evidence in the description.
+    #[arg(long, value_name = "ID")]
+    pub run: Option<String>,
     /// `local`: a branch in this checkout and `pr.md`; `github`: a branch and a draft
     /// pull request on GitHub (GITHUB_TOKEN), and a comment on the issue linking it.
     #[arg(long, value_enum, default_value_t = ForgeArg::Local)]

@@ -87,17 +87,58 @@ fn confirm(ctx: &Ctx, body: &str, question: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The diff to publish and, for a run, its test evidence.
+fn read_patch(args: &PrArgs, ctx: &Ctx) -> Result<(String, Option<String>)> {
+    if let Some(path) = &args.patch {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CommandError::usage(format!(
+                "cannot read the patch {}: {e}\n  fix: check the path",
+                path.display()
+            ))
+        })?;
+        return Ok((text, None));
+    }
+    let id = args.run.as_deref().unwrap_or_default();
+    let store = ctx.run_store();
+    let detail = store.show(id)?;
+    let read = |name: &str| -> Option<serde_json::Value> {
+        detail
+            .files
+            .iter()
+            .any(|(n, _)| n == name)
+            .then(|| store.read_file(&detail.meta.id, name).ok())
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    };
+    let test = read("test.json");
+    let chosen = test
+        .as_ref()
+        .and_then(|t| t.get("chosen").and_then(serde_json::Value::as_u64))
+        .or_else(|| read("candidates.json").and_then(|c| c.get("chosen").and_then(serde_json::Value::as_u64)))
+        .ok_or_else(|| CommandError::usage(format!("run {} has no chosen candidate\n  fix: pass --patch FILE, or run `autotriage fix` (and `test`) first", detail.meta.id)))?;
+    let name = format!("candidates/{chosen}.diff");
+    let text = store.read_file(&detail.meta.id, &name)?;
+    let evidence = test.map(|t| {
+        format!(
+            "From run `{}`: verdict **{}**; {}",
+            detail.meta.id,
+            t.get("verdict")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("unknown"),
+            t.get("summary")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("see test.json")
+        )
+    });
+    Ok((text, evidence))
+}
+
 /// Run `pr`.
 pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     let issue = resolve_issue(args, ctx)?;
-    let patch = std::fs::read_to_string(&args.patch).map_err(|e| {
-        CommandError::usage(format!(
-            "cannot read the patch {}: {e}\n  fix: check the path",
-            args.patch.display()
-        ))
-    })?;
+    let (patch, evidence) = read_patch(args, ctx)?;
     if args.forge == crate::cli::ForgeArg::Github {
-        return run_github(args, ctx, &issue, &patch);
+        return run_github(args, ctx, &issue, &patch, evidence);
     }
     let repo_dir = ctx
         .workspace
@@ -116,7 +157,7 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     run.stage_started("pr")?;
     let body_ctx = BodyContext {
         triage,
-        tests: None,
+        tests: evidence,
         usage: None,
         run_id: run.id().to_string(),
     };
@@ -191,7 +232,13 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
 }
 
 /// `pr --forge github`: a draft pull request on GitHub.
-fn run_github(args: &PrArgs, ctx: &Ctx, issue: &Issue, patch: &str) -> Result<()> {
+fn run_github(
+    args: &PrArgs,
+    ctx: &Ctx,
+    issue: &Issue,
+    patch: &str,
+    evidence: Option<String>,
+) -> Result<()> {
     let repo = match IssueRef::parse(&issue.reference(), &ctx.ref_context()) {
         Ok(IssueRef::Remote { repo, .. }) => repo,
         _ => {
@@ -220,6 +267,7 @@ fn run_github(args: &PrArgs, ctx: &Ctx, issue: &Issue, patch: &str) -> Result<()
             &BodyContext {
                 run_id: run_id.clone(),
                 triage: triage.clone(),
+                tests: evidence.clone(),
                 ..Default::default()
             },
         )

@@ -142,6 +142,15 @@ fn an_issue_is_read_with_all_its_comments_through_retries() {
 fn a_repository_batch_follows_pages_and_skips_pull_requests() {
     let gh = FakeGithub::start();
     let list = "/repos/o/r/issues";
+    // Page 2 is rate limited once: the batch waits and finishes.
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path(list))
+            .and(query_param("page", "2"))
+            .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "0"))
+            .up_to_n_times(1)
+            .with_priority(1),
+    );
     gh.mount(
         Mock::given(method("GET"))
             .and(path(list))
@@ -210,6 +219,17 @@ fn a_repository_batch_follows_pages_and_skips_pull_requests() {
 #[test]
 fn github_errors_are_explained() {
     let gh = FakeGithub::start();
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/o/r/issues/9"))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .insert_header("x-accepted-oauth-scopes", "repo")
+                    .set_body_json(
+                        json!({"message": "Resource not accessible by personal access token"}),
+                    ),
+            ),
+    );
     gh.mount(Mock::given(method("GET")).and(path("/repos/o/r/issues/404")).respond_with(ResponseTemplate::new(404).set_body_json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}))));
     gh.mount(
         Mock::given(method("GET"))
@@ -234,6 +254,7 @@ fn github_errors_are_explained() {
         ("o/r#404", "the repository or issue does not exist"),
         ("o/r#5", "this is a pull request"),
         ("o/r#6", "the token was refused"),
+        ("o/r#9", "the token lacks a scope"),
     ] {
         let mut cmd = t.cmd();
         for (k, v) in &env {

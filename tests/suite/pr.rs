@@ -146,3 +146,39 @@ fn protected_and_escaping_paths_are_refused() {
         stderr(&o)
     );
 }
+
+#[test]
+fn pr_publishes_a_runs_chosen_candidate_with_its_evidence() {
+    let (t, _) = checkout();
+    let id = "20261124T000000Z-calc-3-abcd";
+    let dir = t.path().join(".autotriage/runs").join(id);
+    std::fs::create_dir_all(dir.join("candidates")).unwrap();
+    std::fs::write(
+        dir.join("run.json"),
+        serde_json::json!({"schema_version": 1, "id": id, "reference": "acme/calc#3", "repo": "acme/calc", "number": 3, "command": "fix",
+            "created_at": "2026-11-24T00:00:00Z", "updated_at": "2026-11-24T00:00:00Z", "stages": {}}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("candidates/1.diff"), FIX).unwrap();
+    std::fs::write(dir.join("test.json"), r#"{"chosen": 1, "verdict": "pass", "summary": "tests::add went fail to pass, no regressions"}"#).unwrap();
+    let o = t.run(&["pr", "issues/3.md", "--run", id, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["status"], "created");
+    let body = std::fs::read_to_string(std::path::Path::new(v["body"].as_str().unwrap())).unwrap();
+    assert!(
+        body.contains("verdict **pass**; tests::add went fail to pass, no regressions"),
+        "{body}"
+    );
+
+    std::fs::remove_file(dir.join("test.json")).unwrap();
+    let o = t.run(&["pr", "issues/3.md", "--run", id]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("has no chosen candidate"),
+        "{}",
+        stderr(&o)
+    );
+    let o = t.run(&["pr", "issues/3.md"]);
+    assert_eq!(code(&o), 2, "--patch or --run is required");
+}
