@@ -126,6 +126,16 @@ impl Redactor {
         out
     }
 
+    /// A copy of any serde value with every string redacted (an issue, a request).
+    pub fn redact_value<T: serde::Serialize + serde::de::DeserializeOwned + Clone>(
+        &self,
+        value: &T,
+    ) -> T {
+        let mut v = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+        self.redact_json(&mut v);
+        serde_json::from_value(v).unwrap_or_else(|_| value.clone())
+    }
+
     /// Redact every string inside a JSON value, in place.
     pub fn redact_json(&self, value: &mut serde_json::Value) {
         match value {

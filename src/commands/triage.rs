@@ -398,7 +398,7 @@ fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &I
     let mut spent = 0.0;
     // Redact before the prompt cuts the body: a cut through a secret would leave a
     // fragment no pattern recognises.
-    let redacted = redact_issue(&session.redactor, issue);
+    let redacted = session.redactor.redact_value(issue);
     match session.structured(
         "triage",
         tmodel::request(&redacted, &ctx),
@@ -466,13 +466,6 @@ fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &I
             }
         }
     }
-}
-
-/// The issue with every text field redacted.
-fn redact_issue(redactor: &crate::redact::Redactor, issue: &Issue) -> Issue {
-    let mut v = serde_json::to_value(issue).unwrap_or(serde_json::Value::Null);
-    redactor.redact_json(&mut v);
-    serde_json::from_value(v).unwrap_or_else(|_| issue.clone())
 }
 
 fn report_error(ctx: &Ctx, reference: &str, message: &str) {

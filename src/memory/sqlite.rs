@@ -209,7 +209,7 @@ impl SqliteMemory {
             .optional()?
             .is_some();
         // Every text field is redacted, the whole issue at once (as the run store does).
-        let issue = &redacted(redactor, issue);
+        let issue = &redactor.redact_value(issue);
         let labels = serde_json::to_string(&issue.labels).unwrap_or_else(|_| "[]".into());
         let comments = serde_json::to_string(&issue.comments).unwrap_or_else(|_| "[]".into());
         tx.execute(
@@ -273,12 +273,6 @@ impl SqliteMemory {
             labels: issue.labels.clone(),
         }
     }
-}
-
-fn redacted(redactor: &Redactor, issue: &Issue) -> Issue {
-    let mut v = serde_json::to_value(issue).unwrap_or(serde_json::Value::Null);
-    redactor.redact_json(&mut v);
-    serde_json::from_value(v).unwrap_or_else(|_| issue.clone())
 }
 
 fn check_header(path: &Path) -> Result<(), MemoryError> {

@@ -436,22 +436,7 @@ impl Bedrock {
                 _ => {}
             }
         }
-        let content = blocks
-            .into_iter()
-            .filter_map(|(tool, text)| match tool {
-                Some((id, name)) => Some(Block::ToolUse {
-                    id,
-                    name,
-                    input: if text.trim().is_empty() {
-                        Value::Object(Default::default())
-                    } else {
-                        serde_json::from_str(&text).unwrap_or(Value::String(text))
-                    },
-                }),
-                None if !text.is_empty() => Some(Block::Text { text }),
-                None => None,
-            })
-            .collect();
+        let content = super::streamed_blocks(blocks);
         Ok(Response {
             content,
             stop_reason,

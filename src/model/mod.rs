@@ -390,6 +390,28 @@ pub(crate) fn transport_error(url: &str, timeout_secs: u64, e: &reqwest::Error) 
     }
 }
 
+/// Blocks accumulated from a stream, by index: `(Some((id, name)), json)` for a tool
+/// call, `(None, text)` for text. Empty text is dropped; tool input that is not JSON
+/// (a call cut off mid-stream) is kept as a string.
+pub(crate) fn streamed_blocks(blocks: Vec<(Option<(String, String)>, String)>) -> Vec<Block> {
+    blocks
+        .into_iter()
+        .filter_map(|(tool, text)| match tool {
+            Some((id, name)) => Some(Block::ToolUse {
+                id,
+                name,
+                input: if text.trim().is_empty() {
+                    Value::Object(Default::default())
+                } else {
+                    serde_json::from_str(&text).unwrap_or(Value::String(text))
+                },
+            }),
+            None if !text.is_empty() => Some(Block::Text { text }),
+            None => None,
+        })
+        .collect()
+}
+
 /// True when a response is a server-sent event stream.
 pub(crate) fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
     headers

@@ -43,24 +43,9 @@ pub struct StructuredError {
     pub usage: Vec<CallUsage>,
 }
 
-fn redact_value(r: &Redactor, v: &mut Value) {
-    r.redact_json(v);
-}
-
 /// The request with every text redacted.
 pub fn redact_request(r: &Redactor, request: &Request) -> Request {
-    let mut req = request.clone();
-    req.system = req.system.map(|s| r.redact(&s).into_owned());
-    for m in &mut req.messages {
-        for b in &mut m.content {
-            match b {
-                Block::Text { text } => *text = r.redact(text).into_owned(),
-                Block::ToolResult { content, .. } => *content = r.redact(content).into_owned(),
-                Block::ToolUse { input, .. } => redact_value(r, input),
-            }
-        }
-    }
-    req
+    r.redact_value(request)
 }
 
 impl Session {
