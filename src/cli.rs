@@ -347,6 +347,33 @@ pub enum EvalCommand {
     Duplicates(EvalDuplicatesArgs),
     /// Agreement of the priority rules with people's priorities.
     Priority(EvalPriorityArgs),
+    /// Code localization on SWE-bench-format issues: file recall@1/3/5/10, MRR and
+    /// context size.
+    Localize(EvalLocalizeArgs),
+}
+
+/// `eval localize`
+#[derive(Debug, Args)]
+pub struct EvalLocalizeArgs {
+    /// JSON lines with `repo`, `instance_id`, `base_commit`, `problem_statement` and
+    /// `patch` (SWE-bench format).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub dataset: PathBuf,
+    /// Folder of git repositories: `DIR/owner+name/repo` or `DIR/owner/name`, bare or not.
+    #[arg(long, value_name = "DIR")]
+    pub repos: PathBuf,
+    /// Only these instances (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub instance: Vec<String>,
+    /// Only odd or even records (tune on one, report the other).
+    #[arg(long, value_enum, default_value_t = LineSelection::All)]
+    pub lines: LineSelection,
+    /// At most this many instances.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Where the code indexes are cached (default: .autotriage/index).
+    #[arg(long, value_name = "DIR")]
+    pub index_dir: Option<PathBuf>,
 }
 
 /// `eval triage`

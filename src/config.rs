@@ -77,6 +77,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// GitHub settings.
     pub github: GithubConfig,
+    /// How the code is searched (the locate stage).
+    pub locate: LocateConfig,
     /// How tests run.
     pub test: TestConfig,
     /// Extra secret redaction.
@@ -428,6 +430,44 @@ impl Default for TestConfig {
             sandbox: SandboxPolicy::Auto,
             runner: TestRunner::Local,
             project: None,
+        }
+    }
+}
+
+/// `locate.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocateConfig {
+    /// Globs of files never indexed (vendored, generated, lock files…); replaces the
+    /// default list.
+    pub exclude: Vec<String>,
+    /// Files larger than this many bytes are not indexed.
+    pub max_file_bytes: u64,
+    /// Token budget of the code context given to the repair prompt.
+    pub context_tokens: usize,
+    /// Files in the ranking.
+    pub max_files: usize,
+    /// Files the context may draw from (best first).
+    pub context_files: usize,
+    /// Ask the configured model to re-rank the top files.
+    pub rerank: bool,
+    /// How many top files the model re-ranks.
+    pub rerank_files: usize,
+}
+
+impl Default for LocateConfig {
+    fn default() -> Self {
+        Self {
+            exclude: crate::locate::files::DEFAULT_EXCLUDE
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect(),
+            max_file_bytes: 1_000_000,
+            context_tokens: 12_000,
+            max_files: 20,
+            context_files: 8,
+            rerank: false,
+            rerank_files: 10,
         }
     }
 }
@@ -832,6 +872,27 @@ fn validate_with_text(
             "runs.backend",
             "`runs.backend` is s3 but `runs.bucket` is unset".into(),
             "set runs.bucket",
+        );
+    }
+    for (key, v, min) in [
+        ("locate.context_tokens", config.locate.context_tokens, 500),
+        ("locate.max_files", config.locate.max_files, 1),
+        ("locate.context_files", config.locate.context_files, 1),
+        ("locate.rerank_files", config.locate.rerank_files, 2),
+    ] {
+        if v < min {
+            return fail(
+                key,
+                format!("`{key}` is {v}, below {min}"),
+                &format!("give a number of at least {min}"),
+            );
+        }
+    }
+    if config.locate.max_file_bytes == 0 {
+        return fail(
+            "locate.max_file_bytes",
+            "`locate.max_file_bytes` is 0".into(),
+            "give a size in bytes, e.g. 1000000",
         );
     }
     if config.test.timeout == 0 {

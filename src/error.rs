@@ -99,6 +99,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<crate::pr::PatchError>() {
             return e.exit();
         }
+        if let Some(e) = cause.downcast_ref::<crate::locate::LocateError>() {
+            return e.exit();
+        }
         if let Some(e) = cause.downcast_ref::<crate::forge::github_pr::PrError>() {
             return e.exit();
         }

@@ -431,3 +431,130 @@ pub fn priority(reports: &[(String, String, String)]) -> PriorityReport {
         mapping,
     }
 }
+
+/// Files a unified diff changes (the `b/` side, or `a/` for deletions).
+pub fn patch_files(patch: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in patch.lines() {
+        if let Some(rest) = line.strip_prefix("diff --git ") {
+            if let Some((_, b)) = rest.split_once(" b/") {
+                let p = b.to_string();
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        } else if let Some(rest) = line.strip_prefix("+++ b/") {
+            let p = rest.trim_end().to_string();
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// One localization instance's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalizeOutcome {
+    /// The instance.
+    pub instance_id: String,
+    /// Files its fix changed.
+    pub gold: Vec<String>,
+    /// 1-based rank of the first gold file, when ranked.
+    pub first_rank: Option<usize>,
+    /// Share of gold files in the top 1, 3, 5, 10.
+    pub recall: [f64; 4],
+    /// Tokens of the context built.
+    pub context_tokens: usize,
+    /// Whether a gold file is in the context.
+    pub gold_in_context: bool,
+    /// Seconds to open or build the index.
+    pub index_seconds: f64,
+    /// Seconds to rank and build the context.
+    pub locate_seconds: f64,
+}
+
+/// Score a ranking against the gold files.
+pub fn localize_outcome(instance_id: &str, gold: &[String], ranked: &[String]) -> LocalizeOutcome {
+    let first_rank = ranked.iter().position(|p| gold.contains(p)).map(|i| i + 1);
+    let recall_at = |k: usize| {
+        if gold.is_empty() {
+            return 0.0;
+        }
+        gold.iter()
+            .filter(|g| ranked.iter().take(k).any(|p| p == *g))
+            .count() as f64
+            / gold.len() as f64
+    };
+    LocalizeOutcome {
+        instance_id: instance_id.to_string(),
+        gold: gold.to_vec(),
+        first_rank,
+        recall: [recall_at(1), recall_at(3), recall_at(5), recall_at(10)],
+        context_tokens: 0,
+        gold_in_context: false,
+        index_seconds: 0.0,
+        locate_seconds: 0.0,
+    }
+}
+
+/// The figures of `eval localize`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalizeReport {
+    /// Instances measured.
+    pub instances: usize,
+    /// Mean share of gold files in the top 1.
+    pub recall_at_1: f64,
+    /// … top 3.
+    pub recall_at_3: f64,
+    /// … top 5.
+    pub recall_at_5: f64,
+    /// … top 10.
+    pub recall_at_10: f64,
+    /// Mean reciprocal rank of the first gold file (0 when not ranked).
+    pub mrr: f64,
+    /// Median tokens of the context.
+    pub median_context_tokens: f64,
+    /// Share of instances whose context holds a gold file.
+    pub gold_in_context: f64,
+    /// Median seconds per instance (index plus ranking).
+    pub median_seconds: f64,
+    /// Median seconds to rank and build the context (index excluded).
+    pub median_locate_seconds: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Aggregate outcomes.
+pub fn localize_report(outcomes: &[LocalizeOutcome]) -> LocalizeReport {
+    let n = outcomes.len().max(1) as f64;
+    let mean = |f: &dyn Fn(&LocalizeOutcome) -> f64| outcomes.iter().map(f).sum::<f64>() / n;
+    LocalizeReport {
+        instances: outcomes.len(),
+        recall_at_1: mean(&|o| o.recall[0]),
+        recall_at_3: mean(&|o| o.recall[1]),
+        recall_at_5: mean(&|o| o.recall[2]),
+        recall_at_10: mean(&|o| o.recall[3]),
+        mrr: mean(&|o| o.first_rank.map_or(0.0, |r| 1.0 / r as f64)),
+        median_context_tokens: median(outcomes.iter().map(|o| o.context_tokens as f64).collect()),
+        gold_in_context: mean(&|o| if o.gold_in_context { 1.0 } else { 0.0 }),
+        median_seconds: median(
+            outcomes
+                .iter()
+                .map(|o| o.index_seconds + o.locate_seconds)
+                .collect(),
+        ),
+        median_locate_seconds: median(outcomes.iter().map(|o| o.locate_seconds).collect()),
+    }
+}

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod forge;
 pub mod interrupt;
 pub mod issue;
+pub mod locate;
 pub mod memory;
 pub mod model;
 pub mod pr;

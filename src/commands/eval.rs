@@ -8,7 +8,8 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::cli::{
-    EvalCommand, EvalDuplicatesArgs, EvalPriorityArgs, EvalTriageArgs, LineSelection,
+    EvalCommand, EvalDuplicatesArgs, EvalLocalizeArgs, EvalPriorityArgs, EvalTriageArgs,
+    LineSelection,
 };
 use crate::error::CommandError;
 use crate::eval::{self, KindReport, LabelledText, Report};
@@ -23,6 +24,7 @@ pub fn run(cmd: EvalCommand, ctx: &Ctx) -> Result<()> {
         EvalCommand::Triage(args) => triage(&args, ctx),
         EvalCommand::Duplicates(args) => duplicates(&args, ctx),
         EvalCommand::Priority(args) => priority(&args, ctx),
+        EvalCommand::Localize(args) => localize(&args, ctx),
     }
 }
 
@@ -520,5 +522,150 @@ fn priority(args: &EvalPriorityArgs, ctx: &Ctx) -> Result<()> {
     }
     let mapping: Vec<String> = r.mapping.iter().map(|(k, v)| format!("{k}→{v}")).collect();
     ctx.out.line(&format!("  mapping: {}", mapping.join(", ")));
+    Ok(())
+}
+
+/// One SWE-bench-format record.
+#[derive(serde::Deserialize)]
+struct LocalizeRecord {
+    repo: String,
+    instance_id: String,
+    base_commit: String,
+    problem_statement: String,
+    patch: String,
+}
+
+/// The git dir of `owner/name` under `root`, in the layouts `eval localize` accepts.
+fn find_repo(root: &Path, repo: &str) -> Option<git2::Repository> {
+    let (owner, name) = repo.split_once('/')?;
+    [
+        root.join(format!("{owner}+{name}")).join("repo"),
+        root.join(owner).join(name),
+        root.join(format!("{owner}+{name}")),
+    ]
+    .iter()
+    .find_map(|p| git2::Repository::open(p).ok())
+}
+
+fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
+    use crate::locate::{self, LocateSettings};
+    let text = std::fs::read_to_string(&args.dataset).map_err(|e| {
+        CommandError::usage(format!(
+            "cannot read {}: {e}\n  fix: check the path",
+            args.dataset.display()
+        ))
+    })?;
+    if !args.repos.is_dir() {
+        return Err(CommandError::usage(format!(
+            "--repos {}: not a folder\n  fix: give the folder holding owner+name/repo git dirs",
+            args.repos.display()
+        ))
+        .into());
+    }
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let r: LocalizeRecord = serde_json::from_str(line).map_err(|e| {
+            CommandError::usage(format!(
+                "{}:{}: not a SWE-bench record: {e}\n  fix: each line needs repo, instance_id, base_commit, problem_statement and patch",
+                args.dataset.display(),
+                i + 1
+            ))
+        })?;
+        if !keep(args.lines, records.len() + usize::from(false))
+            && args.instance.is_empty()
+        {
+            records.push(None);
+            continue;
+        }
+        if !args.instance.is_empty() && !args.instance.contains(&r.instance_id) {
+            continue;
+        }
+        records.push(Some(r));
+    }
+    let mut records: Vec<LocalizeRecord> = records.into_iter().flatten().collect();
+    if let Some(n) = args.limit {
+        records.truncate(n);
+    }
+    let settings = LocateSettings::from_config(&ctx.config().locate)?;
+    let cache = args
+        .index_dir
+        .clone()
+        .unwrap_or_else(|| ctx.workspace.state_dir().join("index"));
+    let bar = ctx.out.progress(records.len() as u64, "localizing");
+    let mut outcomes = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for r in &records {
+        bar.inc(1);
+        let Some(repo) = find_repo(&args.repos, &r.repo) else {
+            skipped.push(format!("{}: no git repository for {} under {}", r.instance_id, r.repo, args.repos.display()));
+            continue;
+        };
+        let Ok(oid) = git2::Oid::from_str(&r.base_commit) else {
+            skipped.push(format!("{}: base_commit {:?} is not a commit id", r.instance_id, r.base_commit));
+            continue;
+        };
+        if repo.find_commit(oid).is_err() {
+            skipped.push(format!("{}: base commit {} is not in {}", r.instance_id, r.base_commit, repo.path().display()));
+            continue;
+        }
+        let (index, info) = locate::open_index(&cache, &repo, oid, &settings)?;
+        let index_seconds = info.seconds;
+        let (title, body) = r
+            .problem_statement
+            .split_once('\n')
+            .unwrap_or((r.problem_statement.as_str(), ""));
+        let located = locate::locate(&repo, &index, info, title, body, &[], &settings);
+        let gold = eval::patch_files(&r.patch);
+        let ranked: Vec<String> = located.files.iter().map(|f| f.path.clone()).collect();
+        let mut o = eval::localize_outcome(&r.instance_id, &gold, &ranked);
+        o.context_tokens = located.context.used_tokens;
+        o.gold_in_context = located.context.files.iter().any(|f| gold.contains(&f.path));
+        o.index_seconds = index_seconds;
+        o.locate_seconds = located.seconds;
+        ctx.out.debug(&format!(
+            "{}: first gold at {} (gold {}; top: {})",
+            r.instance_id,
+            o.first_rank.map_or("-".into(), |r| r.to_string()),
+            gold.join(", "),
+            ranked.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+        ));
+        outcomes.push(o);
+    }
+    bar.finish_and_clear();
+    for s in &skipped {
+        ctx.out.warn(&format!("skipped {s}"));
+    }
+    if outcomes.is_empty() {
+        return Err(CommandError::usage(format!(
+            "no instance of {} could be measured\n  fix: put the repositories under {} as owner+name/repo or owner/name (git dirs holding the base commits)",
+            args.dataset.display(),
+            args.repos.display()
+        ))
+        .into());
+    }
+    let report = eval::localize_report(&outcomes);
+    if ctx.global.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("skipped".into(), json!(skipped.len()));
+            o.insert("per_instance".into(), serde_json::to_value(&outcomes)?);
+        }
+        ctx.out.json(&v);
+        return Ok(());
+    }
+    ctx.out.line(&format!(
+        "{} instances ({} skipped)\n  file recall@1  {:.3}\n  file recall@3  {:.3}\n  file recall@5  {:.3}\n  file recall@10 {:.3}\n  MRR            {:.3}\n  median context {:.0} tokens (gold file in context: {:.3})\n  median time    {:.3} s per instance ({:.3} s ranking, rest index)",
+        report.instances,
+        skipped.len(),
+        report.recall_at_1,
+        report.recall_at_3,
+        report.recall_at_5,
+        report.recall_at_10,
+        report.mrr,
+        report.median_context_tokens,
+        report.gold_in_context,
+        report.median_seconds,
+        report.median_locate_seconds,
+    ));
     Ok(())
 }
