@@ -82,6 +82,9 @@ pub enum Command {
     /// Triage issues offline: kind (or abstain), labels, priority, duplicates, missing
     /// information, fixability. Learns from memory's labelled history.
     Triage(TriageArgs),
+    /// Work on a fix: triage, then locate the code (ranked files with their evidence
+    /// and a code context within a token budget, `context.json` in the run).
+    Fix(FixArgs),
     /// Publish a patch for an issue as branch `autotriage/issue-N` in this checkout (one
     /// commit from HEAD; the working tree is not touched) with a PR description in the
     /// run folder (`pr.md`).
@@ -303,6 +306,39 @@ pub enum EngineArg {
     Model,
     /// Offline, and the model (when configured) where offline abstains.
     Auto,
+}
+
+/// `fix`
+#[derive(Debug, Args)]
+pub struct FixArgs {
+    /// Issues, as for `triage` (one issue per reference).
+    #[arg(value_name = "REF", required = true)]
+    pub refs: Vec<String>,
+    /// Stop after this stage.
+    #[arg(long, value_enum, default_value_t = FixStage::Locate)]
+    pub until: FixStage,
+    /// The checkout to work in (default: the current one; its `origin` must be the
+    /// issue's repository).
+    #[arg(long, value_name = "DIR", env = "AUTOTRIAGE_REPO_DIR")]
+    pub repo_dir: Option<PathBuf>,
+    /// Ask the configured model to re-rank the top files (locate.rerank).
+    #[arg(long, overrides_with = "no_rerank")]
+    pub rerank: bool,
+    /// Do not re-rank with the model, whatever the config says.
+    #[arg(long)]
+    pub no_rerank: bool,
+    /// Where GitHub references are read from.
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    pub from: SourceArg,
+}
+
+/// The stages of `fix`, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum FixStage {
+    /// Kind, priority, labels, duplicates, what is missing.
+    Triage,
+    /// Ranked files and symbols with evidence; the code context.
+    Locate,
 }
 
 /// `pr`

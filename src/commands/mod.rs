@@ -3,6 +3,7 @@
 pub mod completions;
 pub mod config;
 pub mod eval;
+pub mod fix;
 pub mod init;
 pub mod memory;
 pub mod output;
@@ -154,6 +155,7 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
     };
     match cli.command {
         Command::Triage(args) => triage::run(&args, &ctx),
+        Command::Fix(args) => fix::run(&args, &ctx),
         Command::Eval(cmd) => eval::run(cmd, &ctx),
         Command::Pr(args) => pr::run(&args, &ctx),
         Command::Memory(cmd) => memory::run(cmd, &ctx),

@@ -10,6 +10,7 @@ pub mod evidence;
 pub mod files;
 pub mod index;
 pub mod rank;
+pub mod rerank;
 pub mod symbols;
 pub mod tokens;
 

@@ -14,7 +14,7 @@ use crate::issue::Issue;
 use crate::runs::RunMeta;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Memory failures. None of them touches the file: a memory that cannot be read is
 /// reported, never repaired or replaced silently.
@@ -192,6 +192,12 @@ pub enum ExportRecord {
         /// Its `run.json`.
         meta: Box<RunMeta>,
     },
+    /// A fix: the files a patch for an issue changed, and what became of it.
+    Fix {
+        /// The fix.
+        #[serde(flatten)]
+        fix: FixRecord,
+    },
     /// Learned state (trained models, settings learned from outcomes).
     Kv {
         /// Key.
@@ -201,6 +207,27 @@ pub enum ExportRecord {
         /// When.
         updated_at: String,
     },
+}
+
+/// The files a fix of an issue changed: the prior that similar issues are fixed in
+/// the same places.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixRecord {
+    /// Repository.
+    pub repo: String,
+    /// Issue number.
+    pub number: u64,
+    /// The run (or PR) that made it.
+    pub run_id: String,
+    /// Paths changed.
+    pub files: Vec<String>,
+    /// `published`, `passed`, `failed`, `merged`, `rejected`…
+    pub verdict: String,
+    /// The pull request, when one exists.
+    #[serde(default)]
+    pub pr_url: Option<String>,
+    /// When.
+    pub created_at: String,
 }
 
 /// The memory backend interface.
@@ -255,6 +282,10 @@ pub trait Memory {
     fn get_kv(&self, key: &str) -> Result<Option<serde_json::Value>, MemoryError>;
     /// Store learned state.
     fn put_kv(&mut self, key: &str, value: &serde_json::Value) -> Result<(), MemoryError>;
+    /// Record (or replace) a fix.
+    fn record_fix(&mut self, fix: &FixRecord) -> Result<(), MemoryError>;
+    /// The fixes of an issue, oldest first.
+    fn fixes(&self, repo: &str, number: u64) -> Result<Vec<FixRecord>, MemoryError>;
     /// Everything, as export records, in a stable order.
     fn export(&self) -> Result<Vec<ExportRecord>, MemoryError>;
 }

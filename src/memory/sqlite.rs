@@ -11,7 +11,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    ExportRecord, ImportCounts, IssueSummary, ListFilter, Memory, MemoryError, SCHEMA_VERSION,
+    ExportRecord, FixRecord, ImportCounts, IssueSummary, ListFilter, Memory, MemoryError, SCHEMA_VERSION,
     SearchHit, Stats,
 };
 use crate::issue::{Issue, IssueState};
@@ -79,6 +79,19 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 2: reactions, for priority.
     "ALTER TABLE issues ADD COLUMN reactions INTEGER;",
+    // 3: fixes, for the locate prior (files changed by fixes of similar issues).
+    r#"
+    CREATE TABLE fixes (
+        repo TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        run_id TEXT NOT NULL,
+        files TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        pr_url TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (repo, number, run_id)
+    );
+    "#,
 ];
 
 /// Memory in a SQLite file.
@@ -427,6 +440,7 @@ impl SqliteMemory {
                         params![meta.id, meta.repo, meta.number, meta.command, meta.created_at, serde_json::to_string(meta).unwrap_or_default()],
                     )
                     .map(|n| counts.other += n as u64),
+                ExportRecord::Fix { fix } => Self::insert_fix(&tx, fix).map(|n| counts.other += n as u64),
                 ExportRecord::Kv { key, value, updated_at } => tx
                     .execute(
                         "INSERT OR REPLACE INTO kv (key, value, updated_at) VALUES (?1, ?2, ?3)",
@@ -440,6 +454,48 @@ impl SqliteMemory {
         Ok(counts)
     }
 
+    fn insert_fix(conn: &Connection, fix: &FixRecord) -> rusqlite::Result<usize> {
+        conn.execute(
+            "INSERT OR REPLACE INTO fixes (repo, number, run_id, files, verdict, pr_url, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                fix.repo,
+                fix.number,
+                fix.run_id,
+                serde_json::to_string(&fix.files).unwrap_or_else(|_| "[]".into()),
+                fix.verdict,
+                fix.pr_url,
+                fix.created_at
+            ],
+        )
+    }
+
+    fn read_fixes(&self, filter: Option<(&str, u64)>) -> Result<Vec<FixRecord>, MemoryError> {
+        let sql = if filter.is_some() {
+            "SELECT repo, number, run_id, files, verdict, pr_url, created_at FROM fixes WHERE repo = ?1 AND number = ?2 ORDER BY created_at, run_id"
+        } else {
+            "SELECT repo, number, run_id, files, verdict, pr_url, created_at FROM fixes ORDER BY repo, number, created_at, run_id"
+        };
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
+        let map = |r: &rusqlite::Row<'_>| {
+            let files: String = r.get(3)?;
+            Ok(FixRecord {
+                repo: r.get(0)?,
+                number: r.get(1)?,
+                run_id: r.get(2)?,
+                files: serde_json::from_str(&files).unwrap_or_default(),
+                verdict: r.get(4)?,
+                pr_url: r.get(5)?,
+                created_at: r.get(6)?,
+            })
+        };
+        let rows = match filter {
+            Some((repo, number)) => stmt.query_map(params![repo, number], map),
+            None => stmt.query_map([], map),
+        }
+        .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
     fn forget_tx(&mut self, repo: &str, number: u64) -> Result<bool, MemoryError> {
         let path = self.path.clone();
         let tx = self.conn.savepoint().map_err(|e| db_err(&path, e))?;
@@ -451,6 +507,11 @@ impl SqliteMemory {
             .map_err(|e| db_err(&path, e))?;
         tx.execute(
             "DELETE FROM triage_results WHERE repo = ?1 AND number = ?2",
+            params![repo, number],
+        )
+        .map_err(|e| db_err(&path, e))?;
+        tx.execute(
+            "DELETE FROM fixes WHERE repo = ?1 AND number = ?2",
             params![repo, number],
         )
         .map_err(|e| db_err(&path, e))?;
@@ -686,6 +747,16 @@ impl Memory for SqliteMemory {
             .map_err(|e| self.err(e))
     }
 
+    fn record_fix(&mut self, fix: &FixRecord) -> Result<(), MemoryError> {
+        Self::insert_fix(&self.conn, fix)
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    fn fixes(&self, repo: &str, number: u64) -> Result<Vec<FixRecord>, MemoryError> {
+        self.read_fixes(Some((repo, number)))
+    }
+
     fn export(&self) -> Result<Vec<ExportRecord>, MemoryError> {
         let mut out = vec![ExportRecord::Header {
             schema_version: SCHEMA_VERSION,
@@ -740,6 +811,9 @@ impl Memory for SqliteMemory {
             out.push(ExportRecord::Run {
                 meta: Box::new(meta),
             });
+        }
+        for fix in self.read_fixes(None)? {
+            out.push(ExportRecord::Fix { fix });
         }
         let mut stmt = self
             .conn

@@ -303,7 +303,7 @@ fn a_memory_from_schema_1_is_migrated() {
     drop(conn);
     let o = t.run(&["memory", "stats", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(json(&o)["stats"]["schema_version"], 2);
+    assert_eq!(json(&o)["stats"]["schema_version"], 3);
     assert_eq!(json(&o)["stats"]["issues"], 3);
 }
 

@@ -1,0 +1,425 @@
+//! `autotriage fix REF…`: triage, then locate the code. Later stages (repair, test,
+//! pr) join as they are built; `--until` stops early.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use git2::Repository;
+use serde_json::json;
+
+use super::Ctx;
+use super::triage::{build_engine, model_session};
+use crate::cli::{EngineArg, FixArgs, FixStage, SourceArg};
+use crate::error::CommandError;
+use crate::forge::Forge;
+use crate::forge::github::{GithubForge, ListOptions};
+use crate::issue::{Issue, IssueRef, RepoId};
+use crate::locate::{self, Located, LocateSettings, PriorFile, rerank};
+use crate::memory::Memory;
+use crate::memory::sqlite::{OpenMode, SqliteMemory};
+use crate::model::session::Session;
+
+/// Run `fix`.
+pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
+    let refs = ctx.ref_context();
+    let parsed: Vec<(String, IssueRef)> = args
+        .refs
+        .iter()
+        .map(|r| IssueRef::parse(r, &refs).map(|p| (r.clone(), p)))
+        .collect::<Result<_, _>>()?;
+    let settings = LocateSettings::from_config(&ctx.config().locate)?;
+    let rerank_on = !args.no_rerank && (args.rerank || ctx.config().locate.rerank);
+    let session = if rerank_on && args.until >= FixStage::Locate {
+        let s = model_session(EngineArg::Model, None, ctx).map_err(|_| {
+            CommandError::usage(
+                "the locate re-rank (--rerank or locate.rerank) needs a model, and none is configured\n  fix: set `model:` in autotriage.yaml (or --model), or drop --rerank",
+            )
+        })?;
+        s
+    } else {
+        None
+    };
+    // Every reference resolves before any run starts: bad input leaves nothing behind.
+    let memory_ro = ctx.open_memory(OpenMode::ReadOnly)?;
+    let mut github: Option<GithubForge> = None;
+    let mut issues: Vec<Issue> = Vec::new();
+    for (raw, r) in &parsed {
+        issues.push(resolve(raw, r, args.from, &memory_ro, &mut github, ctx)?);
+    }
+    drop(memory_ro);
+    let mut checkouts: Vec<(PathBuf, Repository)> = Vec::new();
+    for issue in &issues {
+        checkouts.push(checkout(issue, args, ctx)?);
+    }
+    let mut memory = ctx.open_memory(OpenMode::Create)?;
+    let engine = build_engine(ctx, &mut memory)?;
+    let store = ctx.run_store();
+    let mut failed = 0usize;
+    for (issue, (dir, repo)) in issues.iter().zip(&checkouts) {
+        match fix_one(ctx, args, &settings, session.as_ref(), &engine, &store, &mut memory, issue, dir, repo) {
+            Ok(()) => {}
+            Err(e) if issues.len() > 1 => {
+                failed += 1;
+                ctx.out.error(&format!("{}: {e:#}", issue.reference()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if failed > 0 {
+        return Err(CommandError::failure(format!("{failed} of {} issues failed", issues.len())).into());
+    }
+    Ok(())
+}
+
+/// The issue behind a reference: a local file, memory, or GitHub.
+fn resolve(
+    raw: &str,
+    r: &IssueRef,
+    from: SourceArg,
+    memory: &SqliteMemory,
+    github: &mut Option<GithubForge>,
+    ctx: &Ctx,
+) -> Result<Issue> {
+    match r {
+        IssueRef::Remote { repo, number } => {
+            if from != SourceArg::Github
+                && let Some(i) = memory.issue(&repo.to_string(), *number)?
+            {
+                return Ok(i);
+            }
+            if from == SourceArg::Memory {
+                return Err(CommandError::usage(format!(
+                    "{raw}: {repo}#{number} is not in memory\n  fix: import it (`autotriage memory import FILE`) or read it from GitHub (--from github, with GITHUB_TOKEN)"
+                ))
+                .into());
+            }
+            if github.is_none() {
+                let mut g = GithubForge::new(
+                    &ctx.config().github.api_url,
+                    ctx.config().retry.max_wait,
+                    ListOptions::default(),
+                )?;
+                g.trigger_label = ctx.config().trust.trigger_label.clone();
+                *github = Some(g);
+            }
+            match github.as_ref() {
+                Some(g) => Ok(g.issue(repo, *number)?),
+                None => Err(CommandError::failure("the GitHub forge could not be made").into()),
+            }
+        }
+        IssueRef::Repo(_) | IssueRef::Dir(_) => Err(CommandError::usage(format!(
+            "{raw}: `fix` works on one issue per reference, and this names many\n  fix: give owner/repo#N, #N, an issue URL, or a file holding one issue"
+        ))
+        .into()),
+        _ => {
+            let mut batch = ctx.local_forge().read(r)?;
+            if batch.len() != 1 {
+                return Err(CommandError::usage(format!(
+                    "{raw}: holds {} issues, and `fix` works on one per reference\n  fix: pick one record, e.g. {raw}#1",
+                    batch.len()
+                ))
+                .into());
+            }
+            match batch.pop() {
+                Some(Ok(issue)) => Ok(issue),
+                Some(Err(e)) => Err(CommandError::usage(format!("{}: {}", e.location, e.message)).into()),
+                None => Err(CommandError::usage(format!("{raw}: no issue")).into()),
+            }
+        }
+    }
+}
+
+/// The checkout to work in: `--repo-dir`, else the current one when it is the issue's
+/// repository (or the issue is local).
+fn checkout(issue: &Issue, args: &FixArgs, ctx: &Ctx) -> Result<(PathBuf, Repository)> {
+    let dir = match &args.repo_dir {
+        Some(d) => d.clone(),
+        None => {
+            let Some(top) = ctx.workspace.git_top.clone() else {
+                return Err(CommandError::usage(format!(
+                    "{}: `fix` needs the repository's code, and {} is not in a git checkout\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",
+                    issue.reference(),
+                    ctx.workspace.cwd.display(),
+                    issue.repo
+                ))
+                .into());
+            };
+            if let Some(origin) = &ctx.workspace.origin
+                && is_remote_repo(&issue.repo)
+                && !same_repo(origin, &issue.repo)
+            {
+                return Err(CommandError::usage(format!(
+                    "{}: this checkout is {origin} (its origin), not {}\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",
+                    issue.reference(),
+                    issue.repo,
+                    issue.repo
+                ))
+                .into());
+            }
+            top
+        }
+    };
+    let repo = Repository::open(&dir).map_err(|e| {
+        CommandError::usage(format!(
+            "--repo-dir {}: not a git repository ({})\n  fix: give the top folder of a checkout of {}",
+            dir.display(),
+            e.message(),
+            issue.repo
+        ))
+    })?;
+    if repo.head().ok().and_then(|h| h.peel_to_commit().ok()).is_none() {
+        return Err(CommandError::usage(format!(
+            "{}: has no commit to work from (HEAD is unborn)\n  fix: commit the code first",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok((dir, repo))
+}
+
+fn is_remote_repo(repo: &str) -> bool {
+    !repo.starts_with("local/") && repo.contains('/')
+}
+
+fn same_repo(origin: &RepoId, repo: &str) -> bool {
+    let o = origin.to_string().to_lowercase();
+    o == repo.to_lowercase()
+}
+
+/// Files changed by fixes of similar past issues of the same repository.
+fn prior(memory: &SqliteMemory, issue: &Issue) -> Result<Vec<PriorFile>> {
+    let text = format!("{} {}", issue.title, issue.body);
+    let end = crate::triage::text::floor_char_boundary(&text, 2000);
+    let mut out = Vec::new();
+    for hit in memory.search(&text[..end], 20)? {
+        let Some((repo, n)) = crate::issue::parse_key(&hit.issue.reference) else {
+            continue;
+        };
+        if repo != issue.repo || n == issue.number {
+            continue;
+        }
+        for fix in memory.fixes(&repo, n)? {
+            for path in fix.files {
+                out.push(PriorFile {
+                    path,
+                    reference: hit.issue.reference.clone(),
+                    similarity: hit.score,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fix_one(
+    ctx: &Ctx,
+    args: &FixArgs,
+    settings: &LocateSettings,
+    session: Option<&Session>,
+    engine: &crate::triage::Engine,
+    store: &crate::runs::fs::FsRunStore,
+    memory: &mut SqliteMemory,
+    issue: &Issue,
+    dir: &std::path::Path,
+    repo: &Repository,
+) -> Result<()> {
+    let mut run = store.begin(&issue.repo, issue.number, "fix")?;
+    run.write_json("issue.json", issue)?;
+    run.stage_started("triage")?;
+    let t = engine.triage(issue);
+    run.write_json("triage.json", &t)?;
+    run.event(
+        "triage",
+        "decision",
+        &format!("engine {} kind {:?} priority {} fixable {}", t.engine, t.kind, t.priority, t.fixable),
+        json!({"labels": t.labels}),
+    )?;
+    run.stage_finished("triage", None)?;
+    memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;
+    memory.record_triage(&issue.repo, issue.number, Some(run.id()), &serde_json::to_value(&t)?)?;
+    if args.until == FixStage::Triage {
+        memory.record_run(&run.meta)?;
+        print(ctx, issue, run.id(), Some(&t), None, args.until);
+        return Ok(());
+    }
+
+    run.stage_started("locate")?;
+    let commit = repo.head()?.peel_to_commit()?.id();
+    run.set_base_commit(&commit.to_string())?;
+    let cache = ctx.workspace.state_dir().join("index");
+    let bar = ctx.out.spinner("indexing the code");
+    let located = (|| -> Result<Located> {
+        let (index, info) = locate::open_index(&cache, repo, commit, settings)?;
+        run.event(
+            "locate",
+            "read",
+            &format!(
+                "{} index of {} ({} files) at {} in {:.2} s",
+                if info.built { "built the" } else { "reused the" },
+                dir.display(),
+                info.files,
+                &commit.to_string()[..12],
+                info.seconds
+            ),
+            json!({"dir": info.dir}),
+        )?;
+        bar.set_message("ranking files");
+        let prior = prior(memory, issue)?;
+        let mut located = locate::locate(repo, &index, info, &issue.title, &issue.body, &prior, settings);
+        if let Some(s) = session {
+            bar.set_message("asking the model to re-rank");
+            model_rerank(ctx, s, &mut located, issue, settings, repo, &mut run)?;
+        }
+        Ok(located)
+    })();
+    bar.finish_and_clear();
+    let located = match located {
+        Ok(l) => l,
+        Err(e) => {
+            run.stage_finished("locate", Some(&format!("{e:#}")))?;
+            memory.record_run(&run.meta)?;
+            return Err(e);
+        }
+    };
+    run.write_json("context.json", &located)?;
+    run.event(
+        "locate",
+        "decision",
+        &format!(
+            "ranked {} files; context {} of {} tokens from {} files",
+            located.files.len(),
+            located.context.used_tokens,
+            located.context.budget_tokens,
+            located.context.files.len()
+        ),
+        json!({"top": located.files.iter().take(5).map(|f| &f.path).collect::<Vec<_>>()}),
+    )?;
+    run.stage_finished("locate", None)?;
+    memory.record_run(&run.meta)?;
+    print(ctx, issue, run.id(), Some(&t), Some(&located), args.until);
+    Ok(())
+}
+
+fn model_rerank(
+    ctx: &Ctx,
+    session: &Session,
+    located: &mut Located,
+    issue: &Issue,
+    settings: &LocateSettings,
+    repo: &Repository,
+    run: &mut crate::runs::fs::Run,
+) -> Result<()> {
+    let n = ctx.config().locate.rerank_files.min(located.files.len());
+    if n < 2 {
+        return Ok(());
+    }
+    let paths: Vec<String> = located.files.iter().take(n).map(|f| f.path.clone()).collect();
+    let request = rerank::request(&issue.repo, &issue.title, &issue.body, located, n);
+    let mut spent = 0.0;
+    let result = session.structured("locate", request, &rerank::tool(&paths), &mut spent);
+    let usage = match &result {
+        Ok((_, _, u)) => u.clone(),
+        Err(e) => e.usage.clone(),
+    };
+    for c in &usage {
+        run.event(
+            "locate",
+            "model",
+            &format!("{} re-rank: {} in, {} out, ${:.5}", c.model, c.input_tokens, c.output_tokens, c.cost_usd),
+            serde_json::to_value(c)?,
+        )?;
+    }
+    let total_in: u64 = usage.iter().map(|c| c.input_tokens).sum();
+    let total_out: u64 = usage.iter().map(|c| c.output_tokens).sum();
+    let total_cost: f64 = usage.iter().map(|c| c.cost_usd).sum();
+    run.write_json(
+        "usage.json",
+        &json!({"calls": usage, "total": {"input_tokens": total_in, "output_tokens": total_out, "cost_usd": total_cost}}),
+    )?;
+    match result {
+        Ok((answer, _, _)) => {
+            if let Some((order, reason)) = rerank::apply(located, &answer) {
+                located.rerank = Some(locate::Rerank {
+                    model: session.resolved.name.clone(),
+                    order,
+                    reason,
+                    input_tokens: total_in,
+                    output_tokens: total_out,
+                });
+                locate::rebuild_context(repo, located, &issue.title, &issue.body, settings);
+            }
+        }
+        // The search's own ranking stands; the failure is recorded and shown.
+        Err(e) => {
+            run.event("locate", "error", &format!("model re-rank: {}", e.error), json!(null))?;
+            ctx.out.warn(&format!("the model re-rank failed, keeping the search's order: {}", e.error));
+        }
+    }
+    Ok(())
+}
+
+fn print(
+    ctx: &Ctx,
+    issue: &Issue,
+    run_id: &str,
+    triage: Option<&crate::triage::Triage>,
+    located: Option<&Located>,
+    until: FixStage,
+) {
+    if ctx.out.json {
+        ctx.out.json(&json!({
+            "ref": issue.reference(),
+            "run_id": run_id,
+            "until": format!("{until:?}").to_lowercase(),
+            "triage": triage,
+            "locate": located,
+        }));
+        return;
+    }
+    ctx.out.line(&format!(
+        "{}  {}",
+        ctx.out.bold(&issue.reference()),
+        issue.title
+    ));
+    if let Some(t) = triage {
+        ctx.out.line(&format!(
+            "  triage: {} {} ({} engine)",
+            t.kind.as_deref().unwrap_or("unclear"),
+            t.priority,
+            t.engine
+        ));
+    }
+    if let Some(l) = located {
+        ctx.out.line(&format!(
+            "  code at {} ({} index, {} files)",
+            &l.commit[..12.min(l.commit.len())],
+            if l.index.built { "new" } else { "cached" },
+            l.index.files
+        ));
+        ctx.out.line("  ranked files:");
+        for (i, f) in l.files.iter().take(10).enumerate() {
+            ctx.out.line(&format!("  {:>3}. {}  {}", i + 1, f.path, ctx.out.dim(&format!("{:.3}", f.score))));
+            for e in f.evidence.iter().take(3) {
+                let line = e.line.map(|n| format!(" (line {n})")).unwrap_or_default();
+                ctx.out.line(&format!("         {}{line}", e.detail));
+            }
+        }
+        if let Some(r) = &l.rerank {
+            ctx.out.line(&format!(
+                "  re-ranked by {} ({} in, {} out tokens): {}",
+                r.model, r.input_tokens, r.output_tokens, r.reason
+            ));
+        }
+        ctx.out.line(&format!(
+            "  context: {} of {} tokens from {} files",
+            l.context.used_tokens,
+            l.context.budget_tokens,
+            l.context.files.len()
+        ));
+    }
+    ctx.out.line(&format!(
+        "  run {run_id}; stopped after {}",
+        format!("{until:?}").to_lowercase()
+    ));
+}
