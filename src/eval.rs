@@ -472,6 +472,8 @@ pub struct LocalizeOutcome {
     pub index_seconds: f64,
     /// Seconds to rank and build the context.
     pub locate_seconds: f64,
+    /// Seconds of that in the index's searches (the warm query).
+    pub search_seconds: f64,
 }
 
 /// Score a ranking against the gold files.
@@ -495,6 +497,7 @@ pub fn localize_outcome(instance_id: &str, gold: &[String], ranked: &[String]) -
         gold_in_context: false,
         index_seconds: 0.0,
         locate_seconds: 0.0,
+        search_seconds: 0.0,
     }
 }
 
@@ -521,6 +524,8 @@ pub struct LocalizeReport {
     pub median_seconds: f64,
     /// Median seconds to rank and build the context (index excluded).
     pub median_locate_seconds: f64,
+    /// Median seconds of the searches alone (the warm query).
+    pub median_search_seconds: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -556,5 +561,6 @@ pub fn localize_report(outcomes: &[LocalizeOutcome]) -> LocalizeReport {
                 .collect(),
         ),
         median_locate_seconds: median(outcomes.iter().map(|o| o.locate_seconds).collect()),
+        median_search_seconds: median(outcomes.iter().map(|o| o.search_seconds).collect()),
     }
 }

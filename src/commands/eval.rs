@@ -563,7 +563,11 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         .into());
     }
     let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let r: LocalizeRecord = serde_json::from_str(line).map_err(|e| {
             CommandError::usage(format!(
                 "{}:{}: not a SWE-bench record: {e}\n  fix: each line needs repo, instance_id, base_commit, problem_statement and patch",
@@ -571,9 +575,7 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
                 i + 1
             ))
         })?;
-        if !keep(args.lines, records.len() + usize::from(false))
-            && args.instance.is_empty()
-        {
+        if !keep(args.lines, records.len() + usize::from(false)) && args.instance.is_empty() {
             records.push(None);
             continue;
         }
@@ -597,15 +599,28 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
     for r in &records {
         bar.inc(1);
         let Some(repo) = find_repo(&args.repos, &r.repo) else {
-            skipped.push(format!("{}: no git repository for {} under {}", r.instance_id, r.repo, args.repos.display()));
+            skipped.push(format!(
+                "{}: no git repository for {} under {}",
+                r.instance_id,
+                r.repo,
+                args.repos.display()
+            ));
             continue;
         };
         let Ok(oid) = git2::Oid::from_str(&r.base_commit) else {
-            skipped.push(format!("{}: base_commit {:?} is not a commit id", r.instance_id, r.base_commit));
+            skipped.push(format!(
+                "{}: base_commit {:?} is not a commit id",
+                r.instance_id, r.base_commit
+            ));
             continue;
         };
         if repo.find_commit(oid).is_err() {
-            skipped.push(format!("{}: base commit {} is not in {}", r.instance_id, r.base_commit, repo.path().display()));
+            skipped.push(format!(
+                "{}: base commit {} is not in {}",
+                r.instance_id,
+                r.base_commit,
+                repo.path().display()
+            ));
             continue;
         }
         let (index, info) = locate::open_index(&cache, &repo, oid, &settings)?;
@@ -622,12 +637,34 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         o.gold_in_context = located.context.files.iter().any(|f| gold.contains(&f.path));
         o.index_seconds = index_seconds;
         o.locate_seconds = located.seconds;
+        o.search_seconds = located.search_seconds;
+        let channels = |p: &str| -> String {
+            located
+                .files
+                .iter()
+                .find(|f| f.path == p)
+                .map(|f| {
+                    f.evidence
+                        .iter()
+                        .map(|e| format!("{:?}#{}", e.channel, e.rank))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        };
         ctx.out.debug(&format!(
-            "{}: first gold at {} (gold {}; top: {})",
+            "{}: first gold at {} (gold {} [{}]; top: {} [{}])",
             r.instance_id,
             o.first_rank.map_or("-".into(), |r| r.to_string()),
             gold.join(", "),
-            ranked.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+            gold.first().map(|g| channels(g)).unwrap_or_default(),
+            ranked
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            ranked.first().map(|g| channels(g)).unwrap_or_default(),
         ));
         outcomes.push(o);
     }
@@ -654,7 +691,7 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     ctx.out.line(&format!(
-        "{} instances ({} skipped)\n  file recall@1  {:.3}\n  file recall@3  {:.3}\n  file recall@5  {:.3}\n  file recall@10 {:.3}\n  MRR            {:.3}\n  median context {:.0} tokens (gold file in context: {:.3})\n  median time    {:.3} s per instance ({:.3} s ranking, rest index)",
+        "{} instances ({} skipped)\n  file recall@1  {:.3}\n  file recall@3  {:.3}\n  file recall@5  {:.3}\n  file recall@10 {:.3}\n  MRR            {:.3}\n  median context {:.0} tokens (gold file in context: {:.3})\n  median time    {:.3} s per instance ({:.3} s ranking and context, of which {:.3} s searching; the rest opening or building the index)",
         report.instances,
         skipped.len(),
         report.recall_at_1,
@@ -666,6 +703,7 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         report.gold_in_context,
         report.median_seconds,
         report.median_locate_seconds,
+        report.median_search_seconds,
     ));
     Ok(())
 }

@@ -14,7 +14,7 @@ use crate::error::CommandError;
 use crate::forge::Forge;
 use crate::forge::github::{GithubForge, ListOptions};
 use crate::issue::{Issue, IssueRef, RepoId};
-use crate::locate::{self, Located, LocateSettings, PriorFile, rerank};
+use crate::locate::{self, LocateSettings, Located, PriorFile, rerank};
 use crate::memory::Memory;
 use crate::memory::sqlite::{OpenMode, SqliteMemory};
 use crate::model::session::Session;
@@ -30,12 +30,17 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     let settings = LocateSettings::from_config(&ctx.config().locate)?;
     let rerank_on = !args.no_rerank && (args.rerank || ctx.config().locate.rerank);
     let session = if rerank_on && args.until >= FixStage::Locate {
-        let s = model_session(EngineArg::Model, None, ctx).map_err(|_| {
-            CommandError::usage(
+        let configured = crate::model::registry::configured(
+            ctx.config(),
+            crate::model::session::REQUEST_TIMEOUT,
+        )?;
+        if configured.is_none() {
+            return Err(CommandError::usage(
                 "the locate re-rank (--rerank or locate.rerank) needs a model, and none is configured\n  fix: set `model:` in autotriage.yaml (or --model), or drop --rerank",
             )
-        })?;
-        s
+            .into());
+        }
+        model_session(EngineArg::Model, None, ctx)?
     } else {
         None
     };
@@ -56,7 +61,18 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     let store = ctx.run_store();
     let mut failed = 0usize;
     for (issue, (dir, repo)) in issues.iter().zip(&checkouts) {
-        match fix_one(ctx, args, &settings, session.as_ref(), &engine, &store, &mut memory, issue, dir, repo) {
+        match fix_one(
+            ctx,
+            args,
+            &settings,
+            session.as_ref(),
+            &engine,
+            &store,
+            &mut memory,
+            issue,
+            dir,
+            repo,
+        ) {
             Ok(()) => {}
             Err(e) if issues.len() > 1 => {
                 failed += 1;
@@ -66,7 +82,9 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         }
     }
     if failed > 0 {
-        return Err(CommandError::failure(format!("{failed} of {} issues failed", issues.len())).into());
+        return Err(
+            CommandError::failure(format!("{failed} of {} issues failed", issues.len())).into(),
+        );
     }
     Ok(())
 }
@@ -167,7 +185,12 @@ fn checkout(issue: &Issue, args: &FixArgs, ctx: &Ctx) -> Result<(PathBuf, Reposi
             issue.repo
         ))
     })?;
-    if repo.head().ok().and_then(|h| h.peel_to_commit().ok()).is_none() {
+    if repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .is_none()
+    {
         return Err(CommandError::usage(format!(
             "{}: has no commit to work from (HEAD is unborn)\n  fix: commit the code first",
             dir.display()
@@ -232,12 +255,20 @@ fn fix_one(
     run.event(
         "triage",
         "decision",
-        &format!("engine {} kind {:?} priority {} fixable {}", t.engine, t.kind, t.priority, t.fixable),
+        &format!(
+            "engine {} kind {:?} priority {} fixable {}",
+            t.engine, t.kind, t.priority, t.fixable
+        ),
         json!({"labels": t.labels}),
     )?;
     run.stage_finished("triage", None)?;
     memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;
-    memory.record_triage(&issue.repo, issue.number, Some(run.id()), &serde_json::to_value(&t)?)?;
+    memory.record_triage(
+        &issue.repo,
+        issue.number,
+        Some(run.id()),
+        &serde_json::to_value(&t)?,
+    )?;
     if args.until == FixStage::Triage {
         memory.record_run(&run.meta)?;
         print(ctx, issue, run.id(), Some(&t), None, args.until);
@@ -256,7 +287,11 @@ fn fix_one(
             "read",
             &format!(
                 "{} index of {} ({} files) at {} in {:.2} s",
-                if info.built { "built the" } else { "reused the" },
+                if info.built {
+                    "built the"
+                } else {
+                    "reused the"
+                },
                 dir.display(),
                 info.files,
                 &commit.to_string()[..12],
@@ -266,7 +301,15 @@ fn fix_one(
         )?;
         bar.set_message("ranking files");
         let prior = prior(memory, issue)?;
-        let mut located = locate::locate(repo, &index, info, &issue.title, &issue.body, &prior, settings);
+        let mut located = locate::locate(
+            repo,
+            &index,
+            info,
+            &issue.title,
+            &issue.body,
+            &prior,
+            settings,
+        );
         if let Some(s) = session {
             bar.set_message("asking the model to re-rank");
             model_rerank(ctx, s, &mut located, issue, settings, repo, &mut run)?;
@@ -314,7 +357,12 @@ fn model_rerank(
     if n < 2 {
         return Ok(());
     }
-    let paths: Vec<String> = located.files.iter().take(n).map(|f| f.path.clone()).collect();
+    let paths: Vec<String> = located
+        .files
+        .iter()
+        .take(n)
+        .map(|f| f.path.clone())
+        .collect();
     let request = rerank::request(&issue.repo, &issue.title, &issue.body, located, n);
     let mut spent = 0.0;
     let result = session.structured("locate", request, &rerank::tool(&paths), &mut spent);
@@ -326,7 +374,10 @@ fn model_rerank(
         run.event(
             "locate",
             "model",
-            &format!("{} re-rank: {} in, {} out, ${:.5}", c.model, c.input_tokens, c.output_tokens, c.cost_usd),
+            &format!(
+                "{} re-rank: {} in, {} out, ${:.5}",
+                c.model, c.input_tokens, c.output_tokens, c.cost_usd
+            ),
             serde_json::to_value(c)?,
         )?;
     }
@@ -352,8 +403,16 @@ fn model_rerank(
         }
         // The search's own ranking stands; the failure is recorded and shown.
         Err(e) => {
-            run.event("locate", "error", &format!("model re-rank: {}", e.error), json!(null))?;
-            ctx.out.warn(&format!("the model re-rank failed, keeping the search's order: {}", e.error));
+            run.event(
+                "locate",
+                "error",
+                &format!("model re-rank: {}", e.error),
+                json!(null),
+            )?;
+            ctx.out.warn(&format!(
+                "the model re-rank failed, keeping the search's order: {}",
+                e.error
+            ));
         }
     }
     Ok(())
@@ -399,7 +458,12 @@ fn print(
         ));
         ctx.out.line("  ranked files:");
         for (i, f) in l.files.iter().take(10).enumerate() {
-            ctx.out.line(&format!("  {:>3}. {}  {}", i + 1, f.path, ctx.out.dim(&format!("{:.3}", f.score))));
+            ctx.out.line(&format!(
+                "  {:>3}. {}  {}",
+                i + 1,
+                f.path,
+                ctx.out.dim(&format!("{:.3}", f.score))
+            ));
             for e in f.evidence.iter().take(3) {
                 let line = e.line.map(|n| format!(" (line {n})")).unwrap_or_default();
                 ctx.out.line(&format!("         {}{line}", e.detail));

@@ -218,9 +218,9 @@ fn with_symbols(
     // Whole classes and impls are too big to show; their methods compete instead.
     let container = |s: &Symbol| {
         matches!(s.kind, "class" | "impl" | "trait" | "module" | "interface")
-            && syms
-                .iter()
-                .any(|o| o.depth > s.depth && o.start_line > s.start_line && o.end_line <= s.end_line)
+            && syms.iter().any(|o| {
+                o.depth > s.depth && o.start_line > s.start_line && o.end_line <= s.end_line
+            })
     };
     scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let ranked: Vec<RankedSymbol> = scored
@@ -239,12 +239,18 @@ fn with_symbols(
     let mut budget = left;
     let mut snippets: Vec<Snippet> = Vec::new();
     let mut covered: Vec<(u32, u32)> = Vec::new();
-    for (i, score, _) in scored.iter().filter(|(i, s, _)| *s > 0.0 && !container(&syms[*i])) {
+    for (i, score, _) in scored
+        .iter()
+        .filter(|(i, s, _)| *s > 0.0 && !container(&syms[*i]))
+    {
         if snippets.len() >= FULL_PER_FILE || *score < 0.5 {
             break;
         }
         let s = &syms[*i];
-        if covered.iter().any(|(a, b)| s.start_line >= *a && s.end_line <= *b) {
+        if covered
+            .iter()
+            .any(|(a, b)| s.start_line >= *a && s.end_line <= *b)
+        {
             continue;
         }
         let (from, to) = if s.end_line - s.start_line + 1 > MAX_FULL_LINES {
@@ -276,7 +282,10 @@ fn with_symbols(
     let mut skeleton = String::new();
     let (mut first, mut last) = (0u32, 0u32);
     for s in syms {
-        if covered.iter().any(|(a, b)| s.start_line >= *a && s.start_line <= *b) {
+        if covered
+            .iter()
+            .any(|(a, b)| s.start_line >= *a && s.start_line <= *b)
+        {
             continue;
         }
         let part = numbered(lines, s.start_line, s.signature_end.max(s.start_line));

@@ -57,7 +57,9 @@ static PY_FRAME: LazyLock<Regex> = LazyLock::new(|| {
     re(r#"File "(?P<path>[^"]+)", line (?P<line>\d+)(?:, in (?P<func>[\w<>.]+))?"#)
 });
 static RUST_PANIC: LazyLock<Regex> = LazyLock::new(|| {
-    re(r#"panicked at (?:'(?P<msg>[^'\n]*)', |"(?P<msg2>[^"\n]*)", )?(?P<path>[\w./\\-]+\.rs):(?P<line>\d+)(?::\d+)?(?P<colon>:)?"#)
+    re(
+        r#"panicked at (?:'(?P<msg>[^'\n]*)', |"(?P<msg2>[^"\n]*)", )?(?P<path>[\w./\\-]+\.rs):(?P<line>\d+)(?::\d+)?(?P<colon>:)?"#,
+    )
 });
 static RUST_AT: LazyLock<Regex> =
     LazyLock::new(|| re(r"^\s*at (?P<path>[\w./\\-]+\.rs):(?P<line>\d+)(?::\d+)?\s*$"));
@@ -65,29 +67,38 @@ static RUST_FN: LazyLock<Regex> = LazyLock::new(|| {
     re(r"^\s*\d+:\s+(?:0x[0-9a-f]+ - )?(?P<func>[A-Za-z_][\w:<>]*?)(?:::h[0-9a-f]{16})?\s*$")
 });
 static JS_FRAME: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^\s*at (?:(?P<func>[^\s()]+(?: \[as \w+\])?) \()?(?:file://|webpack:///)?(?P<path>[^\s()]+\.(?:js|mjs|cjs|jsx|ts|tsx|vue)):(?P<line>\d+)(?::\d+)?\)?\s*$")
+    re(
+        r"^\s*at (?:(?P<func>[^\s()]+(?: \[as \w+\])?) \()?(?:file://|webpack:///)?(?P<path>[^\s()]+\.(?:js|mjs|cjs|jsx|ts|tsx|vue)):(?P<line>\d+)(?::\d+)?\)?\s*$",
+    )
 });
 static JAVA_FRAME: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^\s*at (?P<class>[\w$.]+)\.(?P<func>[\w$<>]+)\((?P<file>[\w$]+\.(?:java|kt|scala|groovy)):(?P<line>\d+)\)")
+    re(
+        r"^\s*at (?P<class>[\w$.]+)\.(?P<func>[\w$<>]+)\((?P<file>[\w$]+\.(?:java|kt|scala|groovy)):(?P<line>\d+)\)",
+    )
 });
-static GO_FRAME: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^\s*(?P<path>\S+\.go):(?P<line>\d+)(?: \+0x[0-9a-f]+)?\s*$")
-});
+static GO_FRAME: LazyLock<Regex> =
+    LazyLock::new(|| re(r"^\s*(?P<path>\S+\.go):(?P<line>\d+)(?: \+0x[0-9a-f]+)?\s*$"));
 static GO_FUNC: LazyLock<Regex> =
     LazyLock::new(|| re(r"^(?P<func>[\w./*()-]+\.[\w*()]+)\(.*\)\s*$"));
 static BLOB_URL: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"https?://[^\s/]+/[^\s/]+/[^\s/]+/(?:blob|tree)/[^\s/]+/(?P<path>[^\s#?)\]]+)(?:#L(?P<line>\d+))?")
+    re(
+        r"https?://[^\s/]+/[^\s/]+/[^\s/]+/(?:blob|tree)/[^\s/]+/(?P<path>[^\s#?)\]]+)(?:#L(?P<line>\d+))?",
+    )
 });
 static URL: LazyLock<Regex> = LazyLock::new(|| re(r"(?:https?|file)://\S+"));
 static PATH: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?:^|[\s`'(\[<:=,])(?P<path>(?:[\w.@+-]+/)*[\w@+-][\w.+-]*\.(?:py|pyx|pyi|rs|js|mjs|cjs|jsx|ts|tsx|go|java|kt|scala|rb|php|c|h|cc|cpp|hpp|cs|swift|m|vue|toml|cfg|ini|yaml|yml|json|sql|sh))(?::(?P<line>\d+))?\b")
+    re(
+        r"(?:^|[\s`'(\[<:=,])(?P<path>(?:[\w.@+-]+/)*[\w@+-][\w.+-]*\.(?:py|pyx|pyi|rs|js|mjs|cjs|jsx|ts|tsx|go|java|kt|scala|rb|php|c|h|cc|cpp|hpp|cs|swift|m|vue|toml|cfg|ini|yaml|yml|json|sql|sh))(?::(?P<line>\d+))?\b",
+    )
 });
 static QUALIFIED: LazyLock<Regex> =
     LazyLock::new(|| re(r"\b[A-Za-z_]\w*(?:(?:\.|::)[A-Za-z_]\w*)+\b"));
 static CODE_SPAN: LazyLock<Regex> = LazyLock::new(|| re(r"`([^`\n]+)`"));
 static WORD: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Za-z_][A-Za-z0-9_]*"));
 static EXCEPTION: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"^(?:E\s+)?(?:[\w.]+\.)?(?P<exc>[A-Z]\w*(?:Error|Exception|Warning|Exit|Failure|Interrupt))(?::\s*(?P<msg>.+))?\s*$")
+    re(
+        r"^(?:E\s+)?(?:[\w.]+\.)?(?P<exc>[A-Z]\w*(?:Error|Exception|Warning|Exit|Failure|Interrupt))(?::\s*(?P<msg>.+))?\s*$",
+    )
 });
 static ERROR_LINE: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)^\s*(?:error|fatal|warning)(?:\[\w+\])?:\s*(?P<msg>.{8,})$"));
@@ -287,9 +298,12 @@ pub fn extract(title: &str, body: &str) -> Clues {
     for m in QUALIFIED.find_iter(&without_urls) {
         let q = m.as_str();
         let first = q.split(['.', ':']).next().unwrap_or("");
-        if matches!(first, "self" | "cls" | "this" | "e" | "i" | "eg" | "ie" | "etc" | "www")
-            || PATH.is_match(&format!(" {q}"))
-            || q.split(['.', ':']).all(|p| p.is_empty() || p.chars().all(|c| c.is_ascii_digit()))
+        if matches!(
+            first,
+            "self" | "cls" | "this" | "e" | "i" | "eg" | "ie" | "etc" | "www"
+        ) || PATH.is_match(&format!(" {q}"))
+            || q.split(['.', ':'])
+                .all(|p| p.is_empty() || p.chars().all(|c| c.is_ascii_digit()))
         {
             continue;
         }
@@ -315,16 +329,93 @@ pub fn extract(title: &str, body: &str) -> Clues {
 
 /// Words of many languages that name no particular code.
 const KEYWORDS: &[&str] = &[
-    "and", "assert", "async", "await", "break", "case", "catch", "class", "const",
-    "continue", "def", "del", "elif", "else", "enum", "except", "export", "extends",
-    "final", "finally", "for", "from", "func", "function", "global", "impl", "import",
-    "lambda", "let", "match", "mut", "nonlocal", "not", "package", "private", "protected",
-    "public", "raise", "static", "struct", "super", "switch", "throw", "trait", "try",
-    "type", "var", "void", "while", "with", "yield", "True", "False", "None", "null",
-    "undefined", "Traceback", "most", "recent", "call", "last", "line", "File", "str",
-    "int", "list", "dict", "bool", "float", "tuple", "set", "len", "print", "range",
-    "String", "Vec", "Option", "Result", "Some", "Ok", "Err", "unwrap", "python", "pip",
-    "install", "version", "pytest",
+    "and",
+    "assert",
+    "async",
+    "await",
+    "break",
+    "case",
+    "catch",
+    "class",
+    "const",
+    "continue",
+    "def",
+    "del",
+    "elif",
+    "else",
+    "enum",
+    "except",
+    "export",
+    "extends",
+    "final",
+    "finally",
+    "for",
+    "from",
+    "func",
+    "function",
+    "global",
+    "impl",
+    "import",
+    "lambda",
+    "let",
+    "match",
+    "mut",
+    "nonlocal",
+    "not",
+    "package",
+    "private",
+    "protected",
+    "public",
+    "raise",
+    "static",
+    "struct",
+    "super",
+    "switch",
+    "throw",
+    "trait",
+    "try",
+    "type",
+    "var",
+    "void",
+    "while",
+    "with",
+    "yield",
+    "True",
+    "False",
+    "None",
+    "null",
+    "undefined",
+    "Traceback",
+    "most",
+    "recent",
+    "call",
+    "last",
+    "line",
+    "File",
+    "str",
+    "int",
+    "list",
+    "dict",
+    "bool",
+    "float",
+    "tuple",
+    "set",
+    "len",
+    "print",
+    "range",
+    "String",
+    "Vec",
+    "Option",
+    "Result",
+    "Some",
+    "Ok",
+    "Err",
+    "unwrap",
+    "python",
+    "pip",
+    "install",
+    "version",
+    "pytest",
 ];
 
 #[cfg(test)]
@@ -346,10 +437,16 @@ mod tests {
 
     #[test]
     fn rust_panics_old_and_new() {
-        let c = extract("", "thread 'main' panicked at 'index out of bounds', src/x.rs:12:5");
+        let c = extract(
+            "",
+            "thread 'main' panicked at 'index out of bounds', src/x.rs:12:5",
+        );
         assert_eq!(c.frames[0].path, "src/x.rs");
         assert_eq!(c.messages, ["index out of bounds"]);
-        let c = extract("", "thread 'main' panicked at src/lib/parse.rs:7:9:\nunexpected end of input\n");
+        let c = extract(
+            "",
+            "thread 'main' panicked at src/lib/parse.rs:7:9:\nunexpected end of input\n",
+        );
         assert_eq!(c.frames[0].path, "src/lib/parse.rs");
         assert_eq!(c.frames[0].line, Some(7));
         assert_eq!(c.messages, ["unexpected end of input"]);
@@ -364,9 +461,16 @@ mod tests {
         let paths: Vec<&str> = c.frames.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["/app/src/cli/args.js", "com/acme/util/Parser.java", "/home/u/proj/server/serve.go"]
+            [
+                "/app/src/cli/args.js",
+                "com/acme/util/Parser.java",
+                "/home/u/proj/server/serve.go"
+            ]
         );
-        assert_eq!(c.frames[2].function.as_deref(), Some("main.(*Server).Serve"));
+        assert_eq!(
+            c.frames[2].function.as_deref(),
+            Some("main.(*Server).Serve")
+        );
     }
 
     #[test]
@@ -377,8 +481,15 @@ mod tests {
         );
         assert_eq!(c.paths[0].path, "lib/net/session.py");
         assert_eq!(c.paths[0].line, Some(40));
-        assert!(c.paths.iter().any(|p| p.path == "lib/util.py" && p.line == Some(12)));
-        assert!(c.qualified.contains(&"requests.adapters.HTTPAdapter".to_string()));
+        assert!(
+            c.paths
+                .iter()
+                .any(|p| p.path == "lib/util.py" && p.line == Some(12))
+        );
+        assert!(
+            c.qualified
+                .contains(&"requests.adapters.HTTPAdapter".to_string())
+        );
         assert!(c.qualified.contains(&"crate::io::read_all".to_string()));
         assert!(!c.qualified.iter().any(|q| q.starts_with("e.g")));
         assert!(c.identifiers.iter().any(|(w, _)| w == "HTTPAdapter"));

@@ -218,9 +218,26 @@ pub fn is_secondary(path: &str) -> bool {
     dirs.iter().any(|d| {
         matches!(
             *d,
-            "test" | "tests" | "testing" | "__tests__" | "spec" | "specs" | "doc" | "docs"
-                | "examples" | "example" | "benchmarks" | "bench" | "benches" | "changelog"
-                | "changes" | "news" | "e2e" | "fixtures" | "testdata" | "test_data"
+            "test"
+                | "tests"
+                | "testing"
+                | "__tests__"
+                | "spec"
+                | "specs"
+                | "doc"
+                | "docs"
+                | "examples"
+                | "example"
+                | "benchmarks"
+                | "bench"
+                | "benches"
+                | "changelog"
+                | "changes"
+                | "news"
+                | "e2e"
+                | "fixtures"
+                | "testdata"
+                | "test_data"
         )
     }) || name.starts_with("test_")
         || name.starts_with("conftest")

@@ -1,5 +1,6 @@
-//! The code index: BM25 (tantivy) over a commit's files, with path tokens, definitions
-//! and string literals as their own fields. Built once per commit and settings, cached
+//! The code index: BM25 (tantivy) over a commit's files, with path tokens and
+//! definitions as their own fields (string literals are matched in the text, then
+//! verified in the file). Built once per commit and settings, cached
 //! under `.autotriage/index/`.
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use super::files::{self, FileFilter, Skipped};
 use super::tokens::CodeTokenizer;
 
 /// Bumped when what the index holds changes: old caches are rebuilt, never misread.
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 
 /// How many cached indexes to keep; older ones are removed when a new one is built.
 const KEEP_INDEXES: usize = 8;
@@ -36,8 +37,6 @@ pub enum SearchField {
     Path,
     /// Names the file defines.
     Defs,
-    /// Words of the string literals.
-    Literals,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +45,6 @@ struct Fields {
     path_text: Field,
     body: Field,
     defs: Field,
-    literals: Field,
 }
 
 impl Fields {
@@ -55,7 +53,6 @@ impl Fields {
             SearchField::Body => self.body,
             SearchField::Path => self.path_text,
             SearchField::Defs => self.defs,
-            SearchField::Literals => self.literals,
         }
     }
 }
@@ -94,20 +91,26 @@ fn schema() -> (Schema, Fields) {
             .set_tokenizer(TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqs),
     );
+    // Only the body needs term frequencies; names and literals count once per file.
+    let basic = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(TOKENIZER)
+            .set_index_option(IndexRecordOption::Basic),
+    );
     let fields = Fields {
         path: b.add_text_field("path", STRING | STORED),
-        path_text: b.add_text_field("path_text", text.clone()),
-        body: b.add_text_field("body", text.clone()),
-        defs: b.add_text_field("defs", text.clone()),
-        literals: b.add_text_field("literals", text),
+        path_text: b.add_text_field("path_text", basic.clone()),
+        body: b.add_text_field("body", text),
+        defs: b.add_text_field("defs", basic),
     };
     (b.build(), fields)
 }
 
 fn register(index: &Index) {
-    index
-        .tokenizers()
-        .register(TOKENIZER, TextAnalyzer::builder(CodeTokenizer::default()).build());
+    index.tokenizers().register(
+        TOKENIZER,
+        TextAnalyzer::builder(CodeTokenizer::default()).build(),
+    );
 }
 
 impl CodeIndex {
@@ -231,7 +234,12 @@ impl CodeIndex {
     }
 }
 
-fn build(dir: &Path, repo: &Repository, commit: Oid, filter: &FileFilter) -> Result<(), LocateError> {
+fn build(
+    dir: &Path,
+    repo: &Repository,
+    commit: Oid,
+    filter: &FileFilter,
+) -> Result<(), LocateError> {
     let (schema, fields) = schema();
     let index = Index::create_in_dir(dir, schema).map_err(|e| LocateError::tantivy(dir, e))?;
     register(&index);
@@ -255,7 +263,6 @@ fn build(dir: &Path, repo: &Repository, commit: Oid, filter: &FileFilter) -> Res
         doc.add_text(fields.path, &f.path);
         doc.add_text(fields.path_text, &f.path);
         doc.add_text(fields.defs, definitions(&text).join(" "));
-        doc.add_text(fields.literals, literals(&text).join(" "));
         doc.add_text(fields.body, text);
         writer
             .add_document(doc)
@@ -291,7 +298,7 @@ fn prune(cache_root: &Path, current: &Path) {
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .filter(|(_, p)| p.join("files.json").is_file())
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     for (_, p) in dirs.into_iter().skip(KEEP_INDEXES) {
         if p != current {
             let _ = std::fs::remove_dir_all(p);
@@ -303,22 +310,42 @@ fn prune(cache_root: &Path, current: &Path) {
 /// cheap enough for every file; tree-sitter parses only the files that rank.
 pub fn definitions(text: &str) -> Vec<&str> {
     const KEYWORDS: &[&str] = &[
-        "def", "class", "fn", "func", "function", "struct", "enum", "trait", "interface",
-        "type", "impl", "mod", "macro_rules!", "record",
+        "def",
+        "class",
+        "fn",
+        "func",
+        "function",
+        "struct",
+        "enum",
+        "trait",
+        "interface",
+        "type",
+        "impl",
+        "mod",
+        "macro_rules!",
+        "record",
     ];
     let mut out = Vec::new();
     for line in text.lines() {
-        if let Some(m) = method_name(line) {
+        // Definitions start with a lowercase keyword or modifier; skip other lines early.
+        let t = line.trim_start();
+        if !t.as_bytes().first().is_some_and(u8::is_ascii_lowercase) {
+            continue;
+        }
+        if let Some(m) = method_name(t) {
             out.push(m);
         }
-        let mut words = line
+        let mut words = t
             .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '!'))
             .filter(|w| !w.is_empty())
+            .take(6)
             .peekable();
         let mut prev: Option<&str> = None;
         while let Some(w) = words.next() {
             if prev.is_some_and(|p| KEYWORDS.contains(&p))
-                && w.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                && w.chars()
+                    .next()
+                    .is_some_and(|c| c.is_alphabetic() || c == '_')
             {
                 out.push(w);
             }
@@ -349,8 +376,15 @@ pub fn definitions(text: &str) -> Vec<&str> {
 /// Java, C# and Kotlin methods: `public static Type name(` names `name`.
 fn method_name(line: &str) -> Option<&str> {
     const MODIFIERS: &[&str] = &[
-        "public ", "private ", "protected ", "internal ", "static ", "final ", "abstract ",
-        "synchronized ", "override ",
+        "public ",
+        "private ",
+        "protected ",
+        "internal ",
+        "static ",
+        "final ",
+        "abstract ",
+        "synchronized ",
+        "override ",
     ];
     let t = line.trim_start();
     if !MODIFIERS.iter().any(|m| t.starts_with(m)) {
@@ -475,13 +509,18 @@ mod tests {
     #[test]
     fn definitions_by_keyword() {
         let text = "class Foo(Base):\n    def bar_baz(self):\n pub fn run_it() {}\nfunc (s *Srv) Serve() {}\nfunction go() {}\n";
-        assert_eq!(definitions(text), ["Foo", "bar_baz", "run_it", "Serve", "go"]);
+        assert_eq!(
+            definitions(text),
+            ["Foo", "bar_baz", "run_it", "Serve", "go"]
+        );
     }
 
     #[test]
     fn literals_of_one_line() {
         assert_eq!(
-            literals(r#"raise ValueError("bad value for %s" % x); y = 'ok'; z = "it's \"q\" here""#),
+            literals(
+                r#"raise ValueError("bad value for %s" % x); y = 'ok'; z = "it's \"q\" here""#
+            ),
             ["bad value for %s", r#"it's \"q\" here"#]
         );
     }
@@ -497,7 +536,10 @@ mod tests {
             t.resolve("/usr/lib/python3.9/site-packages/_pytest/python.py"),
             ["src/_pytest/python.py"]
         );
-        assert!(t.resolve("/usr/lib/python3.9/logging/__init__.py").is_empty());
+        assert!(
+            t.resolve("/usr/lib/python3.9/logging/__init__.py")
+                .is_empty()
+        );
         assert_eq!(t.resolve("python.py").len(), 2);
     }
 }

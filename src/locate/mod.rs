@@ -45,7 +45,9 @@ pub enum LocateError {
         hint: String,
     },
     /// The index folder could not be written or read.
-    #[error("code index {path}: {source}\n  fix: check that the folder is writable and the disk is not full")]
+    #[error(
+        "code index {path}: {source}\n  fix: check that the folder is writable and the disk is not full"
+    )]
     Io {
         /// The folder.
         path: String,
@@ -196,6 +198,8 @@ pub struct Located {
     pub rerank: Option<Rerank>,
     /// Seconds spent ranking (index excluded).
     pub seconds: f64,
+    /// Seconds of that spent in the index's searches.
+    pub search_seconds: f64,
 }
 
 /// Open (or build) the index of `commit` under `cache_root`.
@@ -229,7 +233,7 @@ pub fn locate(
     settings: &LocateSettings,
 ) -> Located {
     let t = Instant::now();
-    let commit = Oid::from_str(&index.manifest.commit).unwrap_or_else(|_| Oid::ZERO_SHA1);
+    let commit = Oid::from_str(&index.manifest.commit).unwrap_or(Oid::ZERO_SHA1);
     let clues = evidence::extract(title, body);
     let table = PathTable::new(&index.manifest.files);
     let mut fusion = Fusion::default();
@@ -238,9 +242,17 @@ pub fn locate(
     let mut ranked = Vec::new();
     for f in &clues.frames {
         for p in table.resolve(&f.path) {
-            let func = f.function.as_deref().map(|x| format!(" in {x}")).unwrap_or_default();
+            let func = f
+                .function
+                .as_deref()
+                .map(|x| format!(" in {x}"))
+                .unwrap_or_default();
             let at = f.line.map(|l| format!(":{l}")).unwrap_or_default();
-            ranked.push((p.to_string(), format!("{}: {}{at}{func}", f.source, f.path), f.line));
+            ranked.push((
+                p.to_string(),
+                format!("{}: {}{at}{func}", f.source, f.path),
+                f.line,
+            ));
         }
     }
     fusion.add_ranking(Channel::Frame, ranked);
@@ -249,14 +261,21 @@ pub fn locate(
     for m in &clues.paths {
         for p in table.resolve(&m.path) {
             let at = m.line.map(|l| format!(":{l}")).unwrap_or_default();
-            ranked.push((p.to_string(), format!("named in the issue: {}{at}", m.path), m.line));
+            ranked.push((
+                p.to_string(),
+                format!("named in the issue: {}{at}", m.path),
+                m.line,
+            ));
         }
     }
     fusion.add_ranking(Channel::Path, ranked);
 
     fusion.add_ranking(Channel::Module, modules(&clues, &table));
     fusion.add_ranking(Channel::Symbol, symbol_matches(&clues, index));
-    fusion.add_ranking(Channel::Literal, literal_matches(&clues, index, repo, commit));
+    fusion.add_ranking(
+        Channel::Literal,
+        literal_matches(&clues, index, repo, commit),
+    );
 
     let words = query_words(title, body, &clues);
     let terms: Vec<(String, f32)> = words.iter().map(|(w, x)| (w.clone(), *x)).collect();
@@ -266,7 +285,30 @@ pub fn locate(
         Channel::Text,
         text_hits
             .into_iter()
-            .map(|(p, s)| (p, format!("BM25 {s:.1} for the issue's words ({}…)", top_terms.join(", ")), None))
+            .map(|(p, s)| {
+                (
+                    p,
+                    format!(
+                        "BM25 {s:.1} for the issue's words ({}…)",
+                        top_terms.join(", ")
+                    ),
+                    None,
+                )
+            })
+            .collect(),
+    );
+    let mut title_terms: Vec<(String, f32)> = Vec::new();
+    tokens::code_tokens(title, |t, _, _| {
+        if t.len() >= 2 && !tokens::is_stopword(t) && !title_terms.iter().any(|(w, _)| w == t) {
+            title_terms.push((t.to_string(), 1.0));
+        }
+    });
+    fusion.add_ranking(
+        Channel::Title,
+        index
+            .search(SearchField::Body, &title_terms, 30, 1)
+            .into_iter()
+            .map(|(p, s)| (p, format!("BM25 {s:.1} for the title's words"), None))
             .collect(),
     );
     let path_terms: Vec<(String, f32)> = terms
@@ -286,12 +328,17 @@ pub fn locate(
                     .map(|(w, _)| w.as_str())
                     .take(3)
                     .collect();
-                (p, format!("path has the issue's words: {}", hit.join(", ")), None)
+                (
+                    p,
+                    format!("path has the issue's words: {}", hit.join(", ")),
+                    None,
+                )
             })
             .collect(),
     );
 
-    let mut prior_sorted: Vec<&PriorFile> = prior.iter().filter(|p| table.contains(&p.path)).collect();
+    let mut prior_sorted: Vec<&PriorFile> =
+        prior.iter().filter(|p| table.contains(&p.path)).collect();
     prior_sorted.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
     fusion.add_ranking(
         Channel::Memory,
@@ -300,13 +347,17 @@ pub fn locate(
             .map(|p| {
                 (
                     p.path.clone(),
-                    format!("changed by the fix of similar issue {} ({:.2})", p.reference, p.similarity),
+                    format!(
+                        "changed by the fix of similar issue {} ({:.2})",
+                        p.reference, p.similarity
+                    ),
                     None,
                 )
             })
             .collect(),
     );
 
+    let search_seconds = t.elapsed().as_secs_f64();
     let mut files = fusion.ranked();
     files.truncate(settings.max_files);
     let context = build_context(repo, commit, &files, &clues, &words, settings);
@@ -318,12 +369,19 @@ pub fn locate(
         index: info,
         rerank: None,
         seconds: t.elapsed().as_secs_f64(),
+        search_seconds,
     }
 }
 
 /// Rebuild the context after the ranking changed (a model re-rank).
-pub fn rebuild_context(repo: &Repository, located: &mut Located, title: &str, body: &str, settings: &LocateSettings) {
-    let commit = Oid::from_str(&located.commit).unwrap_or_else(|_| Oid::ZERO_SHA1);
+pub fn rebuild_context(
+    repo: &Repository,
+    located: &mut Located,
+    title: &str,
+    body: &str,
+    settings: &LocateSettings,
+) {
+    let commit = Oid::from_str(&located.commit).unwrap_or(Oid::ZERO_SHA1);
     let clues = evidence::extract(title, body);
     let words = query_words(title, body, &clues);
     located.context = build_context(repo, commit, &located.files, &clues, &words, settings);
@@ -338,7 +396,11 @@ fn build_context(
     settings: &LocateSettings,
 ) -> Context {
     let word_set: HashSet<String> = words.iter().map(|(w, _)| w.clone()).collect();
-    let ident_set: HashSet<String> = clues.identifiers.iter().map(|(w, _)| w.to_lowercase()).collect();
+    let ident_set: HashSet<String> = clues
+        .identifiers
+        .iter()
+        .map(|(w, _)| w.to_lowercase())
+        .collect();
     context::build(
         files,
         &ContextQuery {
@@ -460,13 +522,18 @@ fn literal_matches(
         }
         let terms: Vec<(String, f32)> = words.iter().map(|w| (w.clone(), 1.0)).collect();
         let need = (words.len() * 6).div_ceil(10).max(1);
-        for (path, _) in index.search(SearchField::Literals, &terms, 20, need) {
+        for (path, _) in index.search(SearchField::Body, &terms, 20, need) {
             let Some(text) = files::read_at(repo, commit, &path) else {
                 continue;
             };
             if let Some((len, line)) = best_literal(&text, message) {
                 let short: String = message.chars().take(60).collect();
-                out.push((len, path, format!("error message \"{short}\" is a string here"), Some(line)));
+                out.push((
+                    len,
+                    path,
+                    format!("error message \"{short}\" is a string here"),
+                    Some(line),
+                ));
             }
         }
     }
@@ -534,7 +601,10 @@ mod tests {
             ["invalid ", " for ", ": ", " here"]
         );
         assert_eq!(
-            best_literal("x = 1\nraise ValueError(\"job id must be positive, got %r\")\n", "job id must be positive, got -3"),
+            best_literal(
+                "x = 1\nraise ValueError(\"job id must be positive, got %r\")\n",
+                "job id must be positive, got -3"
+            ),
             Some((24, 2))
         );
     }

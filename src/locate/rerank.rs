@@ -81,7 +81,11 @@ pub fn apply(located: &mut Located, answer: &Value) -> Option<(Vec<String>, Stri
         .iter()
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect();
-    let reason = answer.get("reason").and_then(Value::as_str).unwrap_or("").to_string();
+    let reason = answer
+        .get("reason")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let mut files = std::mem::take(&mut located.files);
     let mut out = Vec::with_capacity(files.len());
     let mut kept = Vec::new();

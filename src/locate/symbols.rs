@@ -42,8 +42,11 @@ pub fn language_for(path: &str) -> Option<Language> {
 
 fn kind_of(node_kind: &str) -> Option<&'static str> {
     Some(match node_kind {
-        "function_definition" | "function_item" | "function_signature_item"
-        | "function_declaration" | "generator_function_declaration" => "function",
+        "function_definition"
+        | "function_item"
+        | "function_signature_item"
+        | "function_declaration"
+        | "generator_function_declaration" => "function",
         "method_definition" | "method_declaration" | "constructor_declaration" => "method",
         "class_definition" | "class_declaration" | "abstract_class_declaration" => "class",
         "struct_item" => "struct",
@@ -84,11 +87,12 @@ fn walk(node: Node<'_>, text: &str, parent: Option<&str>, depth: u32, out: &mut 
             .and_then(|n| n.utf8_text(text.as_bytes()).ok())
             .unwrap_or("")
             .to_string();
-        let kind = if kind == "function" && parent.is_some() && child.kind() == "function_definition" {
-            "method"
-        } else {
-            kind
-        };
+        let kind =
+            if kind == "function" && parent.is_some() && child.kind() == "function_definition" {
+                "method"
+            } else {
+                kind
+            };
         let body_start = child
             .child_by_field_name("body")
             .or_else(|| child.child_by_field_name("value"))
@@ -114,7 +118,11 @@ fn arrow_function(node: Node<'_>) -> Option<&'static str> {
         return None;
     }
     let value = node.child_by_field_name("value")?;
-    matches!(value.kind(), "arrow_function" | "function_expression" | "function").then_some("function")
+    matches!(
+        value.kind(),
+        "arrow_function" | "function_expression" | "function"
+    )
+    .then_some("function")
 }
 
 #[cfg(test)]
@@ -162,10 +170,16 @@ mod tests {
         );
         assert_eq!(
             names("a.js", "const parse = (x) => x;\nfunction main() {}\n"),
-            [("parse".into(), "function", 1, 1), ("main".into(), "function", 2, 2)]
+            [
+                ("parse".into(), "function", 1, 1),
+                ("main".into(), "function", 2, 2)
+            ]
         );
         assert_eq!(
-            names("a.ts", "interface P { x: number }\nexport class Q { m(): void {} }\n"),
+            names(
+                "a.ts",
+                "interface P { x: number }\nexport class Q { m(): void {} }\n"
+            ),
             [
                 ("P".into(), "interface", 1, 1),
                 ("Q".into(), "class", 2, 2),

@@ -12,13 +12,28 @@ const MAX_WORD: usize = 64;
 pub fn code_tokens(text: &str, mut emit: impl FnMut(&str, usize, usize)) {
     let mut lower = String::new();
     let mut part = String::new();
-    let bytes = text.char_indices().peekable();
     let mut start: Option<usize> = None;
     let mut end = 0usize;
-    let mut flush = |s: usize, e: usize, lower: &mut String, part: &mut String| {
+    let flush = |s: usize,
+                 e: usize,
+                 lower: &mut String,
+                 part: &mut String,
+                 emit: &mut dyn FnMut(&str, usize, usize)| {
         let word = &text[s..e];
         let trimmed = word.trim_matches('_');
-        if trimmed.is_empty() || trimmed.len() > MAX_WORD || trimmed.chars().all(|c| c.is_ascii_digit()) {
+        if trimmed.is_empty()
+            || trimmed.len() > MAX_WORD
+            || trimmed.chars().all(|c| c.is_ascii_digit())
+        {
+            return;
+        }
+        // Fast path: a plain lowercase ASCII word (most of any code base) has no parts.
+        let b = trimmed.as_bytes();
+        if b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && !(b.iter().any(u8::is_ascii_digit) && b.iter().any(u8::is_ascii_lowercase))
+        {
+            emit(trimmed, s, e);
             return;
         }
         lower.clear();
@@ -26,7 +41,6 @@ pub fn code_tokens(text: &str, mut emit: impl FnMut(&str, usize, usize)) {
         emit(lower, s, e);
         // Parts: split on `_`, on lower→Upper, on Upper→Upper+lower (HTTPResponse), digits.
         let chars: Vec<char> = trimmed.chars().collect();
-        let mut parts = 0usize;
         let mut boundaries = Vec::new();
         for i in 0..chars.len() {
             let c = chars[i];
@@ -61,24 +75,35 @@ pub fn code_tokens(text: &str, mut emit: impl FnMut(&str, usize, usize)) {
             part.clear();
             part.extend(chars[a..b].iter().flat_map(|c| c.to_lowercase()));
             if part.len() >= 2 && !part.chars().all(|c| c.is_ascii_digit()) && **part != **lower {
-                parts += 1;
                 emit(part, s, e);
             }
         }
-        let _ = parts;
     };
-    for (i, c) in bytes {
-        if c.is_alphanumeric() || c == '_' {
+    // Bytes, not chars: code is mostly ASCII; other characters are decoded as met.
+    let raw = text.as_bytes();
+    let mut i = 0usize;
+    while i < raw.len() {
+        let b = raw[i];
+        let (word, len) = if b < 0x80 {
+            (b.is_ascii_alphanumeric() || b == b'_', 1)
+        } else {
+            match text[i..].chars().next() {
+                Some(c) => (c.is_alphanumeric(), c.len_utf8()),
+                None => (false, 1),
+            }
+        };
+        if word {
             if start.is_none() {
                 start = Some(i);
             }
-            end = i + c.len_utf8();
+            end = i + len;
         } else if let Some(s) = start.take() {
-            flush(s, end, &mut lower, &mut part);
+            flush(s, end, &mut lower, &mut part, &mut emit);
         }
+        i += len;
     }
     if let Some(s) = start {
-        flush(s, end, &mut lower, &mut part);
+        flush(s, end, &mut lower, &mut part, &mut emit);
     }
 }
 
@@ -98,26 +123,26 @@ pub fn is_stopword(word: &str) -> bool {
 // Sorted: `is_stopword` binary-searches it.
 const STOPWORDS: &[&str] = &[
     "a", "about", "after", "again", "all", "also", "am", "an", "and", "any", "are", "as", "at",
-    "be", "because", "been", "before", "being", "but", "by", "can", "could", "def", "did",
-    "do", "does", "doing", "else", "expected", "false", "fn", "for", "from", "get", "got",
-    "had", "has", "have", "here", "how", "i", "if", "import", "in", "instead", "into", "is",
-    "it", "its", "just", "let", "like", "me", "more", "my", "new", "no", "none", "not", "null",
-    "of", "on", "one", "or", "other", "our", "out", "pass", "please", "print", "pub", "return",
-    "same", "see", "self", "should", "so", "some", "such", "than", "that", "the", "their",
-    "them", "then", "there", "these", "they", "this", "those", "to", "true", "use", "using",
-    "very", "was", "we", "were", "what", "when", "where", "which", "while", "why", "will",
-    "with", "would", "you", "your",
+    "be", "because", "been", "before", "being", "but", "by", "can", "could", "def", "did", "do",
+    "does", "doing", "else", "expected", "false", "fn", "for", "from", "get", "got", "had", "has",
+    "have", "here", "how", "i", "if", "import", "in", "instead", "into", "is", "it", "its", "just",
+    "let", "like", "me", "more", "my", "new", "no", "none", "not", "null", "of", "on", "one", "or",
+    "other", "our", "out", "pass", "please", "print", "pub", "return", "same", "see", "self",
+    "should", "so", "some", "such", "than", "that", "the", "their", "them", "then", "there",
+    "these", "they", "this", "those", "to", "true", "use", "using", "very", "was", "we", "were",
+    "what", "when", "where", "which", "while", "why", "will", "with", "would", "you", "your",
 ];
 
 /// The tantivy tokenizer over [`code_tokens`].
 #[derive(Clone, Default)]
 pub struct CodeTokenizer {
+    // Reused between texts: the strings keep their allocations.
     tokens: Vec<Token>,
 }
 
 /// Tokens of one text, handed out in order.
 pub struct CodeTokenStream<'a> {
-    tokens: &'a mut Vec<Token>,
+    tokens: &'a mut [Token],
     at: usize,
 }
 
@@ -125,21 +150,32 @@ impl Tokenizer for CodeTokenizer {
     type TokenStream<'a> = CodeTokenStream<'a>;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> CodeTokenStream<'a> {
-        self.tokens.clear();
-        let mut position = 0usize;
+        let mut n = 0usize;
         let tokens = &mut self.tokens;
         code_tokens(text, |t, s, e| {
-            tokens.push(Token {
-                offset_from: s,
-                offset_to: e,
-                position,
-                text: t.to_string(),
-                position_length: 1,
-            });
-            position += 1;
+            if let Some(tok) = tokens.get_mut(n) {
+                tok.text.clear();
+                tok.text.push_str(t);
+                tok.offset_from = s;
+                tok.offset_to = e;
+                tok.position = n;
+            } else {
+                tokens.push(Token {
+                    offset_from: s,
+                    offset_to: e,
+                    position: n,
+                    text: t.to_string(),
+                    position_length: 1,
+                });
+            }
+            n += 1;
         });
+        // Keep the allocations of a big file, but not forever.
+        if tokens.len() > 1 << 20 && n < 1 << 16 {
+            tokens.truncate(1 << 16);
+        }
         CodeTokenStream {
-            tokens: &mut self.tokens,
+            tokens: &mut self.tokens[..n],
             at: 0,
         }
     }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::{
-    ExportRecord, FixRecord, ImportCounts, IssueSummary, ListFilter, Memory, MemoryError, SCHEMA_VERSION,
-    SearchHit, Stats,
+    ExportRecord, FixRecord, ImportCounts, IssueSummary, ListFilter, Memory, MemoryError,
+    SCHEMA_VERSION, SearchHit, Stats,
 };
 use crate::issue::{Issue, IssueState};
 use crate::redact::Redactor;
