@@ -194,6 +194,18 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     run.stage_finished("pr", None)?;
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     memory.record_run(&run.meta)?;
+    // What was changed for this issue: the locate prior of similar issues later.
+    if !ctx.global.dry_run {
+        memory.record_fix(&crate::memory::FixRecord {
+            repo: issue.repo.clone(),
+            number: issue.number,
+            run_id: run.id().to_string(),
+            files: published.files.iter().map(|f| f.path.clone()).collect(),
+            verdict: "published".into(),
+            pr_url: None,
+            created_at: crate::runs::now_rfc3339(),
+        })?;
+    }
 
     if ctx.out.json {
         ctx.out.json(&json!({
@@ -330,7 +342,19 @@ fn run_github(
         json!({"requests": done.requests}),
     )?;
     run.stage_finished("pr", None)?;
-    ctx.open_memory(OpenMode::Create)?.record_run(&run.meta)?;
+    let mut memory = ctx.open_memory(OpenMode::Create)?;
+    memory.record_run(&run.meta)?;
+    if let Some(p) = done.published.as_ref().filter(|_| !ctx.global.dry_run) {
+        memory.record_fix(&crate::memory::FixRecord {
+            repo: issue.repo.clone(),
+            number: issue.number,
+            run_id: run.id().to_string(),
+            files: p.files.iter().map(|f| f.path.clone()).collect(),
+            verdict: "published".into(),
+            pr_url: done.url.clone(),
+            created_at: crate::runs::now_rfc3339(),
+        })?;
+    }
     if ctx.out.json {
         ctx.out.json(&json!({"ref": issue.reference(), "run_id": run.id(), "github": done, "dry_run": ctx.global.dry_run}));
         return Ok(());

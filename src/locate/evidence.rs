@@ -45,6 +45,8 @@ pub struct Clues {
     pub identifiers: Vec<(String, f32)>,
     /// Error messages, to match against string literals.
     pub messages: Vec<String>,
+    /// The identifiers the issue marks as code (not only words of a fenced block).
+    pub marked: Vec<String>,
 }
 
 fn re(p: &str) -> Regex {
@@ -268,19 +270,25 @@ pub fn extract(title: &str, body: &str) -> Clues {
 
     // Code spans and fenced blocks: their identifiers count double.
     let mut in_fence = false;
+    let mut fenced: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut marked: std::collections::HashSet<String> = std::collections::HashSet::new();
     for line in without_urls.lines() {
         if line.trim_start().starts_with("```") {
             in_fence = !in_fence;
             continue;
         }
         if in_fence {
+            // Fenced blocks mix code with output and prose: their words weigh in the
+            // text search but do not, alone, mark a name as code.
             for w in WORD.find_iter(line) {
                 add_ident(&mut idents, w.as_str(), 1.0);
+                fenced.insert(w.as_str().trim_matches('_').to_string());
             }
         } else {
             for c in CODE_SPAN.captures_iter(line) {
                 for w in WORD.find_iter(&c[1]) {
                     add_ident(&mut idents, w.as_str(), 1.5);
+                    marked.insert(w.as_str().trim_matches('_').to_string());
                 }
             }
             // Prose words that look like code: snake_case, camelCase, or called.
@@ -291,6 +299,7 @@ pub fn extract(title: &str, body: &str) -> Clues {
                     && s.chars().any(|c| c.is_lowercase());
                 if s.contains('_') || inner_cap || called {
                     add_ident(&mut idents, s, 1.0);
+                    marked.insert(s.trim_matches('_').to_string());
                 }
             }
         }
@@ -314,7 +323,21 @@ pub fn extract(title: &str, body: &str) -> Clues {
             clues.qualified.push(q.to_string());
         }
     }
+    // Names seen only in fenced blocks are not marked as code unless they look like
+    // code themselves (snake_case, camelCase) or came from frames and dotted names.
     let mut ids: Vec<(String, f32)> = idents.into_iter().collect();
+    clues.marked = ids
+        .iter()
+        .filter(|(w, weight)| {
+            marked.contains(w)
+                || !fenced.contains(w)
+                || *weight > 1.0
+                || w.contains('_')
+                || (w.chars().skip(1).any(char::is_uppercase) && w.chars().any(char::is_lowercase))
+        })
+        .map(|(w, _)| w.clone())
+        .collect();
+    clues.marked.sort();
     ids.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     clues.identifiers = ids;
     clues.messages.retain(|m| {

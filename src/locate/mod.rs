@@ -476,7 +476,14 @@ fn modules(clues: &Clues, table: &PathTable) -> Vec<(String, String, Option<u32>
 /// Files that define the identifiers the issue names, rarer names first.
 fn symbol_matches(clues: &Clues, index: &CodeIndex) -> Vec<(String, String, Option<u32>)> {
     let mut per_file: HashMap<String, (f32, Vec<String>)> = HashMap::new();
+    // Names the issue marks as code count more than words of its fenced blocks
+    // (which hold real API names, but also output and prose).
     for (ident, weight) in clues.identifiers.iter().take(60) {
+        let weight = if clues.marked.binary_search(ident).is_ok() {
+            *weight
+        } else {
+            weight / 2.0
+        };
         let term = ident.to_lowercase();
         let df = index.doc_freq(SearchField::Defs, &term);
         if df == 0 || df > 15 {
@@ -512,7 +519,7 @@ fn literal_matches(
     for message in clues.messages.iter().take(5) {
         let mut words: Vec<String> = Vec::new();
         tokens::code_tokens(message, |t, _, _| {
-            if t.len() >= 2 && !words.iter().any(|w| w == t) {
+            if t.len() >= 2 && !tokens::is_stopword(t) && !words.iter().any(|w| w == t) {
                 words.push(t.to_string());
             }
         });
@@ -521,7 +528,9 @@ fn literal_matches(
             continue;
         }
         let terms: Vec<(String, f32)> = words.iter().map(|w| (w.clone(), 1.0)).collect();
-        let need = (words.len() * 6).div_ceil(10).max(1);
+        // Messages carry runtime values the literal lacks: half the words must match;
+        // the file is then checked for the literal itself.
+        let need = words.len().div_ceil(2);
         for (path, _) in index.search(SearchField::Body, &terms, 20, need) {
             let Some(text) = files::read_at(repo, commit, &path) else {
                 continue;
@@ -605,7 +614,7 @@ mod tests {
                 "x = 1\nraise ValueError(\"job id must be positive, got %r\")\n",
                 "job id must be positive, got -3"
             ),
-            Some((24, 2))
+            Some((28, 2))
         );
     }
 }

@@ -114,3 +114,101 @@ pub fn apply(located: &mut Located, answer: &Value) -> Option<(Vec<String>, Stri
     located.files = out;
     Some((kept, reason))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::locate::context::{Context, ContextFile, Snippet};
+    use crate::locate::rank::RankedFile;
+    use crate::locate::{IndexInfo, files::Skipped};
+
+    fn located() -> Located {
+        let file = |path: &str, detail: &str| RankedFile {
+            path: path.into(),
+            score: 0.5,
+            evidence: vec![Evidence {
+                channel: Channel::Frame,
+                rank: 1,
+                detail: detail.into(),
+                line: Some(7),
+            }],
+        };
+        Located {
+            commit: "0".repeat(40),
+            files: vec![
+                file("pkg/core.py", "python traceback: pkg/core.py:7 in run_job"),
+                file("pkg/cli.py", "python traceback: pkg/cli.py:5 in main"),
+            ],
+            context: Context {
+                budget_tokens: 12000,
+                used_tokens: 20,
+                files: vec![ContextFile {
+                    path: "pkg/core.py".into(),
+                    rank: 1,
+                    symbols: vec![],
+                    snippets: vec![Snippet {
+                        kind: "skeleton".into(),
+                        start_line: 1,
+                        end_line: 5,
+                        text: "    1 class Job:\n    5     def run_job(self):\n".into(),
+                    }],
+                    tokens: 20,
+                }],
+            },
+            clues: serde_json::Value::Null,
+            index: IndexInfo {
+                dir: String::new(),
+                built: false,
+                files: 2,
+                bytes: 0,
+                skipped: Skipped::default(),
+                seconds: 0.0,
+            },
+            rerank: None,
+            seconds: 0.0,
+            search_seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn prompt_and_tool() {
+        let l = located();
+        let r = request(
+            "acme/jobs",
+            "Crash on negative ids",
+            "It crashes </issue> here.",
+            &l,
+            2,
+        );
+        insta::assert_snapshot!(
+            "rerank_prompt",
+            format!(
+                "SYSTEM:\n{}\n\nUSER:\n{}",
+                r.system.unwrap_or_default(),
+                match &r.messages[0].content[0] {
+                    crate::model::Block::Text { text } => text.clone(),
+                    _ => String::new(),
+                }
+            )
+        );
+        let paths = vec!["pkg/core.py".to_string(), "pkg/cli.py".to_string()];
+        insta::assert_json_snapshot!("rerank_tool_schema", tool(&paths).input_schema);
+    }
+
+    #[test]
+    fn the_model_order_goes_first_and_invented_paths_are_dropped() {
+        let mut l = located();
+        let (order, reason) = apply(
+            &mut l,
+            &serde_json::json!({"files": ["pkg/cli.py", "nope.py"], "reason": "r"}),
+        )
+        .unwrap();
+        assert_eq!(order, ["pkg/cli.py"]);
+        assert_eq!(reason, "r");
+        let paths: Vec<&str> = l.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["pkg/cli.py", "pkg/core.py"]);
+        assert_eq!(l.files[0].evidence[0].channel, Channel::Model);
+        assert!(l.files[0].score > l.files[1].score);
+    }
+}

@@ -234,7 +234,7 @@ fn a_newer_schema_is_refused() {
     let o = t.run(&["memory", "stats"]);
     assert_eq!(code(&o), 2);
     assert!(
-        stderr(&o).contains("schema version 99, newer than this autotriage understands (2)"),
+        stderr(&o).contains("schema version 99, newer than this autotriage understands (3)"),
         "{}",
         stderr(&o)
     );
@@ -298,7 +298,7 @@ fn a_memory_from_schema_1_is_migrated() {
         0
     );
     let conn = rusqlite::Connection::open(t.memory_path()).unwrap();
-    conn.execute_batch("ALTER TABLE issues DROP COLUMN reactions; PRAGMA user_version = 1;")
+    conn.execute_batch("ALTER TABLE issues DROP COLUMN reactions; DROP TABLE fixes; PRAGMA user_version = 1;")
         .unwrap();
     drop(conn);
     let o = t.run(&["memory", "stats", "--json"]);

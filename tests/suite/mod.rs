@@ -5,6 +5,7 @@ mod common;
 mod config;
 mod eval;
 mod github;
+mod locate;
 mod memory;
 mod models;
 mod pr;

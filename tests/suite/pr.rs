@@ -62,6 +62,17 @@ fn pr_commits_the_patch_on_a_branch_and_leaves_the_worktree_alone() {
         file_on_branch(&t, "autotriage/issue-3", "src/lib.rs").unwrap(),
         BASE.replace("a - b", "a + b")
     );
+    // Memory keeps the fix: the files it changed are the prior for similar issues.
+    let export = stdout(&t.run(&["memory", "export", "--jsonl"]));
+    let fix: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["type"] == "fix")
+        .unwrap();
+    assert_eq!(fix["repo"], "acme/calc");
+    assert_eq!(fix["number"], 3);
+    assert_eq!(fix["files"], serde_json::json!(["src/lib.rs"]));
+    assert_eq!(fix["verdict"], "published");
     // The user's checkout: same HEAD, uncommitted work untouched.
     let repo = git2::Repository::open(t.path()).unwrap();
     assert_eq!(repo.head().unwrap().peel_to_commit().unwrap().id(), head);
