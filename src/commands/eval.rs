@@ -562,12 +562,12 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         ))
         .into());
     }
-    let mut records = Vec::new();
-    for (i, line) in text
+    let mut records: Vec<LocalizeRecord> = Vec::new();
+    let lines = text
         .lines()
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+        .filter(|(_, l)| !l.trim().is_empty());
+    for (n, (i, line)) in lines.enumerate() {
         let r: LocalizeRecord = serde_json::from_str(line).map_err(|e| {
             CommandError::usage(format!(
                 "{}:{}: not a SWE-bench record: {e}\n  fix: each line needs repo, instance_id, base_commit, problem_statement and patch",
@@ -575,16 +575,15 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
                 i + 1
             ))
         })?;
-        if !keep(args.lines, records.len() + usize::from(false)) && args.instance.is_empty() {
-            records.push(None);
-            continue;
+        let chosen = if args.instance.is_empty() {
+            keep(args.lines, n)
+        } else {
+            args.instance.contains(&r.instance_id)
+        };
+        if chosen {
+            records.push(r);
         }
-        if !args.instance.is_empty() && !args.instance.contains(&r.instance_id) {
-            continue;
-        }
-        records.push(Some(r));
     }
-    let mut records: Vec<LocalizeRecord> = records.into_iter().flatten().collect();
     if let Some(n) = args.limit {
         records.truncate(n);
     }

@@ -24,6 +24,8 @@ pub const DEFAULT_EXCLUDE: &[&str] = &[
     "**/*.pb.go",
     "**/*_pb2.py",
     "**/*.svg",
+    "**/.gitignore",
+    "**/.gitattributes",
 ];
 
 /// Markers in a file's head that say a tool wrote it.

@@ -1,5 +1,5 @@
-//! The code index: BM25 (tantivy) over a commit's files, with path tokens and
-//! definitions as their own fields (string literals are matched in the text, then
+//! The code index: BM25 (tantivy) over a commit's files, with the names each file
+//! defines as their own field (string literals are matched in the text, then
 //! verified in the file). Built once per commit and settings, cached
 //! under `.autotriage/index/`.
 
@@ -21,7 +21,7 @@ use super::files::{self, FileFilter, Skipped};
 use super::tokens::CodeTokenizer;
 
 /// Bumped when what the index holds changes: old caches are rebuilt, never misread.
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
 
 /// How many cached indexes to keep; older ones are removed when a new one is built.
 const KEEP_INDEXES: usize = 8;
@@ -33,8 +33,6 @@ const TOKENIZER: &str = "code";
 pub enum SearchField {
     /// The whole text.
     Body,
-    /// The path's words.
-    Path,
     /// Names the file defines.
     Defs,
 }
@@ -42,7 +40,6 @@ pub enum SearchField {
 #[derive(Debug, Clone, Copy)]
 struct Fields {
     path: Field,
-    path_text: Field,
     body: Field,
     defs: Field,
 }
@@ -51,7 +48,6 @@ impl Fields {
     fn get(&self, f: SearchField) -> Field {
         match f {
             SearchField::Body => self.body,
-            SearchField::Path => self.path_text,
             SearchField::Defs => self.defs,
         }
     }
@@ -99,7 +95,6 @@ fn schema() -> (Schema, Fields) {
     );
     let fields = Fields {
         path: b.add_text_field("path", STRING | STORED),
-        path_text: b.add_text_field("path_text", basic.clone()),
         body: b.add_text_field("body", text),
         defs: b.add_text_field("defs", basic),
     };
@@ -213,16 +208,24 @@ impl CodeIndex {
             BooleanQuery::new(clauses)
         };
         let searcher = self.reader.searcher();
-        let Ok(top) = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score()) else {
+        // A few more than asked, so equal scores at the cut are settled by path, not by
+        // the order the indexing threads happened to write documents in.
+        let Ok(top) = searcher.search(&query, &TopDocs::with_limit(limit * 2 + 8).order_by_score())
+        else {
             return Vec::new();
         };
-        top.into_iter()
+        let mut hits: Vec<(String, f32)> = top
+            .into_iter()
             .filter_map(|(score, addr)| {
                 let doc: TantivyDocument = searcher.doc(addr).ok()?;
                 let path = doc.get_first(self.fields.path)?.as_str()?.to_string();
-                Some((path, score))
+                // Rounded: the same file scores the same whichever segment holds it.
+                Some((path, (score * 1e4).round() / 1e4))
             })
-            .collect()
+            .collect();
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        hits.truncate(limit);
+        hits
     }
 
     /// How many files define or mention `term` in a field (its document frequency).
@@ -261,7 +264,6 @@ fn build(
         bytes += text.len() as u64;
         let mut doc = TantivyDocument::default();
         doc.add_text(fields.path, &f.path);
-        doc.add_text(fields.path_text, &f.path);
         doc.add_text(fields.defs, definitions(&text).join(" "));
         doc.add_text(fields.body, text);
         writer

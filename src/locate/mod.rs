@@ -316,26 +316,7 @@ pub fn locate(
         .filter(|(w, _)| w.len() >= 4)
         .cloned()
         .collect();
-    fusion.add_ranking(
-        Channel::PathWords,
-        index
-            .search(SearchField::Path, &path_terms, 20, 1)
-            .into_iter()
-            .map(|(p, _)| {
-                let hit: Vec<&str> = path_terms
-                    .iter()
-                    .filter(|(w, _)| p.to_lowercase().contains(w.as_str()))
-                    .map(|(w, _)| w.as_str())
-                    .take(3)
-                    .collect();
-                (
-                    p,
-                    format!("path has the issue's words: {}", hit.join(", ")),
-                    None,
-                )
-            })
-            .collect(),
-    );
+    fusion.add_ranking(Channel::PathWords, path_words(&table.paths, &path_terms));
 
     let mut prior_sorted: Vec<&PriorFile> =
         prior.iter().filter(|p| table.contains(&p.path)).collect();
@@ -434,6 +415,51 @@ fn query_words(title: &str, body: &str, clues: &Clues) -> Vec<(String, f32)> {
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
     v.truncate(256);
     v.into_iter().map(|(k, x, _)| (k, x)).collect()
+}
+
+/// Paths that hold the words (rarer words count more), best first. Computed
+/// over the path list rather than the index: short fields tie a lot, and ties must
+/// fall the same way every time.
+fn path_words(paths: &[String], terms: &[(String, f32)]) -> Vec<(String, String, Option<u32>)> {
+    let tokenized: Vec<std::collections::HashSet<String>> = paths
+        .iter()
+        .map(|p| tokens::token_list(p).into_iter().collect())
+        .collect();
+    let n = paths.len().max(1) as f32;
+    let mut scored: Vec<(f32, usize, Vec<&str>)> = Vec::new();
+    let df: Vec<usize> = terms
+        .iter()
+        .map(|(w, _)| tokenized.iter().filter(|t| t.contains(w)).count())
+        .collect();
+    for (i, toks) in tokenized.iter().enumerate() {
+        let mut score = 0.0;
+        let mut hit = Vec::new();
+        for ((w, weight), d) in terms.iter().zip(&df) {
+            if *d > 0 && toks.contains(w) {
+                score += weight * (n / *d as f32).ln().max(0.1);
+                hit.push(w.as_str());
+            }
+        }
+        if score > 0.0 {
+            scored.push((score, i, hit));
+        }
+    }
+    scored.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| paths[a.1].cmp(&paths[b.1]))
+    });
+    scored
+        .into_iter()
+        .take(20)
+        .map(|(_, i, hit)| {
+            let hit: Vec<&str> = hit.into_iter().take(3).collect();
+            (
+                paths[i].clone(),
+                format!("path has the issue's words: {}", hit.join(", ")),
+                None,
+            )
+        })
+        .collect()
 }
 
 /// Dotted and `::` names resolved to module files: `_pytest.assertion.rewrite` →

@@ -298,8 +298,10 @@ fn a_memory_from_schema_1_is_migrated() {
         0
     );
     let conn = rusqlite::Connection::open(t.memory_path()).unwrap();
-    conn.execute_batch("ALTER TABLE issues DROP COLUMN reactions; DROP TABLE fixes; PRAGMA user_version = 1;")
-        .unwrap();
+    conn.execute_batch(
+        "ALTER TABLE issues DROP COLUMN reactions; DROP TABLE fixes; PRAGMA user_version = 1;",
+    )
+    .unwrap();
     drop(conn);
     let o = t.run(&["memory", "stats", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
