@@ -52,3 +52,19 @@ rm -rf .autotriage
 timeit "triage 1 issue, training the kind model on 1,500 first" "$bin" triage "$csv#1"
 timeit "triage 1,500 issues end to end (runs + memory), model stored" "$bin" triage "$csv" --json
 echo "run folders: $(ls .autotriage/runs | wc -l) in $work/.autotriage/runs (filesystem: $(df -T . | awk 'NR==2{print $2}'))"
+
+# Localization (the locate stage), when the fetched repositories are present.
+mirror=${AUTOTRIAGE_MIRROR:-/work/.mirror}
+if [ -d "$mirror/sympy+sympy/repo" ]; then
+  printf '{"repo":"sympy/sympy","instance_id":"sympy-2019","base_commit":"46fdeb740faab009c31864ae835bcc5c865307f3","problem_statement":"Matrix determinant raises Invalid NaN comparison\\nf = lambda n: det(Matrix([[i + a*j for i in range(n)] for j in range(n)]))","patch":""}\n' > sympy.jsonl
+  for _ in 1 2 3 4 5; do
+    rm -rf sympy-index
+    "$bin" eval localize --dataset sympy.jsonl --repos "$mirror" --index-dir sympy-index --json \
+      | python3 -c "import json,sys; o=json.load(sys.stdin)['per_instance'][0]; print(f\"index sympy cold {o['index_seconds']*1000:8.0f} ms   searches {o['search_seconds']*1000:5.1f} ms   ranking+context {o['locate_seconds']*1000:5.0f} ms\")"
+  done
+  "$bin" eval localize --dataset sympy.jsonl --repos "$mirror" --index-dir sympy-index --json \
+    | python3 -c "import json,sys; o=json.load(sys.stdin)['per_instance'][0]; print(f\"index sympy warm {o['index_seconds']*1000:8.1f} ms   searches {o['search_seconds']*1000:5.1f} ms   ranking+context {o['locate_seconds']*1000:5.0f} ms\")"
+fi
+if [ -f "$data/swebench-lite/dev.jsonl" ] && [ -d "$mirror" ]; then
+  "$bin" eval localize --dataset "$data/swebench-lite/dev.jsonl" --repos "$mirror" --index-dir swe-index
+fi
