@@ -383,9 +383,22 @@ pub enum EvalCommand {
     Duplicates(EvalDuplicatesArgs),
     /// Agreement of the priority rules with people's priorities.
     Priority(EvalPriorityArgs),
+    /// Edit application on damaged patches: the share applied and right, applied but
+    /// wrong, and refused, overall and per kind of damage.
+    Apply(EvalApplyArgs),
     /// Code localization on SWE-bench-format issues: file recall@1/3/5/10, MRR and
     /// context size.
     Localize(EvalLocalizeArgs),
+}
+
+/// `eval apply`
+#[derive(Debug, Args)]
+pub struct EvalApplyArgs {
+    /// JSON lines with `patch` (a unified diff or SEARCH/REPLACE blocks), `files` (path →
+    /// text before), `expected` (path → text after; null for a deleted file) and an
+    /// optional `corruption`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub cases: PathBuf,
 }
 
 /// `eval localize`

@@ -564,3 +564,74 @@ pub fn localize_report(outcomes: &[LocalizeOutcome]) -> LocalizeReport {
         median_search_seconds: median(outcomes.iter().map(|o| o.search_seconds).collect()),
     }
 }
+
+/// What became of one `eval apply` case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Applied, and the files are what was intended.
+    Right,
+    /// Applied, and some file is not.
+    Wrong,
+    /// Refused.
+    Refused,
+}
+
+/// Shares of outcomes.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ApplyShares {
+    /// Cases.
+    pub cases: usize,
+    /// Applied and right.
+    pub right: f64,
+    /// Applied but wrong.
+    pub wrong: f64,
+    /// Refused.
+    pub refused: f64,
+}
+
+/// The figures of `eval apply`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    /// Cases.
+    pub cases: usize,
+    /// Share applied and right.
+    pub right: f64,
+    /// Share applied but wrong.
+    pub wrong: f64,
+    /// Share refused.
+    pub refused: f64,
+    /// The same per kind of damage.
+    pub by_corruption: BTreeMap<String, ApplyShares>,
+    /// Overall, as shares.
+    #[serde(skip)]
+    pub overall: ApplyShares,
+}
+
+fn shares(outcomes: &[ApplyOutcome]) -> ApplyShares {
+    let n = outcomes.len().max(1) as f64;
+    let count = |o: ApplyOutcome| outcomes.iter().filter(|x| **x == o).count() as f64 / n;
+    ApplyShares {
+        cases: outcomes.len(),
+        right: count(ApplyOutcome::Right),
+        wrong: count(ApplyOutcome::Wrong),
+        refused: count(ApplyOutcome::Refused),
+    }
+}
+
+/// Aggregate `(corruption, outcome)` pairs.
+pub fn apply_report(outcomes: &[(String, ApplyOutcome)]) -> ApplyReport {
+    let all: Vec<ApplyOutcome> = outcomes.iter().map(|(_, o)| *o).collect();
+    let overall = shares(&all);
+    let mut groups: BTreeMap<String, Vec<ApplyOutcome>> = BTreeMap::new();
+    for (c, o) in outcomes {
+        groups.entry(c.clone()).or_default().push(*o);
+    }
+    ApplyReport {
+        cases: overall.cases,
+        right: overall.right,
+        wrong: overall.wrong,
+        refused: overall.refused,
+        by_corruption: groups.iter().map(|(k, v)| (k.clone(), shares(v))).collect(),
+        overall,
+    }
+}

@@ -17,6 +17,7 @@ pub mod memory;
 pub mod model;
 pub mod pr;
 pub mod redact;
+pub mod repair;
 pub mod runs;
 pub mod triage;
 pub mod trust;

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::cli::{
-    EvalCommand, EvalDuplicatesArgs, EvalLocalizeArgs, EvalPriorityArgs, EvalTriageArgs,
+    EvalApplyArgs, EvalCommand, EvalDuplicatesArgs, EvalLocalizeArgs, EvalPriorityArgs, EvalTriageArgs,
     LineSelection,
 };
 use crate::error::CommandError;
@@ -25,6 +25,7 @@ pub fn run(cmd: EvalCommand, ctx: &Ctx) -> Result<()> {
         EvalCommand::Duplicates(args) => duplicates(&args, ctx),
         EvalCommand::Priority(args) => priority(&args, ctx),
         EvalCommand::Localize(args) => localize(&args, ctx),
+        EvalCommand::Apply(args) => apply_cases(&args, ctx),
     }
 }
 
@@ -704,5 +705,103 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         report.median_locate_seconds,
         report.median_search_seconds,
     ));
+    Ok(())
+}
+
+/// One `eval apply` case.
+#[derive(serde::Deserialize)]
+struct ApplyCase {
+    patch: String,
+    files: std::collections::BTreeMap<String, String>,
+    expected: std::collections::BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    corruption: Option<String>,
+}
+
+fn apply_cases(args: &EvalApplyArgs, ctx: &Ctx) -> Result<()> {
+    let text = std::fs::read_to_string(&args.cases).map_err(|e| {
+        CommandError::usage(format!(
+            "cannot read {}: {e}\n  fix: check the path",
+            args.cases.display()
+        ))
+    })?;
+    let guard = crate::repair::PathGuard::new(&ctx.config().paths.protected)
+        .map_err(CommandError::usage)?;
+    let mut outcomes: Vec<(String, eval::ApplyOutcome)> = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let case: ApplyCase = serde_json::from_str(line).map_err(|e| {
+            CommandError::usage(format!(
+                "{}:{}: not an apply case: {e}\n  fix: each line needs patch, files and expected",
+                args.cases.display(),
+                i + 1
+            ))
+        })?;
+        let files = case.files.clone();
+        let read = move |p: &str| files.get(p).cloned();
+        let candidates: Vec<String> = case.files.keys().cloned().collect();
+        let outcome = match crate::repair::parse(&case.patch)
+            .map_err(crate::repair::ApplyError::from)
+            .and_then(|edits| crate::repair::apply(&edits, &read, &candidates, &guard))
+        {
+            Err(e) => {
+                ctx.out.debug(&format!("line {}: refused: {e}", i + 1));
+                eval::ApplyOutcome::Refused
+            }
+            Ok(applied) => {
+                let after = |p: &str| -> Option<String> {
+                    match applied.files.get(p) {
+                        Some(v) => v.clone(),
+                        None => case.files.get(p).cloned(),
+                    }
+                };
+                let expected_ok = case.expected.iter().all(|(p, want)| after(p) == *want);
+                let nothing_else = applied
+                    .files
+                    .keys()
+                    .all(|p| case.expected.contains_key(p) || after(p) == case.files.get(p).cloned());
+                if expected_ok && nothing_else {
+                    eval::ApplyOutcome::Right
+                } else {
+                    for (p, want) in &case.expected {
+                        let got = after(p).unwrap_or_default();
+                        let want = want.clone().unwrap_or_default();
+                        if got != want {
+                            let d = similar::TextDiff::from_lines(&want, &got);
+                            ctx.out.debug(&format!(
+                                "line {}: applied but wrong in {p} (expected → got):\n{}",
+                                i + 1,
+                                d.unified_diff().context_radius(2)
+                            ));
+                        }
+                    }
+                    eval::ApplyOutcome::Wrong
+                }
+            }
+        };
+        outcomes.push((case.corruption.unwrap_or_else(|| "none".into()), outcome));
+    }
+    if outcomes.is_empty() {
+        return Err(CommandError::usage(format!(
+            "{}: no cases\n  fix: give JSON lines with patch, files and expected",
+            args.cases.display()
+        ))
+        .into());
+    }
+    let report = eval::apply_report(&outcomes);
+    if ctx.global.json {
+        ctx.out.json(&report);
+        return Ok(());
+    }
+    let row = |name: &str, s: &eval::ApplyShares| {
+        format!(
+            "  {name:<22} {:>5}  right {:.3}  wrong {:.3}  refused {:.3}",
+            s.cases, s.right, s.wrong, s.refused
+        )
+    };
+    let mut out = vec![row("all", &report.overall)];
+    for (k, s) in &report.by_corruption {
+        out.push(row(k, s));
+    }
+    ctx.out.line(&out.join("\n"));
     Ok(())
 }

@@ -1,0 +1,309 @@
+//! Edits as a model writes them: SEARCH/REPLACE blocks or unified diffs (with or without
+//! their headers). Line numbers and hunk counts are read but never trusted.
+
+use serde::Serialize;
+
+/// One edit: lines to find and what they become.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edit {
+    /// The file, when the edit names one.
+    pub path: Option<String>,
+    /// Where the edit came from, for messages: `block 2`, `hunk 1 of src/a.py`.
+    pub origin: String,
+    /// The lines as they are now, each tagged: `Keep` (context) or `Remove`.
+    pub old: Vec<(Tag, String)>,
+    /// Lines to insert, each placed after the `old` line with that index (`None`: before
+    /// the first).
+    pub insert: Vec<(Option<usize>, String)>,
+    /// The file does not exist yet (`--- /dev/null`, or an empty SEARCH).
+    pub creates: bool,
+    /// The edit deletes the file (`+++ /dev/null`).
+    pub deletes: bool,
+}
+
+/// What an old line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tag {
+    /// Context: must be there, stays.
+    Keep,
+    /// Must be there, goes.
+    Remove,
+}
+
+/// Text that holds no edit the parser can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+const SEARCH: &str = "<<<<<<< SEARCH";
+const DIVIDER: &str = "=======";
+const REPLACE: &str = ">>>>>>> REPLACE";
+
+/// Read every edit in `text`: SEARCH/REPLACE blocks, else unified-diff hunks.
+pub fn parse(text: &str) -> Result<Vec<Edit>, ParseError> {
+    let text = text.replace("\r\n", "\n");
+    if text.lines().any(|l| l.trim_end() == SEARCH) {
+        return parse_blocks(&text);
+    }
+    if text.lines().any(|l| l.starts_with("@@")) {
+        return parse_diff(&text);
+    }
+    Err(ParseError(
+        "no edit found: write SEARCH/REPLACE blocks (a path line, `<<<<<<< SEARCH`, the exact current lines, `=======`, the new lines, `>>>>>>> REPLACE`) or a unified diff".into(),
+    ))
+}
+
+/// The path a line before a block names: `src/a.py`, `` `src/a.py` ``, `### src/a.py`.
+fn path_line(line: &str) -> Option<String> {
+    let t = line
+        .trim()
+        .trim_start_matches('#')
+        .trim()
+        .trim_matches(|c| c == '`' || c == '*' || c == ':')
+        .trim();
+    let t = t.strip_prefix("File:").map_or(t, str::trim);
+    (!t.is_empty()
+        && !t.contains(char::is_whitespace)
+        && !t.starts_with("```")
+        && (t.contains('.') || t.contains('/')))
+    .then(|| t.to_string())
+}
+
+fn parse_blocks(text: &str) -> Result<Vec<Edit>, ParseError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut path: Option<String> = None;
+    let mut i = 0usize;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.trim_end() != SEARCH {
+            if !line.trim_start().starts_with("```")
+                && let Some(p) = path_line(line)
+            {
+                path = Some(p);
+            }
+            i += 1;
+            continue;
+        }
+        let n = out.len() + 1;
+        let origin = match &path {
+            Some(p) => format!("block {n} ({p})"),
+            None => format!("block {n}"),
+        };
+        let mut search = Vec::new();
+        let mut replace = Vec::new();
+        let mut j = i + 1;
+        while j < lines.len() && lines[j].trim_end() != DIVIDER {
+            if lines[j].trim_end() == SEARCH || lines[j].trim_end() == REPLACE {
+                return Err(ParseError(format!("{origin}: `{SEARCH}` without `{DIVIDER}`")));
+            }
+            search.push(lines[j].to_string());
+            j += 1;
+        }
+        if j >= lines.len() {
+            return Err(ParseError(format!("{origin}: `{SEARCH}` without `{DIVIDER}`")));
+        }
+        j += 1;
+        while j < lines.len() && lines[j].trim_end() != REPLACE {
+            if lines[j].trim_end() == SEARCH {
+                return Err(ParseError(format!("{origin}: no `{REPLACE}` line")));
+            }
+            replace.push(lines[j].to_string());
+            j += 1;
+        }
+        if j >= lines.len() {
+            return Err(ParseError(format!("{origin}: no `{REPLACE}` line")));
+        }
+        out.push(from_sides(path.clone(), origin, &search, &replace));
+        i = j + 1;
+    }
+    Ok(out)
+}
+
+/// An edit from the two sides of a block: the line diff says which lines stay.
+pub fn from_sides(path: Option<String>, origin: String, search: &[String], replace: &[String]) -> Edit {
+    let creates = search.iter().all(|l| l.trim().is_empty());
+    let mut old: Vec<(Tag, String)> = Vec::new();
+    let mut insert: Vec<(Option<usize>, String)> = Vec::new();
+    if creates {
+        insert.extend(replace.iter().map(|l| (None, l.clone())));
+        return Edit {
+            path,
+            origin,
+            old,
+            insert,
+            creates: true,
+            deletes: false,
+        };
+    }
+    let a: Vec<&str> = search.iter().map(String::as_str).collect();
+    let b: Vec<&str> = replace.iter().map(String::as_str).collect();
+    let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &a, &b);
+    for op in ops {
+        for change in op.iter_changes(&a, &b) {
+            match change.tag() {
+                similar::ChangeTag::Equal => old.push((Tag::Keep, change.value().to_string())),
+                similar::ChangeTag::Delete => old.push((Tag::Remove, change.value().to_string())),
+                similar::ChangeTag::Insert => {
+                    insert.push((old.len().checked_sub(1), change.value().to_string()))
+                }
+            }
+        }
+    }
+    Edit {
+        path,
+        origin,
+        old,
+        insert,
+        creates: false,
+        deletes: false,
+    }
+}
+
+fn strip_prefix_path(p: &str) -> Option<String> {
+    let p = p.split('\t').next().unwrap_or(p).trim();
+    if p == "/dev/null" {
+        return None;
+    }
+    Some(
+        p.strip_prefix("a/")
+            .or_else(|| p.strip_prefix("b/"))
+            .unwrap_or(p)
+            .to_string(),
+    )
+}
+
+fn parse_diff(text: &str) -> Result<Vec<Edit>, ParseError> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut path: Option<String> = None;
+    let mut creates = false;
+    let mut deletes = false;
+    let mut hunk_no = 0usize;
+    let mut i = 0usize;
+    while i < lines.len() {
+        let line = lines[i];
+        if let Some(rest) = line.strip_prefix("diff --git ") {
+            path = rest.split_once(" b/").map(|(_, b)| b.trim().to_string());
+            creates = false;
+            deletes = false;
+            hunk_no = 0;
+            i += 1;
+            continue;
+        }
+        if line.starts_with("--- ") && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ ")) {
+            let old = strip_prefix_path(&line[4..]);
+            let new = strip_prefix_path(&lines[i + 1][4..]);
+            creates = old.is_none();
+            deletes = new.is_none();
+            path = new.or(old);
+            hunk_no = 0;
+            i += 2;
+            continue;
+        }
+        if !line.starts_with("@@") {
+            // Prose outside a diff may name the file the next header-less hunk is for.
+            if !line.trim_start().starts_with("```")
+                && !line.starts_with("index ")
+                && !line.starts_with("new file mode")
+                && !line.starts_with("deleted file mode")
+                && let Some(p) = path_line(line)
+            {
+                path = Some(p.trim_start_matches("a/").trim_start_matches("b/").to_string());
+            }
+            i += 1;
+            continue;
+        }
+        hunk_no += 1;
+        let origin = match &path {
+            Some(p) => format!("hunk {hunk_no} of {p}"),
+            None => format!("hunk {hunk_no}"),
+        };
+        // The body runs until the next header; counts in `@@` are ignored.
+        let mut old: Vec<(Tag, String)> = Vec::new();
+        let mut insert: Vec<(Option<usize>, String)> = Vec::new();
+        let mut j = i + 1;
+        while j < lines.len() {
+            let l = lines[j];
+            if l.starts_with("@@")
+                || l.starts_with("diff --git ")
+                || (l.starts_with("--- ") && lines.get(j + 1).is_some_and(|n| n.starts_with("+++ ")))
+                || l.trim_start().starts_with("```")
+            {
+                break;
+            }
+            if let Some(rest) = l.strip_prefix('+') {
+                insert.push((old.len().checked_sub(1), rest.to_string()));
+            } else if let Some(rest) = l.strip_prefix('-') {
+                old.push((Tag::Remove, rest.to_string()));
+            } else if let Some(rest) = l.strip_prefix(' ') {
+                old.push((Tag::Keep, rest.to_string()));
+            } else if l.is_empty() {
+                // Editors strip the space of empty context lines; a trailing empty line
+                // is the end of the hunk, not context.
+                let more = lines[j + 1..]
+                    .iter()
+                    .take_while(|n| !n.starts_with("@@") && !n.starts_with("diff --git "))
+                    .any(|n| n.starts_with([' ', '+', '-']) && !n.starts_with("--- "));
+                if !more {
+                    break;
+                }
+                old.push((Tag::Keep, String::new()));
+            } else if l.starts_with('\\') {
+                // "\ No newline at end of file"
+            } else {
+                break;
+            }
+            j += 1;
+        }
+        if old.is_empty() && insert.is_empty() {
+            return Err(ParseError(format!("{origin}: an empty hunk")));
+        }
+        out.push(Edit {
+            path: path.clone(),
+            origin,
+            creates: creates && old.is_empty(),
+            deletes: deletes && insert.is_empty(),
+            old,
+            insert,
+        });
+        i = j;
+    }
+    if out.is_empty() {
+        return Err(ParseError("no hunk found in the diff".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_with_paths() {
+        let e = parse(
+            "Change the check.\n\nsrc/a.py\n```python\n<<<<<<< SEARCH\n    if x < 0:\n        return\n=======\n    if x <= 0:\n        return\n>>>>>>> REPLACE\n```\n",
+        )
+        .unwrap_or_default();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].path.as_deref(), Some("src/a.py"));
+        assert_eq!(
+            e[0].old,
+            [(Tag::Remove, "    if x < 0:".into()), (Tag::Keep, "        return".into())]
+        );
+        assert_eq!(e[0].insert, [(Some(0), "    if x <= 0:".into())]);
+    }
+
+    #[test]
+    fn diffs_ignore_counts_and_keep_paths() {
+        let e = parse("--- a/src/a.py\n+++ b/src/a.py\n@@ -10,2 +10,9 @@\n def f():\n-    return 1\n+    return 2\n").unwrap_or_default();
+        assert_eq!(e[0].path.as_deref(), Some("src/a.py"));
+        assert_eq!(e[0].old.len(), 2);
+        assert_eq!(e[0].insert, [(Some(1), "    return 2".into())]);
+        let e = parse("@@ -1 +1 @@\n-a\n+b\n").unwrap_or_default();
+        assert_eq!(e[0].path, None);
+        assert!(parse("just prose").is_err());
+        assert!(parse("a.py\n<<<<<<< SEARCH\nx\n").is_err());
+    }
+}

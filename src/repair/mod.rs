@@ -1,0 +1,8 @@
+//! The repair stage: edits from a model (SEARCH/REPLACE blocks or unified diffs) and the
+//! one applier `fix`, `test` and `pr` share.
+
+pub mod apply;
+pub mod edits;
+
+pub use apply::{ApplyError, Applied, EditReport, Method, PathGuard, apply};
+pub use edits::{Edit, ParseError, parse};
