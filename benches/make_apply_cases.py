@@ -107,16 +107,15 @@ def blocks(files, with_path=True, line_fn=lambda l: l, drop=None):
     out = []
     for f in files:
         for h in f["hunks"]:
-            old = [l[1:] for l in h[1:] if l[:1] in (" ", "-")]
-            new = [l[1:] for l in h[1:] if l[:1] in (" ", "+")]
+            body = h[1:]
             if drop is not None:
-                # Drop the same unchanged line from both sides, as a model that skipped it.
-                common = [i for i, l in enumerate(h[1:]) if l.startswith(" ") and l.strip()]
+                # Drop one unchanged line from both sides, as a model that skipped it.
+                common = [i for i, l in enumerate(body) if l.startswith(" ") and l.strip()]
                 if common:
                     k = drop.choice(common)
-                    line = h[1:][k][1:]
-                    old.remove(line)
-                    new.remove(line)
+                    body = body[:k] + body[k + 1:]
+            old = [l[1:] for l in body if l[:1] in (" ", "-")]
+            new = [l[1:] for l in body if l[:1] in (" ", "+")]
             if with_path:
                 out.append(f["path"])
             out.append("<<<<<<< SEARCH")

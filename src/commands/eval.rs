@@ -794,7 +794,7 @@ fn apply_cases(args: &EvalApplyArgs, ctx: &Ctx) -> Result<()> {
     }
     let row = |name: &str, s: &eval::ApplyShares| {
         format!(
-            "  {name:<22} {:>5}  right {:.3}  wrong {:.3}  refused {:.3}",
+            "  {name:<28} {:>5}  right {:.3}  wrong {:.3}  refused {:.3}",
             s.cases, s.right, s.wrong, s.refused
         )
     };

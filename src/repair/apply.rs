@@ -98,6 +98,18 @@ pub enum ApplyError {
         /// First lines of the places, 1-based.
         lines: Vec<usize>,
     },
+    /// The file has lines the edit lacks right where its new lines go.
+    #[error("{origin}: {path} has line {} (\"{text}\") that the edit does not show, right where its new lines go; include the unchanged lines around the change exactly", line)]
+    Gap {
+        /// The edit.
+        origin: String,
+        /// The path.
+        path: String,
+        /// The first such line, 1-based.
+        line: usize,
+        /// Its text.
+        text: String,
+    },
     /// A header-less edit that no single file matches.
     #[error("{origin}: it names no file and {detail}; start it with the file's path")]
     NoTarget {
@@ -265,6 +277,14 @@ pub fn apply(
             });
             state.insert(path, None);
             continue;
+        }
+        if let Some(f) = unclear_gap(edit, &found) {
+            return Err(ApplyError::Gap {
+                origin: edit.origin.clone(),
+                path,
+                line: f + 1,
+                text: file.lines[f].trim().chars().take(80).collect(),
+            });
         }
         let new_lines = splice(edit, &file.lines, &found);
         reports.push(EditReport {
@@ -647,6 +667,31 @@ impl Reindent {
             }
         }
     }
+}
+
+/// A file line (0-based) the edit does not show, lying where an insertion goes: the
+/// insertion could go before or after it, so the edit is not clear.
+fn unclear_gap(edit: &Edit, found: &Found) -> Option<usize> {
+    let prev_aligned = |k: usize| (0..=k).rev().find_map(|i| found.align[i]);
+    let next_aligned = |k: usize| (k..found.align.len()).find_map(|i| found.align[i]);
+    for (anchor, _) in &edit.insert {
+        // New lines right after a removed one replace it: their place is that line's.
+        if anchor.is_some_and(|k| edit.old[k].0 == Tag::Remove && found.align[k].is_some()) {
+            continue;
+        }
+        let (lo, hi) = match anchor {
+            None => (None, next_aligned(0)),
+            Some(k) => (prev_aligned(*k), next_aligned(k + 1)),
+        };
+        let (Some(lo), Some(hi)) = (lo.or(Some(found.start.wrapping_sub(1))), hi) else {
+            continue;
+        };
+        let first = lo.wrapping_add(1);
+        if first < hi && first >= found.start {
+            return Some(first);
+        }
+    }
+    None
 }
 
 /// The file's lines with the edit made at `found`.
