@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::cli::{
-    EvalApplyArgs, EvalCommand, EvalDuplicatesArgs, EvalLocalizeArgs, EvalPriorityArgs, EvalTriageArgs,
-    LineSelection,
+    EvalApplyArgs, EvalCommand, EvalDuplicatesArgs, EvalLocalizeArgs, EvalPriorityArgs,
+    EvalTriageArgs, LineSelection,
 };
 use crate::error::CommandError;
 use crate::eval::{self, KindReport, LabelledText, Report};
@@ -728,7 +728,11 @@ fn apply_cases(args: &EvalApplyArgs, ctx: &Ctx) -> Result<()> {
     let guard = crate::repair::PathGuard::new(&ctx.config().paths.protected)
         .map_err(CommandError::usage)?;
     let mut outcomes: Vec<(String, eval::ApplyOutcome)> = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let case: ApplyCase = serde_json::from_str(line).map_err(|e| {
             CommandError::usage(format!(
                 "{}:{}: not an apply case: {e}\n  fix: each line needs patch, files and expected",
@@ -755,10 +759,9 @@ fn apply_cases(args: &EvalApplyArgs, ctx: &Ctx) -> Result<()> {
                     }
                 };
                 let expected_ok = case.expected.iter().all(|(p, want)| after(p) == *want);
-                let nothing_else = applied
-                    .files
-                    .keys()
-                    .all(|p| case.expected.contains_key(p) || after(p) == case.files.get(p).cloned());
+                let nothing_else = applied.files.keys().all(|p| {
+                    case.expected.contains_key(p) || after(p) == case.files.get(p).cloned()
+                });
                 if expected_ok && nothing_else {
                     eval::ApplyOutcome::Right
                 } else {

@@ -1,4 +1,4 @@
-//! Opening the pull request on GitHub: the patch is applied strictly to the files it
+//! Opening the pull request on GitHub: the patch is applied (by the shared applier) to the files it
 //! touches at the default branch head (fetched into a throwaway repository), then one
 //! commit is made through the git data API (blobs → tree → commit → ref) on
 //! `autotriage/issue-N`, and a draft PR is created or updated. Every write checks
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::ForgeError;
 use super::github::GithubForge;
 use crate::issue::{Issue, RepoId};
-use crate::pr::{PatchError, Published, apply_strict, branch_name, check_patch};
+use crate::pr::{PatchError, Published, apply_patch, branch_name, patch_paths};
 
 /// `pr` failures on GitHub.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +98,7 @@ impl GithubForge {
         let what = format!("{repo}#{}", issue.number);
         let r = format!("/repos/{}/{}", repo.owner, repo.name);
         let mut out = GithubPr::default();
-        let (diff, files) = check_patch(patch, protected)?;
+        let paths = patch_paths(patch, protected)?;
 
         let (info, _) = self.get(&what, &r)?;
         let default = info
@@ -124,8 +124,8 @@ impl GithubForge {
         let tmp = tempfile::tempdir().map_err(|e| PatchError::Git(e.to_string()))?;
         let scratch = Repository::init_bare(tmp.path()).map_err(git)?;
         let mut index = Index::new().map_err(git)?;
-        for f in &files {
-            let url = format!("{r}/contents/{}?ref={base}", f.path);
+        for path in &paths {
+            let url = format!("{r}/contents/{path}?ref={base}");
             let content = match self.get(&what, &url) {
                 Ok((v, _)) => {
                     out.requests += 1;
@@ -138,7 +138,7 @@ impl GithubForge {
                     Some(
                         base64::engine::general_purpose::STANDARD
                             .decode(b64)
-                            .map_err(|e| PatchError::Git(format!("{}: {e}", f.path)))?,
+                            .map_err(|e| PatchError::Git(format!("{path}: {e}")))?,
                     )
                 }
                 // A file the patch creates does not exist yet.
@@ -158,9 +158,9 @@ impl GithubForge {
                         gid: 0,
                         file_size: bytes.len() as u32,
                         id: oid,
-                        flags: (f.path.len().min(0xfff)) as u16,
+                        flags: (path.len().min(0xfff)) as u16,
                         flags_extended: 0,
-                        path: f.path.as_bytes().to_vec(),
+                        path: path.as_bytes().to_vec(),
                     })
                     .map_err(git)?;
             }
@@ -172,21 +172,15 @@ impl GithubForge {
         let scratch_base = scratch
             .commit(None, &sig, &sig, "base", &tree, &[])
             .map_err(git)?;
-        let new_tree = scratch
-            .find_tree(
-                apply_strict(&scratch, scratch_base, &diff).map_err(|e| match e {
-                    PatchError::DoesNotApply {
-                        path, hunk, detail, ..
-                    } => PatchError::DoesNotApply {
-                        base: base[..base.len().min(12)].to_string(),
-                        path,
-                        hunk,
-                        detail,
-                    },
-                    other => other,
-                })?,
-            )
-            .map_err(git)?;
+        let (new_tree_id, files, _) = apply_patch(&scratch, scratch_base, patch, protected)
+            .map_err(|e| match e {
+                PatchError::DoesNotApply { detail, .. } => PatchError::DoesNotApply {
+                    base: base[..base.len().min(12)].to_string(),
+                    detail,
+                },
+                other => other,
+            })?;
+        let new_tree = scratch.find_tree(new_tree_id).map_err(git)?;
 
         // The new contents of every touched file (or its deletion).
         let mut entries = Vec::new();

@@ -1,15 +1,16 @@
-//! The `pr` stage: a unified diff applied strictly to the base tree (git2's apply;
-//! the failing file and hunk are named), published as a branch `autotriage/issue-N`
+//! The `pr` stage: a patch (unified diff or SEARCH/REPLACE blocks) applied to the base
+//! tree by the shared applier (placed by content; ambiguous edits refused, with the
+//! closest lines), published as a branch `autotriage/issue-N`
 //! with one commit, and a PR body that explains itself. The local forge's PR is that
 //! branch in the checkout (no checkout of it, so the user's working tree and
 //! uncommitted work are untouched) plus `pr.md` in the run folder.
 
-use std::cell::RefCell;
-use std::path::{Component, Path};
+use std::path::Path;
 
-use git2::{ApplyOptions, Diff, Oid, Repository, Signature};
-use globset::{Glob, GlobSetBuilder};
+use git2::{Oid, Repository, Signature};
 use serde::Serialize;
+
+use crate::repair::{ApplyError, EditReport, PathGuard};
 
 use crate::error::{Exit, ExitCoded};
 use crate::issue::Issue;
@@ -35,18 +36,14 @@ pub enum PatchError {
         /// Why.
         reason: String,
     },
-    /// A hunk does not match the base.
+    /// An edit does not match the base.
     #[error(
-        "the patch does not apply to {base}: {path}, hunk {hunk}: {detail}\n  fix: regenerate the patch against {base}"
+        "the patch does not apply to {base}: {detail}\n  fix: regenerate the patch against {base}"
     )]
     DoesNotApply {
         /// The base commit.
         base: String,
-        /// The file.
-        path: String,
-        /// The hunk header.
-        hunk: String,
-        /// What git said.
+        /// Which edit, and why (with the closest lines).
         detail: String,
     },
     /// The patch changes nothing.
@@ -81,112 +78,115 @@ pub struct FileChange {
     pub removed: usize,
 }
 
-/// Parse a diff and check every path it touches: no absolute paths, no `..`, nothing
-/// under `.git/`, nothing matching `paths.protected`.
-pub fn check_patch(
+/// The paths a patch names, each checked: no absolute paths, no `..`, nothing under
+/// `.git/`, nothing matching `paths.protected`.
+pub fn patch_paths(patch: &str, protected: &[String]) -> Result<Vec<String>, PatchError> {
+    let edits = crate::repair::parse(patch).map_err(|e| PatchError::Parse(e.0))?;
+    let guard = PathGuard::new(protected).map_err(PatchError::Parse)?;
+    let mut paths: Vec<String> = Vec::new();
+    for e in &edits {
+        if let Some(p) = &e.path {
+            if let Some(reason) = guard.check(p) {
+                return Err(PatchError::Refused {
+                    path: p.clone(),
+                    reason: reason.into(),
+                });
+            }
+            if !paths.contains(p) {
+                paths.push(p.clone());
+            }
+        }
+    }
+    if paths.is_empty() {
+        return Err(PatchError::Parse(
+            "it names no file (no `--- a/…`/`+++ b/…` headers and no path line)".into(),
+        ));
+    }
+    Ok(paths)
+}
+
+/// Apply a patch (a unified diff or SEARCH/REPLACE blocks) to `base`'s tree with the
+/// applier `fix` uses: edits are placed by their content, ambiguous ones refused. The
+/// new tree, the changed files and how each edit applied.
+pub fn apply_patch(
+    repo: &Repository,
+    base: Oid,
     patch: &str,
     protected: &[String],
-) -> Result<(Diff<'static>, Vec<FileChange>), PatchError> {
-    let diff = Diff::from_buffer(patch.as_bytes())
-        .map_err(|e| PatchError::Parse(e.message().to_string()))?;
-    let mut globs = GlobSetBuilder::new();
-    for p in protected {
-        globs.add(
-            Glob::new(p).map_err(|e| PatchError::Parse(format!("paths.protected {p:?}: {e}")))?,
-        );
-    }
-    let globs = globs
-        .build()
-        .map_err(|e| PatchError::Parse(e.to_string()))?;
+) -> Result<(Oid, Vec<FileChange>, Vec<EditReport>), PatchError> {
+    let paths = patch_paths(patch, protected)?;
+    let edits = crate::repair::parse(patch).map_err(|e| PatchError::Parse(e.0))?;
+    let guard = PathGuard::new(protected).map_err(PatchError::Parse)?;
+    let tree = repo.find_commit(base).and_then(|c| c.tree()).map_err(git)?;
+    let read = |p: &str| -> Option<String> {
+        let entry = tree.get_path(Path::new(p)).ok()?;
+        let blob = repo.find_blob(entry.id()).ok()?;
+        Some(String::from_utf8_lossy(blob.content()).into_owned())
+    };
+    let short = base.to_string()[..12].to_string();
+    let applied = crate::repair::apply(&edits, &read, &paths, &guard).map_err(|e| match e {
+        ApplyError::Refused { path, reason, .. } => PatchError::Refused { path, reason },
+        other => PatchError::DoesNotApply {
+            base: short.clone(),
+            detail: other.to_string(),
+        },
+    })?;
+    let mut index = git2::Index::new().map_err(git)?;
+    index.read_tree(&tree).map_err(git)?;
     let mut changes = Vec::new();
-    for (i, delta) in diff.deltas().enumerate() {
-        for file in [delta.old_file(), delta.new_file()] {
-            let Some(path) = file.path() else { continue };
-            let shown = path.display().to_string();
-            if shown == "/dev/null" {
-                continue;
-            }
-            let refuse = |reason: &str| {
-                Err(PatchError::Refused {
-                    path: shown.clone(),
-                    reason: reason.into(),
-                })
-            };
-            if path.is_absolute() {
-                return refuse("an absolute path");
-            }
-            if path.components().any(|c| matches!(c, Component::ParentDir)) {
-                return refuse("it leaves the repository (`..`)");
-            }
-            if path
-                .components()
-                .next()
-                .is_some_and(|c| c.as_os_str() == ".git")
-            {
-                return refuse("it is inside .git/");
-            }
-            if globs.is_match(path) {
-                return refuse("it matches paths.protected");
-            }
+    for (path, text) in &applied.files {
+        let before = read(path);
+        if before.as_deref() == text.as_deref() {
+            continue;
         }
-        let path = delta
-            .new_file()
-            .path()
-            .or(delta.old_file().path())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        let diff = similar::TextDiff::from_lines(
+            before.as_deref().unwrap_or(""),
+            text.as_deref().unwrap_or(""),
+        );
         let (mut added, mut removed) = (0, 0);
-        if let Ok(Some(patch)) = git2::Patch::from_diff(&diff, i)
-            && let Ok((_, a, r)) = patch.line_stats()
-        {
-            added = a;
-            removed = r;
+        for c in diff.iter_all_changes() {
+            match c.tag() {
+                similar::ChangeTag::Insert => added += 1,
+                similar::ChangeTag::Delete => removed += 1,
+                similar::ChangeTag::Equal => {}
+            }
         }
         changes.push(FileChange {
-            path,
+            path: path.clone(),
             added,
             removed,
         });
+        match text {
+            None => index.remove_path(Path::new(path)).map_err(git)?,
+            Some(t) => {
+                let oid = repo.blob(t.as_bytes()).map_err(git)?;
+                let mode = index
+                    .get_path(Path::new(path), 0)
+                    .map_or(0o100644, |e| e.mode);
+                index
+                    .add(&git2::IndexEntry {
+                        ctime: git2::IndexTime::new(0, 0),
+                        mtime: git2::IndexTime::new(0, 0),
+                        dev: 0,
+                        ino: 0,
+                        mode,
+                        uid: 0,
+                        gid: 0,
+                        file_size: t.len() as u32,
+                        id: oid,
+                        flags: (path.len().min(0xfff)) as u16,
+                        flags_extended: 0,
+                        path: path.as_bytes().to_vec(),
+                    })
+                    .map_err(git)?;
+            }
+        }
     }
     if changes.is_empty() {
         return Err(PatchError::Empty);
     }
-    Ok((diff, changes))
-}
-
-/// Apply the diff to `base`'s tree; the new tree's id. A failing hunk is named.
-pub fn apply_strict(repo: &Repository, base: Oid, diff: &Diff<'_>) -> Result<Oid, PatchError> {
-    let commit = repo.find_commit(base).map_err(git)?;
-    let tree = commit.tree().map_err(git)?;
-    let current_file = RefCell::new(String::new());
-    let current_hunk = RefCell::new(String::new());
-    let mut opts = ApplyOptions::new();
-    opts.delta_callback(|d| {
-        if let Some(d) = d {
-            *current_file.borrow_mut() = d
-                .new_file()
-                .path()
-                .or(d.old_file().path())
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-        }
-        true
-    });
-    opts.hunk_callback(|h| {
-        if let Some(h) = h {
-            *current_hunk.borrow_mut() = String::from_utf8_lossy(h.header()).trim().to_string();
-        }
-        true
-    });
-    let result = repo.apply_to_tree(&tree, diff, Some(&mut opts));
-    drop(opts);
-    let mut index = result.map_err(|e| PatchError::DoesNotApply {
-        base: base.to_string()[..12].to_string(),
-        path: current_file.borrow().clone(),
-        hunk: current_hunk.borrow().clone(),
-        detail: e.message().to_string(),
-    })?;
-    index.write_tree_to(repo).map_err(git)
+    let tree_id = index.write_tree_to(repo).map_err(git)?;
+    Ok((tree_id, changes, applied.reports))
 }
 
 /// What happened to the branch.
@@ -219,9 +219,8 @@ pub fn publish_local(
     dry_run: bool,
 ) -> Result<Published, PatchError> {
     let repo = Repository::open(repo_dir).map_err(git)?;
-    let (diff, files) = check_patch(patch, protected)?;
     let base = repo.head().and_then(|h| h.peel_to_commit()).map_err(git)?;
-    let tree_id = apply_strict(&repo, base.id(), &diff)?;
+    let (tree_id, files, _) = apply_patch(&repo, base.id(), patch, protected)?;
     let branch = branch_name(issue.number);
     let refname = format!("refs/heads/{branch}");
     let existing = repo

@@ -71,7 +71,9 @@ pub enum ApplyError {
         reason: String,
     },
     /// The file does not exist.
-    #[error("{origin}: {path} does not exist; to create it, use an empty SEARCH (or `--- /dev/null`)")]
+    #[error(
+        "{origin}: {path} does not exist; to create it, use an empty SEARCH (or `--- /dev/null`)"
+    )]
     NoFile {
         /// The edit.
         origin: String,
@@ -79,7 +81,9 @@ pub enum ApplyError {
         path: String,
     },
     /// The lines to find are not in the file.
-    #[error("{origin}: the lines to find are not in {path}. {closest}\nCopy the current lines exactly (with a few unchanged lines around the change), or give more context.")]
+    #[error(
+        "{origin}: the lines to find are not in {path}. {closest}\nCopy the current lines exactly (with a few unchanged lines around the change), or give more context."
+    )]
     NoMatch {
         /// The edit.
         origin: String,
@@ -99,7 +103,10 @@ pub enum ApplyError {
         lines: Vec<usize>,
     },
     /// The file has lines the edit lacks right where its new lines go.
-    #[error("{origin}: {path} has line {} (\"{text}\") that the edit does not show, right where its new lines go; include the unchanged lines around the change exactly", line)]
+    #[error(
+        "{origin}: {path} has line {} (\"{text}\") that the edit does not show, right where its new lines go; include the unchanged lines around the change exactly",
+        line
+    )]
     Gap {
         /// The edit.
         origin: String,
@@ -158,7 +165,10 @@ impl PathGuard {
         if p.components().any(|c| matches!(c, Component::ParentDir)) {
             return Some("it leaves the repository (`..`)");
         }
-        if p.components().next().is_some_and(|c| c.as_os_str() == ".git") {
+        if p.components()
+            .next()
+            .is_some_and(|c| c.as_os_str() == ".git")
+        {
             return Some("it is inside .git/");
         }
         if self.protected.is_match(p) {
@@ -400,7 +410,9 @@ fn find(edit: &Edit, file: &[String]) -> Result<Found, Miss> {
     type Eq = fn(&str, &str) -> bool;
     let levels: [(Method, Eq); 3] = [
         (Method::Exact, |a, b| a == b),
-        (Method::TrailingWhitespace, |a, b| a.trim_end() == b.trim_end()),
+        (Method::TrailingWhitespace, |a, b| {
+            a.trim_end() == b.trim_end()
+        }),
         (Method::Indentation, |a, b| a.trim() == b.trim()),
     ];
     if file.len() >= m {
@@ -537,7 +549,10 @@ fn closest(old: &[&str], file_norm: &[String], file: &[String]) -> String {
     for s in 0..file.len().saturating_sub(m - 1).max(1) {
         let end = (s + m).min(file.len());
         let win: Vec<&str> = file_norm[s..end].iter().map(String::as_str).collect();
-        let score = lcs(old, &win).iter().filter(|(k, _)| !old[*k].is_empty()).count();
+        let score = lcs(old, &win)
+            .iter()
+            .filter(|(k, _)| !old[*k].is_empty())
+            .count();
         if score > best.0 {
             best = (score, s);
         }
@@ -549,7 +564,12 @@ fn closest(old: &[&str], file_norm: &[String], file: &[String]) -> String {
     let shown: String = (from..to)
         .map(|i| format!("{:>5} | {}\n", i + 1, file[i]))
         .collect();
-    format!("The closest lines are {}-{}:\n{}", from + 1, to, shown.trim_end())
+    format!(
+        "The closest lines are {}-{}:\n{}",
+        from + 1,
+        to,
+        shown.trim_end()
+    )
 }
 
 /// Leading whitespace of a line.
@@ -702,7 +722,13 @@ fn splice(edit: &Edit, file: &[String], found: &Found) -> Vec<String> {
         edit.insert
             .iter()
             .filter(|(a, _)| *a == k)
-            .map(|(_, l)| if found.method == Method::Exact { trim_only(l) } else { re.apply(l) })
+            .map(|(_, l)| {
+                if found.method == Method::Exact {
+                    trim_only(l)
+                } else {
+                    re.apply(l)
+                }
+            })
             .collect()
     };
     let mut out: Vec<String> = file[..found.start].to_vec();
@@ -743,7 +769,8 @@ mod tests {
     use super::*;
     use crate::repair::edits::parse;
 
-    const FILE: &str = "def f(x):\n    if x < 0:\n        return 0\n    return x\n\n\ndef g(y):\n    return y\n";
+    const FILE: &str =
+        "def f(x):\n    if x < 0:\n        return 0\n    return x\n\n\ndef g(y):\n    return y\n";
 
     fn run(patch: &str, text: &str) -> Result<String, ApplyError> {
         let edits = parse(patch)?;
@@ -764,7 +791,10 @@ mod tests {
         let dedented = "a.py\n<<<<<<< SEARCH\nif x < 0:\n    return 0\n=======\nif x <= 0:\n    return 0\n    # checked\n>>>>>>> REPLACE\n";
         assert_eq!(
             run(dedented, FILE).unwrap(),
-            FILE.replace("x < 0:\n        return 0\n", "x <= 0:\n        return 0\n        # checked\n")
+            FILE.replace(
+                "x < 0:\n        return 0\n",
+                "x <= 0:\n        return 0\n        # checked\n"
+            )
         );
     }
 
@@ -778,7 +808,11 @@ mod tests {
     #[test]
     fn ambiguous_and_missing_are_refused() {
         let twice = "def a():\n    return 1\n\ndef b():\n    return 1\n";
-        let e = run("a.py\n<<<<<<< SEARCH\n    return 1\n=======\n    return 2\n>>>>>>> REPLACE\n", twice).unwrap_err();
+        let e = run(
+            "a.py\n<<<<<<< SEARCH\n    return 1\n=======\n    return 2\n>>>>>>> REPLACE\n",
+            twice,
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "block 1 (a.py): the lines to find match 2 places in a.py (lines 2, 5); add unchanged lines above or below so they match one place"
@@ -790,7 +824,11 @@ mod tests {
     #[test]
     fn protected_and_escaping_paths_are_refused() {
         for p in ["secrets/key.txt", "../x.py", "/etc/passwd", ".git/config"] {
-            let e = run(&format!("{p}\n<<<<<<< SEARCH\n=======\nx\n>>>>>>> REPLACE\n"), FILE).unwrap_err();
+            let e = run(
+                &format!("{p}\n<<<<<<< SEARCH\n=======\nx\n>>>>>>> REPLACE\n"),
+                FILE,
+            )
+            .unwrap_err();
             assert!(matches!(e, ApplyError::Refused { .. }), "{p}: {e}");
         }
     }
@@ -798,7 +836,11 @@ mod tests {
     #[test]
     fn crlf_and_missing_final_newline_survive() {
         let text = "a\r\nb\r\nc";
-        let out = run("a.py\n<<<<<<< SEARCH\nb\n=======\nB\n>>>>>>> REPLACE\n", text).unwrap();
+        let out = run(
+            "a.py\n<<<<<<< SEARCH\nb\n=======\nB\n>>>>>>> REPLACE\n",
+            text,
+        )
+        .unwrap();
         assert_eq!(out, "a\r\nB\r\nc");
     }
 }

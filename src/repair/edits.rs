@@ -96,13 +96,17 @@ fn parse_blocks(text: &str) -> Result<Vec<Edit>, ParseError> {
         let mut j = i + 1;
         while j < lines.len() && lines[j].trim_end() != DIVIDER {
             if lines[j].trim_end() == SEARCH || lines[j].trim_end() == REPLACE {
-                return Err(ParseError(format!("{origin}: `{SEARCH}` without `{DIVIDER}`")));
+                return Err(ParseError(format!(
+                    "{origin}: `{SEARCH}` without `{DIVIDER}`"
+                )));
             }
             search.push(lines[j].to_string());
             j += 1;
         }
         if j >= lines.len() {
-            return Err(ParseError(format!("{origin}: `{SEARCH}` without `{DIVIDER}`")));
+            return Err(ParseError(format!(
+                "{origin}: `{SEARCH}` without `{DIVIDER}`"
+            )));
         }
         j += 1;
         while j < lines.len() && lines[j].trim_end() != REPLACE {
@@ -122,7 +126,12 @@ fn parse_blocks(text: &str) -> Result<Vec<Edit>, ParseError> {
 }
 
 /// An edit from the two sides of a block: the line diff says which lines stay.
-pub fn from_sides(path: Option<String>, origin: String, search: &[String], replace: &[String]) -> Edit {
+pub fn from_sides(
+    path: Option<String>,
+    origin: String,
+    search: &[String],
+    replace: &[String],
+) -> Edit {
     let creates = search.iter().all(|l| l.trim().is_empty());
     let mut old: Vec<(Tag, String)> = Vec::new();
     let mut insert: Vec<(Option<usize>, String)> = Vec::new();
@@ -210,7 +219,11 @@ fn parse_diff(text: &str) -> Result<Vec<Edit>, ParseError> {
                 && !line.starts_with("deleted file mode")
                 && let Some(p) = path_line(line)
             {
-                path = Some(p.trim_start_matches("a/").trim_start_matches("b/").to_string());
+                path = Some(
+                    p.trim_start_matches("a/")
+                        .trim_start_matches("b/")
+                        .to_string(),
+                );
             }
             i += 1;
             continue;
@@ -228,7 +241,8 @@ fn parse_diff(text: &str) -> Result<Vec<Edit>, ParseError> {
             let l = lines[j];
             if l.starts_with("@@")
                 || l.starts_with("diff --git ")
-                || (l.starts_with("--- ") && lines.get(j + 1).is_some_and(|n| n.starts_with("+++ ")))
+                || (l.starts_with("--- ")
+                    && lines.get(j + 1).is_some_and(|n| n.starts_with("+++ ")))
                 || l.trim_start().starts_with("```")
             {
                 break;
@@ -290,7 +304,10 @@ mod tests {
         assert_eq!(e[0].path.as_deref(), Some("src/a.py"));
         assert_eq!(
             e[0].old,
-            [(Tag::Remove, "    if x < 0:".into()), (Tag::Keep, "        return".into())]
+            [
+                (Tag::Remove, "    if x < 0:".into()),
+                (Tag::Keep, "        return".into())
+            ]
         );
         assert_eq!(e[0].insert, [(Some(0), "    if x <= 0:".into())]);
     }

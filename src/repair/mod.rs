@@ -4,5 +4,5 @@
 pub mod apply;
 pub mod edits;
 
-pub use apply::{ApplyError, Applied, EditReport, Method, PathGuard, apply};
+pub use apply::{Applied, ApplyError, EditReport, Method, PathGuard, apply};
 pub use edits::{Edit, ParseError, parse};

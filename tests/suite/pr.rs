@@ -111,7 +111,7 @@ fn a_patch_that_does_not_apply_names_the_file_and_hunk_and_writes_no_branch() {
     let err = stderr(&o);
     assert!(
         err.contains("the patch does not apply to")
-            && err.contains("src/lib.rs, hunk @@ -1,3 +1,3 @@"),
+            && err.contains("hunk 1 of src/lib.rs: the lines to find are not in src/lib.rs. The closest lines are 1-3:"),
         "{err}"
     );
     assert!(file_on_branch(&t, "autotriage/issue-3", "src/lib.rs").is_none());
