@@ -82,8 +82,9 @@ pub enum Command {
     /// Triage issues offline: kind (or abstain), labels, priority, duplicates, missing
     /// information, fixability. Learns from memory's labelled history.
     Triage(TriageArgs),
-    /// Work on a fix: triage, then locate the code (ranked files with their evidence
-    /// and a code context within a token budget, `context.json` in the run).
+    /// Work on a fix: triage, locate the code (ranked files with their evidence and a
+    /// code context, `context.json`), and repair (candidate patches from the model,
+    /// `candidates/N.diff`); with --dry-run, review each candidate.
     Fix(FixArgs),
     /// Publish a patch for an issue as branch `autotriage/issue-N` in this checkout (one
     /// commit from HEAD; the working tree is not touched) with a PR description in the
@@ -314,9 +315,9 @@ pub struct FixArgs {
     /// Issues, as for `triage` (one issue per reference).
     #[arg(value_name = "REF", required = true)]
     pub refs: Vec<String>,
-    /// Stop after this stage.
-    #[arg(long, value_enum, default_value_t = FixStage::Locate)]
-    pub until: FixStage,
+    /// Stop after this stage (default: as far as the setup allows; repair needs a model).
+    #[arg(long, value_enum)]
+    pub until: Option<FixStage>,
     /// The checkout to work in (default: the current one; its `origin` must be the
     /// issue's repository).
     #[arg(long, value_name = "DIR", env = "AUTOTRIAGE_REPO_DIR")]
@@ -339,6 +340,8 @@ pub enum FixStage {
     Triage,
     /// Ranked files and symbols with evidence; the code context.
     Locate,
+    /// Candidate patches from the model, applied and kept as diffs.
+    Repair,
 }
 
 /// `pr`

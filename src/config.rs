@@ -79,6 +79,8 @@ pub struct Config {
     pub github: GithubConfig,
     /// How the code is searched (the locate stage).
     pub locate: LocateConfig,
+    /// How patches are written (the repair stage).
+    pub repair: RepairConfig,
     /// How tests run.
     pub test: TestConfig,
     /// Extra secret redaction.
@@ -468,6 +470,28 @@ impl Default for LocateConfig {
             context_files: 8,
             rerank: false,
             rerank_files: 10,
+        }
+    }
+}
+
+/// `repair.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// Candidate patches asked for per issue.
+    pub candidates: usize,
+    /// Answer length limit, tokens.
+    pub max_tokens: u32,
+    /// Sampling temperature of the second and later candidates (the first uses 0).
+    pub temperature: f32,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self {
+            candidates: 2,
+            max_tokens: 4096,
+            temperature: 0.7,
         }
     }
 }
@@ -879,6 +903,8 @@ fn validate_with_text(
         ("locate.max_files", config.locate.max_files, 1),
         ("locate.context_files", config.locate.context_files, 1),
         ("locate.rerank_files", config.locate.rerank_files, 2),
+        ("repair.candidates", config.repair.candidates, 1),
+        ("repair.max_tokens", config.repair.max_tokens as usize, 256),
     ] {
         if v < min {
             return fail(
@@ -887,6 +913,20 @@ fn validate_with_text(
                 &format!("give a number of at least {min}"),
             );
         }
+    }
+    if config.repair.candidates > 10 {
+        return fail(
+            "repair.candidates",
+            format!("`repair.candidates` is {}, above 10", config.repair.candidates),
+            "ask for 1 to 10 candidates",
+        );
+    }
+    if !(0.0..=2.0).contains(&config.repair.temperature) {
+        return fail(
+            "repair.temperature",
+            format!("`repair.temperature` is {}, outside 0..2", config.repair.temperature),
+            "use a value such as 0.7",
+        );
     }
     if config.locate.max_file_bytes == 0 {
         return fail(

@@ -18,6 +18,7 @@ use crate::locate::{self, LocateSettings, Located, PriorFile, rerank};
 use crate::memory::Memory;
 use crate::memory::sqlite::{OpenMode, SqliteMemory};
 use crate::model::session::Session;
+use crate::model::usage::CallUsage;
 
 /// Run `fix`.
 pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
@@ -28,22 +29,37 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         .map(|r| IssueRef::parse(r, &refs).map(|p| (r.clone(), p)))
         .collect::<Result<_, _>>()?;
     let settings = LocateSettings::from_config(&ctx.config().locate)?;
-    let rerank_on = !args.no_rerank && (args.rerank || ctx.config().locate.rerank);
-    let session = if rerank_on && args.until >= FixStage::Locate {
-        let configured = crate::model::registry::configured(
-            ctx.config(),
-            crate::model::session::REQUEST_TIMEOUT,
-        )?;
-        if configured.is_none() {
+    let configured =
+        crate::model::registry::configured(ctx.config(), crate::model::session::REQUEST_TIMEOUT)?
+            .is_some();
+    let until = match args.until {
+        Some(FixStage::Repair) if !configured => {
             return Err(CommandError::usage(
-                "the locate re-rank (--rerank or locate.rerank) needs a model, and none is configured\n  fix: set `model:` in autotriage.yaml (or --model), or drop --rerank",
+                "the repair stage needs a model, and none is configured\n  fix: set `model:` (and `models:`) in autotriage.yaml, or pass --model NAME / provider:model_id; or stop earlier with --until locate",
             )
             .into());
         }
+        Some(u) => u,
+        None if configured => FixStage::Repair,
+        None => {
+            ctx.out.info("no model is configured, so fix stops after locate (repair needs one: set `model:` in autotriage.yaml)");
+            FixStage::Locate
+        }
+    };
+    let rerank_on = !args.no_rerank && (args.rerank || ctx.config().locate.rerank);
+    if rerank_on && !configured && until >= FixStage::Locate {
+        return Err(CommandError::usage(
+            "the locate re-rank (--rerank or locate.rerank) needs a model, and none is configured\n  fix: set `model:` in autotriage.yaml (or --model), or drop --rerank",
+        )
+        .into());
+    }
+    let session = if (rerank_on && until >= FixStage::Locate) || until >= FixStage::Repair {
         model_session(EngineArg::Model, None, ctx)?
     } else {
         None
     };
+    let guard = crate::repair::PathGuard::new(&ctx.config().paths.protected)
+        .map_err(|e| CommandError::usage(format!("{e}\n  fix: correct paths.protected")))?;
     // Every reference resolves before any run starts: bad input leaves nothing behind.
     let memory_ro = ctx.open_memory(OpenMode::ReadOnly)?;
     let mut github: Option<GithubForge> = None;
@@ -61,10 +77,15 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     let store = ctx.run_store();
     let mut failed = 0usize;
     for (issue, (dir, repo)) in issues.iter().zip(&checkouts) {
+        let plan = Plan {
+            until,
+            rerank: rerank_on,
+            settings: &settings,
+            guard: &guard,
+        };
         match fix_one(
             ctx,
-            args,
-            &settings,
+            &plan,
             session.as_ref(),
             &engine,
             &store,
@@ -234,11 +255,30 @@ fn prior(memory: &SqliteMemory, issue: &Issue) -> Result<Vec<PriorFile>> {
     Ok(out)
 }
 
+/// What `fix` does for each issue.
+struct Plan<'a> {
+    until: FixStage,
+    rerank: bool,
+    settings: &'a LocateSettings,
+    guard: &'a crate::repair::PathGuard,
+}
+
+/// The run's model calls so far, written to `usage.json` after each stage.
+fn write_usage(run: &crate::runs::fs::Run, calls: &[CallUsage]) -> Result<()> {
+    let total_in: u64 = calls.iter().map(|c| c.input_tokens).sum();
+    let total_out: u64 = calls.iter().map(|c| c.output_tokens).sum();
+    let total_cost: f64 = calls.iter().map(|c| c.cost_usd).sum();
+    run.write_json(
+        "usage.json",
+        &json!({"calls": calls, "total": {"input_tokens": total_in, "output_tokens": total_out, "cost_usd": total_cost}}),
+    )?;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn fix_one(
     ctx: &Ctx,
-    args: &FixArgs,
-    settings: &LocateSettings,
+    plan: &Plan<'_>,
     session: Option<&Session>,
     engine: &crate::triage::Engine,
     store: &crate::runs::fs::FsRunStore,
@@ -247,6 +287,8 @@ fn fix_one(
     dir: &std::path::Path,
     repo: &Repository,
 ) -> Result<()> {
+    let settings = plan.settings;
+    let mut calls: Vec<CallUsage> = Vec::new();
     let mut run = store.begin(&issue.repo, issue.number, "fix")?;
     run.write_json("issue.json", issue)?;
     run.stage_started("triage")?;
@@ -269,9 +311,9 @@ fn fix_one(
         Some(run.id()),
         &serde_json::to_value(&t)?,
     )?;
-    if args.until == FixStage::Triage {
+    if plan.until == FixStage::Triage {
         memory.record_run(&run.meta)?;
-        print(ctx, issue, run.id(), Some(&t), None, args.until);
+        print(ctx, issue, run.id(), Some(&t), None, None, plan.until);
         return Ok(());
     }
 
@@ -280,6 +322,7 @@ fn fix_one(
     run.set_base_commit(&commit.to_string())?;
     let cache = ctx.workspace.state_dir().join("index");
     let bar = ctx.out.spinner("indexing the code");
+    let prior_files = prior(memory, issue)?;
     let located = (|| -> Result<Located> {
         let (index, info) = locate::open_index(&cache, repo, commit, settings)?;
         run.event(
@@ -287,11 +330,7 @@ fn fix_one(
             "read",
             &format!(
                 "{} index of {} ({} files) at {} in {:.2} s",
-                if info.built {
-                    "built the"
-                } else {
-                    "reused the"
-                },
+                if info.built { "built the" } else { "reused the" },
                 dir.display(),
                 info.files,
                 &commit.to_string()[..12],
@@ -300,19 +339,18 @@ fn fix_one(
             json!({"dir": info.dir}),
         )?;
         bar.set_message("ranking files");
-        let prior = prior(memory, issue)?;
         let mut located = locate::locate(
             repo,
             &index,
             info,
             &issue.title,
             &issue.body,
-            &prior,
+            &prior_files,
             settings,
         );
-        if let Some(s) = session {
+        if let Some(s) = session.filter(|_| plan.rerank) {
             bar.set_message("asking the model to re-rank");
-            model_rerank(ctx, s, &mut located, issue, settings, repo, &mut run)?;
+            model_rerank(ctx, s, &mut located, issue, settings, repo, &mut run, &mut calls)?;
         }
         Ok(located)
     })();
@@ -339,11 +377,232 @@ fn fix_one(
         json!({"top": located.files.iter().take(5).map(|f| &f.path).collect::<Vec<_>>()}),
     )?;
     run.stage_finished("locate", None)?;
+    if plan.until == FixStage::Locate {
+        memory.record_run(&run.meta)?;
+        print(ctx, issue, run.id(), Some(&t), Some(&located), None, plan.until);
+        return Ok(());
+    }
+
+    // Repair: N candidates from the model, each applied to the base or refused.
+    let Some(session) = session else {
+        return Err(CommandError::usage("the repair stage needs a model").into());
+    };
+    run.stage_started("repair")?;
+    let cfg = &ctx.config().repair;
+    let inputs = crate::repair::prompt::RepairInputs {
+        triage: Some(format!(
+            "kind {}, priority {}{}",
+            t.kind.as_deref().unwrap_or("unclear"),
+            t.priority,
+            if t.missing.is_empty() {
+                String::new()
+            } else {
+                format!(", the report lacks {}", t.missing.join(", "))
+            }
+        )),
+        past: past_fixes(memory, &prior_files)?,
+    };
+    let base_request = |temperature: f32| {
+        crate::repair::prompt::request(issue, &located.context, &inputs, cfg.max_tokens, temperature)
+    };
+    let read = |p: &str| locate::files::read_at(repo, commit, p);
+    let context_files: Vec<String> = located.context.files.iter().map(|f| f.path.clone()).collect();
+    let bar = ctx.out.spinner("asking the model for candidates");
+    let progress = |i: usize| bar.set_message(format!("candidate {i} of {}", cfg.candidates));
+    let mut spent = 0.0;
+    let (mut candidates, failure) = crate::repair::candidates::generate(
+        session,
+        &base_request,
+        &read,
+        &context_files,
+        plan.guard,
+        &crate::repair::candidates::RepairSettings {
+            candidates: cfg.candidates,
+            max_tokens: cfg.max_tokens,
+            temperature: cfg.temperature,
+        },
+        &mut spent,
+        &progress,
+    );
+    bar.finish_and_clear();
+    for c in &candidates {
+        for u in &c.usage {
+            run.event(
+                "repair",
+                "model",
+                &format!("candidate {}: {} in, {} out, ${:.5}", c.id, u.input_tokens, u.output_tokens, u.cost_usd),
+                serde_json::to_value(u)?,
+            )?;
+        }
+        calls.extend(c.usage.iter().cloned());
+        let what = match (&c.error, c.duplicate_of) {
+            (Some(e), _) => format!("candidate {} refused after {} answer(s): {e}", c.id, c.attempts),
+            (None, Some(d)) => format!("candidate {} is the same change as candidate {d}", c.id),
+            (None, None) => format!(
+                "candidate {} applied ({})",
+                c.id,
+                c.edits.iter().map(|e| format!("{} {:?}", e.path, e.method)).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        run.event("repair", "decision", &what, json!(null))?;
+        if c.error.is_none() {
+            run.write_text(&format!("candidates/{}.diff", c.id), &c.diff)?;
+        }
+    }
+    write_usage(&run, &calls)?;
+    let mut chosen = candidates
+        .iter()
+        .find(|c| c.error.is_none() && c.duplicate_of.is_none())
+        .map(|c| c.id);
+    let mut review: Option<serde_json::Value> = None;
+    if ctx.global.dry_run && ctx.out.interactive && !ctx.out.json && !ctx.global.yes {
+        let (choice, edited) = review_candidates(ctx, &located, &mut candidates, plan.guard, &read, &context_files)?;
+        chosen = choice;
+        if let Some(id) = edited {
+            if let Some(c) = candidates.iter().find(|c| c.id == id) {
+                run.write_text(&format!("candidates/{id}.diff", ), &c.diff)?;
+            }
+        }
+        review = Some(json!({"by": "user", "chosen": chosen, "edited": edited}));
+    }
+    run.write_json(
+        "candidates.json",
+        &json!({"candidates": candidates, "chosen": chosen, "review": review}),
+    )?;
+    let error = match (&failure, chosen) {
+        (Some(e), _) => Some(format!("model: {e}")),
+        (None, None) => Some("no candidate applied".to_string()),
+        _ => None,
+    };
+    run.stage_finished("repair", error.as_deref())?;
     memory.record_run(&run.meta)?;
-    print(ctx, issue, run.id(), Some(&t), Some(&located), args.until);
+    if ctx.global.dry_run && !(ctx.out.interactive && !ctx.out.json && !ctx.global.yes) && !ctx.out.json {
+        for c in candidates.iter().filter(|c| c.error.is_none() && c.duplicate_of.is_none()) {
+            ctx.out.line(&format!("candidate {}: {}", c.id, c.explanation));
+            ctx.out.line(&colour_diff(ctx, &c.diff));
+        }
+    }
+    print(ctx, issue, run.id(), Some(&t), Some(&located), Some((&candidates, chosen)), plan.until);
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    if chosen.is_none() {
+        return Err(CommandError {
+            exit: crate::error::Exit::NotEligible,
+            message: format!(
+                "no candidate patch applied ({} asked for; see `autotriage runs show {}`)",
+                candidates.len(),
+                run.id()
+            ),
+        }
+        .into());
+    }
     Ok(())
 }
 
+/// Titles of the past issues whose fixes feed the prior, with their files.
+fn past_fixes(memory: &SqliteMemory, prior: &[PriorFile]) -> Result<Vec<crate::repair::prompt::PastFix>> {
+    let mut out: Vec<crate::repair::prompt::PastFix> = Vec::new();
+    for p in prior {
+        if let Some(f) = out.iter_mut().find(|f| f.reference == p.reference) {
+            if !f.files.contains(&p.path) {
+                f.files.push(p.path.clone());
+            }
+            continue;
+        }
+        if out.len() >= 5 {
+            continue;
+        }
+        let title = crate::issue::parse_key(&p.reference)
+            .and_then(|(r, n)| memory.issue(&r, n).ok().flatten())
+            .map(|i| i.title)
+            .unwrap_or_default();
+        out.push(crate::repair::prompt::PastFix {
+            reference: p.reference.clone(),
+            title,
+            files: vec![p.path.clone()],
+        });
+    }
+    Ok(out)
+}
+
+/// A diff with added lines green, removed red, hunk headers cyan (when colour is on).
+fn colour_diff(ctx: &Ctx, diff: &str) -> String {
+    if !ctx.out.color {
+        return diff.trim_end().to_string();
+    }
+    diff.lines()
+        .map(|l| {
+            if l.starts_with("+++") || l.starts_with("---") || l.starts_with("diff --git") {
+                format!("\x1b[1m{l}\x1b[0m")
+            } else if l.starts_with('+') {
+                format!("\x1b[32m{l}\x1b[0m")
+            } else if l.starts_with('-') {
+                format!("\x1b[31m{l}\x1b[0m")
+            } else if l.starts_with("@@") {
+                format!("\x1b[36m{l}\x1b[0m")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Show each candidate and ask: accept, reject, or edit in $EDITOR. The accepted id and
+/// the id of an edited candidate.
+fn review_candidates(
+    ctx: &Ctx,
+    located: &Located,
+    candidates: &mut [crate::repair::candidates::Candidate],
+    guard: &crate::repair::PathGuard,
+    read: &dyn Fn(&str) -> Option<String>,
+    files: &[String],
+) -> Result<(Option<usize>, Option<usize>)> {
+    ctx.out.line("ranked files:");
+    for (i, f) in located.files.iter().take(5).enumerate() {
+        let why = f.evidence.first().map(|e| e.detail.as_str()).unwrap_or("");
+        ctx.out.line(&format!("  {}. {}  {}", i + 1, f.path, ctx.out.dim(why)));
+    }
+    for c in candidates.iter_mut() {
+        if c.error.is_some() || c.duplicate_of.is_some() {
+            continue;
+        }
+        ctx.out.line(&format!("\n{} {}", ctx.out.bold(&format!("candidate {}:", c.id)), c.explanation));
+        ctx.out.line(&colour_diff(ctx, &c.diff));
+        let pick = dialoguer::Select::new()
+            .with_prompt(format!("candidate {}", c.id))
+            .items(["accept", "reject", "edit in $EDITOR"])
+            .default(0)
+            .interact_opt()
+            .map_err(|e| CommandError::failure(format!("the prompt failed: {e}")))?;
+        match pick {
+            Some(0) => return Ok((Some(c.id), None)),
+            Some(2) => {
+                let edited = dialoguer::Editor::new()
+                    .extension(".diff")
+                    .edit(&c.diff)
+                    .map_err(|e| CommandError::failure(format!("the editor failed: {e}")))?;
+                let Some(text) = edited else { continue };
+                match crate::repair::parse(&text)
+                    .map_err(crate::repair::ApplyError::from)
+                    .and_then(|e| crate::repair::apply(&e, read, files, guard))
+                {
+                    Ok(applied) => {
+                        let (diff, changed) = crate::repair::candidates::unified_diff(&applied.files, read);
+                        c.diff = diff;
+                        c.files = changed;
+                        c.edits = applied.reports;
+                        return Ok((Some(c.id), Some(c.id)));
+                    }
+                    Err(e) => ctx.out.warn(&format!("the edited patch does not apply, so it was not kept: {e}")),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((None, None))
+}
 fn model_rerank(
     ctx: &Ctx,
     session: &Session,
@@ -352,6 +611,7 @@ fn model_rerank(
     settings: &LocateSettings,
     repo: &Repository,
     run: &mut crate::runs::fs::Run,
+    calls: &mut Vec<CallUsage>,
 ) -> Result<()> {
     let n = ctx.config().locate.rerank_files.min(located.files.len());
     if n < 2 {
@@ -383,11 +643,8 @@ fn model_rerank(
     }
     let total_in: u64 = usage.iter().map(|c| c.input_tokens).sum();
     let total_out: u64 = usage.iter().map(|c| c.output_tokens).sum();
-    let total_cost: f64 = usage.iter().map(|c| c.cost_usd).sum();
-    run.write_json(
-        "usage.json",
-        &json!({"calls": usage, "total": {"input_tokens": total_in, "output_tokens": total_out, "cost_usd": total_cost}}),
-    )?;
+    calls.extend(usage.iter().cloned());
+    write_usage(run, calls)?;
     match result {
         Ok((answer, _, _)) => {
             if let Some((order, reason)) = rerank::apply(located, &answer) {
@@ -424,6 +681,7 @@ fn print(
     run_id: &str,
     triage: Option<&crate::triage::Triage>,
     located: Option<&Located>,
+    repair: Option<(&[crate::repair::candidates::Candidate], Option<usize>)>,
     until: FixStage,
 ) {
     if ctx.out.json {
@@ -433,6 +691,7 @@ fn print(
             "until": format!("{until:?}").to_lowercase(),
             "triage": triage,
             "locate": located,
+            "repair": repair.map(|(c, chosen)| json!({"candidates": c, "chosen": chosen})),
         }));
         return;
     }
@@ -481,6 +740,27 @@ fn print(
             l.context.budget_tokens,
             l.context.files.len()
         ));
+    }
+    if let Some((cands, chosen)) = repair {
+        ctx.out.line("  candidates:");
+        for c in cands {
+            let status = match (&c.error, c.duplicate_of) {
+                (Some(e), _) => format!("refused: {}", e.lines().next().unwrap_or("")),
+                (None, Some(d)) => format!("same as candidate {d}"),
+                (None, None) => {
+                    let files: Vec<String> = c.files.iter().map(|(p, a, r)| format!("{p} +{a} -{r}")).collect();
+                    format!("{} ({})", files.join(", "), c.edits.iter().map(|e| format!("{:?}", e.method).to_lowercase()).collect::<Vec<_>>().join(", "))
+                }
+            };
+            let mark = if Some(c.id) == chosen { "*" } else { " " };
+            ctx.out.line(&format!("  {mark} {}. {status}", c.id));
+            if c.error.is_none() && c.duplicate_of.is_none() && !c.explanation.is_empty() {
+                ctx.out.line(&format!("       {}", c.explanation.lines().next().unwrap_or("")));
+            }
+        }
+        if let Some(id) = chosen {
+            ctx.out.line(&format!("  chosen: candidate {id} (candidates/{id}.diff; publish with `autotriage pr {} --run {run_id}`)", issue.reference()));
+        }
     }
     ctx.out.line(&format!(
         "  run {run_id}; stopped after {}",

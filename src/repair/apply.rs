@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::edits::{Edit, ParseError, Tag};
 
 /// How an edit was placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Every line as written.
@@ -32,7 +32,7 @@ pub enum Method {
 }
 
 /// Where and how one edit applied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EditReport {
     /// The edit (`block 2 (src/a.py)`, `hunk 1 of src/a.py`).
     pub origin: String,

@@ -1,0 +1,186 @@
+//! Candidates: N answers from the model, each applied (one retry with the error shown
+//! when its edits are refused), kept as a unified diff, deduplicated.
+
+use serde::{Deserialize, Serialize};
+
+use super::apply::{EditReport, PathGuard, apply};
+use super::edits::parse;
+use super::prompt;
+use crate::model::Request;
+use crate::model::session::Session;
+use crate::model::usage::CallUsage;
+
+/// One candidate patch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// 1-based; `candidates/<id>.diff`.
+    pub id: usize,
+    /// The change as a unified diff against the base commit (empty when refused).
+    pub diff: String,
+    /// What the model said it does.
+    pub explanation: String,
+    /// How each edit applied.
+    pub edits: Vec<EditReport>,
+    /// Files changed, with lines added and removed.
+    pub files: Vec<(String, usize, usize)>,
+    /// Model calls (the first answer and the retry, if any).
+    pub usage: Vec<CallUsage>,
+    /// Answers asked for (1, or 2 after a refusal).
+    pub attempts: usize,
+    /// Why its edits were refused, when they were (after the retry).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Same diff as an earlier candidate (that one's id).
+    #[serde(default)]
+    pub duplicate_of: Option<usize>,
+}
+
+/// Settings of the stage.
+#[derive(Debug, Clone)]
+pub struct RepairSettings {
+    /// Candidates asked for.
+    pub candidates: usize,
+    /// Answer length limit.
+    pub max_tokens: u32,
+    /// Sampling temperature of the second and later candidates (the first uses 0).
+    pub temperature: f32,
+}
+
+/// Ask for, apply and record the candidates. `read` gives a file's text at the base;
+/// `files` are the context's files (where an edit without a path may go). Stops early
+/// with what it has when the model fails (the error is returned beside them).
+#[allow(clippy::too_many_arguments)]
+pub fn generate(
+    session: &Session,
+    base_request: &dyn Fn(f32) -> Request,
+    read: &dyn Fn(&str) -> Option<String>,
+    files: &[String],
+    guard: &PathGuard,
+    settings: &RepairSettings,
+    spent: &mut f64,
+    on_progress: &dyn Fn(usize),
+) -> (Vec<Candidate>, Option<crate::model::ModelError>) {
+    let mut out: Vec<Candidate> = Vec::new();
+    for i in 0..settings.candidates {
+        on_progress(i + 1);
+        let temperature = if i == 0 { 0.0 } else { settings.temperature };
+        let first = base_request(temperature);
+        let mut usage = Vec::new();
+        let (answer, u) = match session.call("repair", &first, spent) {
+            Ok((r, u)) => (r.text(), u),
+            Err(e) => return (out, Some(e)),
+        };
+        usage.push(u);
+        let mut attempts = 1;
+        let mut result = parse(&answer)
+            .map_err(super::ApplyError::from)
+            .and_then(|edits| apply(&edits, read, files, guard));
+        let mut final_answer = answer.clone();
+        if let Err(e) = &result {
+            attempts = 2;
+            let again = prompt::retry(&first, &answer, &e.to_string());
+            match session.call("repair", &again, spent) {
+                Ok((r, u)) => {
+                    usage.push(u);
+                    final_answer = r.text();
+                    result = parse(&final_answer)
+                        .map_err(super::ApplyError::from)
+                        .and_then(|edits| apply(&edits, read, files, guard));
+                }
+                Err(err) => return (out, Some(err)),
+            }
+        }
+        let id = out.len() + 1;
+        let explanation = prompt::explanation(&final_answer);
+        let candidate = match result {
+            Ok(applied) => {
+                let (diff, changed) = unified_diff(&applied.files, read);
+                let duplicate_of = out
+                    .iter()
+                    .find(|c| c.error.is_none() && normalized(&c.diff) == normalized(&diff))
+                    .map(|c| c.id);
+                Candidate {
+                    id,
+                    diff,
+                    explanation,
+                    edits: applied.reports,
+                    files: changed,
+                    usage,
+                    attempts,
+                    error: (changed_is_empty(&applied.files, read)).then(|| "the edits change nothing".to_string()),
+                    duplicate_of,
+                }
+            }
+            Err(e) => Candidate {
+                id,
+                diff: String::new(),
+                explanation,
+                edits: Vec::new(),
+                files: Vec::new(),
+                usage,
+                attempts,
+                error: Some(e.to_string()),
+                duplicate_of: None,
+            },
+        };
+        out.push(candidate);
+    }
+    (out, None)
+}
+
+fn changed_is_empty(
+    files: &std::collections::BTreeMap<String, Option<String>>,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> bool {
+    files.iter().all(|(p, t)| read(p) == *t)
+}
+
+/// A diff with whitespace runs collapsed and hunk headers dropped, for deduplication.
+pub fn normalized(diff: &str) -> String {
+    diff.lines()
+        .filter(|l| !l.starts_with("@@"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The changes as one `git diff`-style unified diff, and per file lines added/removed.
+pub fn unified_diff(
+    files: &std::collections::BTreeMap<String, Option<String>>,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> (String, Vec<(String, usize, usize)>) {
+    let mut out = String::new();
+    let mut stats = Vec::new();
+    for (path, after) in files {
+        let before = read(path);
+        if before == *after {
+            continue;
+        }
+        let old = before.clone().unwrap_or_default();
+        let new = after.clone().unwrap_or_default();
+        let diff = similar::TextDiff::from_lines(&old, &new);
+        let (a, b) = (
+            if before.is_some() { format!("a/{path}") } else { "/dev/null".into() },
+            if after.is_some() { format!("b/{path}") } else { "/dev/null".into() },
+        );
+        out.push_str(&format!("diff --git a/{path} b/{path}\n"));
+        if before.is_none() {
+            out.push_str("new file mode 100644\n");
+        }
+        if after.is_none() {
+            out.push_str("deleted file mode 100644\n");
+        }
+        out.push_str(&diff.unified_diff().context_radius(3).header(&a, &b).to_string());
+        let (mut add, mut del) = (0, 0);
+        for c in diff.iter_all_changes() {
+            match c.tag() {
+                similar::ChangeTag::Insert => add += 1,
+                similar::ChangeTag::Delete => del += 1,
+                similar::ChangeTag::Equal => {}
+            }
+        }
+        stats.push((path.clone(), add, del));
+    }
+    (out, stats)
+}
