@@ -917,14 +917,20 @@ fn validate_with_text(
     if config.repair.candidates > 10 {
         return fail(
             "repair.candidates",
-            format!("`repair.candidates` is {}, above 10", config.repair.candidates),
+            format!(
+                "`repair.candidates` is {}, above 10",
+                config.repair.candidates
+            ),
             "ask for 1 to 10 candidates",
         );
     }
     if !(0.0..=2.0).contains(&config.repair.temperature) {
         return fail(
             "repair.temperature",
-            format!("`repair.temperature` is {}, outside 0..2", config.repair.temperature),
+            format!(
+                "`repair.temperature` is {}, outside 0..2",
+                config.repair.temperature
+            ),
             "use a value such as 0.7",
         );
     }

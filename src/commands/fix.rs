@@ -330,7 +330,11 @@ fn fix_one(
             "read",
             &format!(
                 "{} index of {} ({} files) at {} in {:.2} s",
-                if info.built { "built the" } else { "reused the" },
+                if info.built {
+                    "built the"
+                } else {
+                    "reused the"
+                },
                 dir.display(),
                 info.files,
                 &commit.to_string()[..12],
@@ -350,7 +354,16 @@ fn fix_one(
         );
         if let Some(s) = session.filter(|_| plan.rerank) {
             bar.set_message("asking the model to re-rank");
-            model_rerank(ctx, s, &mut located, issue, settings, repo, &mut run, &mut calls)?;
+            model_rerank(
+                ctx,
+                s,
+                &mut located,
+                issue,
+                settings,
+                repo,
+                &mut run,
+                &mut calls,
+            )?;
         }
         Ok(located)
     })();
@@ -379,7 +392,15 @@ fn fix_one(
     run.stage_finished("locate", None)?;
     if plan.until == FixStage::Locate {
         memory.record_run(&run.meta)?;
-        print(ctx, issue, run.id(), Some(&t), Some(&located), None, plan.until);
+        print(
+            ctx,
+            issue,
+            run.id(),
+            Some(&t),
+            Some(&located),
+            None,
+            plan.until,
+        );
         return Ok(());
     }
 
@@ -403,10 +424,21 @@ fn fix_one(
         past: past_fixes(memory, &prior_files)?,
     };
     let base_request = |temperature: f32| {
-        crate::repair::prompt::request(issue, &located.context, &inputs, cfg.max_tokens, temperature)
+        crate::repair::prompt::request(
+            issue,
+            &located.context,
+            &inputs,
+            cfg.max_tokens,
+            temperature,
+        )
     };
     let read = |p: &str| locate::files::read_at(repo, commit, p);
-    let context_files: Vec<String> = located.context.files.iter().map(|f| f.path.clone()).collect();
+    let context_files: Vec<String> = located
+        .context
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .collect();
     let bar = ctx.out.spinner("asking the model for candidates");
     let progress = |i: usize| bar.set_message(format!("candidate {i} of {}", cfg.candidates));
     let mut spent = 0.0;
@@ -430,18 +462,28 @@ fn fix_one(
             run.event(
                 "repair",
                 "model",
-                &format!("candidate {}: {} in, {} out, ${:.5}", c.id, u.input_tokens, u.output_tokens, u.cost_usd),
+                &format!(
+                    "candidate {}: {} in, {} out, ${:.5}",
+                    c.id, u.input_tokens, u.output_tokens, u.cost_usd
+                ),
                 serde_json::to_value(u)?,
             )?;
         }
         calls.extend(c.usage.iter().cloned());
         let what = match (&c.error, c.duplicate_of) {
-            (Some(e), _) => format!("candidate {} refused after {} answer(s): {e}", c.id, c.attempts),
+            (Some(e), _) => format!(
+                "candidate {} refused after {} answer(s): {e}",
+                c.id, c.attempts
+            ),
             (None, Some(d)) => format!("candidate {} is the same change as candidate {d}", c.id),
             (None, None) => format!(
                 "candidate {} applied ({})",
                 c.id,
-                c.edits.iter().map(|e| format!("{} {:?}", e.path, e.method)).collect::<Vec<_>>().join(", ")
+                c.edits
+                    .iter()
+                    .map(|e| format!("{} {:?}", e.path, e.method))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
         run.event("repair", "decision", &what, json!(null))?;
@@ -456,11 +498,18 @@ fn fix_one(
         .map(|c| c.id);
     let mut review: Option<serde_json::Value> = None;
     if ctx.global.dry_run && ctx.out.interactive && !ctx.out.json && !ctx.global.yes {
-        let (choice, edited) = review_candidates(ctx, &located, &mut candidates, plan.guard, &read, &context_files)?;
+        let (choice, edited) = review_candidates(
+            ctx,
+            &located,
+            &mut candidates,
+            plan.guard,
+            &read,
+            &context_files,
+        )?;
         chosen = choice;
         if let Some(id) = edited {
             if let Some(c) = candidates.iter().find(|c| c.id == id) {
-                run.write_text(&format!("candidates/{id}.diff", ), &c.diff)?;
+                run.write_text(&format!("candidates/{id}.diff",), &c.diff)?;
             }
         }
         review = Some(json!({"by": "user", "chosen": chosen, "edited": edited}));
@@ -476,13 +525,28 @@ fn fix_one(
     };
     run.stage_finished("repair", error.as_deref())?;
     memory.record_run(&run.meta)?;
-    if ctx.global.dry_run && !(ctx.out.interactive && !ctx.out.json && !ctx.global.yes) && !ctx.out.json {
-        for c in candidates.iter().filter(|c| c.error.is_none() && c.duplicate_of.is_none()) {
-            ctx.out.line(&format!("candidate {}: {}", c.id, c.explanation));
+    if ctx.global.dry_run
+        && !(ctx.out.interactive && !ctx.out.json && !ctx.global.yes)
+        && !ctx.out.json
+    {
+        for c in candidates
+            .iter()
+            .filter(|c| c.error.is_none() && c.duplicate_of.is_none())
+        {
+            ctx.out
+                .line(&format!("candidate {}: {}", c.id, c.explanation));
             ctx.out.line(&colour_diff(ctx, &c.diff));
         }
     }
-    print(ctx, issue, run.id(), Some(&t), Some(&located), Some((&candidates, chosen)), plan.until);
+    print(
+        ctx,
+        issue,
+        run.id(),
+        Some(&t),
+        Some(&located),
+        Some((&candidates, chosen)),
+        plan.until,
+    );
     if let Some(e) = failure {
         return Err(e.into());
     }
@@ -501,7 +565,10 @@ fn fix_one(
 }
 
 /// Titles of the past issues whose fixes feed the prior, with their files.
-fn past_fixes(memory: &SqliteMemory, prior: &[PriorFile]) -> Result<Vec<crate::repair::prompt::PastFix>> {
+fn past_fixes(
+    memory: &SqliteMemory,
+    prior: &[PriorFile],
+) -> Result<Vec<crate::repair::prompt::PastFix>> {
     let mut out: Vec<crate::repair::prompt::PastFix> = Vec::new();
     for p in prior {
         if let Some(f) = out.iter_mut().find(|f| f.reference == p.reference) {
@@ -562,13 +629,18 @@ fn review_candidates(
     ctx.out.line("ranked files:");
     for (i, f) in located.files.iter().take(5).enumerate() {
         let why = f.evidence.first().map(|e| e.detail.as_str()).unwrap_or("");
-        ctx.out.line(&format!("  {}. {}  {}", i + 1, f.path, ctx.out.dim(why)));
+        ctx.out
+            .line(&format!("  {}. {}  {}", i + 1, f.path, ctx.out.dim(why)));
     }
     for c in candidates.iter_mut() {
         if c.error.is_some() || c.duplicate_of.is_some() {
             continue;
         }
-        ctx.out.line(&format!("\n{} {}", ctx.out.bold(&format!("candidate {}:", c.id)), c.explanation));
+        ctx.out.line(&format!(
+            "\n{} {}",
+            ctx.out.bold(&format!("candidate {}:", c.id)),
+            c.explanation
+        ));
         ctx.out.line(&colour_diff(ctx, &c.diff));
         let pick = dialoguer::Select::new()
             .with_prompt(format!("candidate {}", c.id))
@@ -589,13 +661,16 @@ fn review_candidates(
                     .and_then(|e| crate::repair::apply(&e, read, files, guard))
                 {
                     Ok(applied) => {
-                        let (diff, changed) = crate::repair::candidates::unified_diff(&applied.files, read);
+                        let (diff, changed) =
+                            crate::repair::candidates::unified_diff(&applied.files, read);
                         c.diff = diff;
                         c.files = changed;
                         c.edits = applied.reports;
                         return Ok((Some(c.id), Some(c.id)));
                     }
-                    Err(e) => ctx.out.warn(&format!("the edited patch does not apply, so it was not kept: {e}")),
+                    Err(e) => ctx.out.warn(&format!(
+                        "the edited patch does not apply, so it was not kept: {e}"
+                    )),
                 }
             }
             _ => {}
@@ -748,14 +823,29 @@ fn print(
                 (Some(e), _) => format!("refused: {}", e.lines().next().unwrap_or("")),
                 (None, Some(d)) => format!("same as candidate {d}"),
                 (None, None) => {
-                    let files: Vec<String> = c.files.iter().map(|(p, a, r)| format!("{p} +{a} -{r}")).collect();
-                    format!("{} ({})", files.join(", "), c.edits.iter().map(|e| format!("{:?}", e.method).to_lowercase()).collect::<Vec<_>>().join(", "))
+                    let files: Vec<String> = c
+                        .files
+                        .iter()
+                        .map(|(p, a, r)| format!("{p} +{a} -{r}"))
+                        .collect();
+                    format!(
+                        "{} ({})",
+                        files.join(", "),
+                        c.edits
+                            .iter()
+                            .map(|e| format!("{:?}", e.method).to_lowercase())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             };
             let mark = if Some(c.id) == chosen { "*" } else { " " };
             ctx.out.line(&format!("  {mark} {}. {status}", c.id));
             if c.error.is_none() && c.duplicate_of.is_none() && !c.explanation.is_empty() {
-                ctx.out.line(&format!("       {}", c.explanation.lines().next().unwrap_or("")));
+                ctx.out.line(&format!(
+                    "       {}",
+                    c.explanation.lines().next().unwrap_or("")
+                ));
             }
         }
         if let Some(id) = chosen {

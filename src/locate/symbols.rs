@@ -104,7 +104,8 @@ fn walk(node: Node<'_>, text: &str, parent: Option<&str>, depth: u32, out: &mut 
             parent: parent.map(str::to_string),
             start_line: start,
             end_line: child.end_position().row as u32 + 1,
-            signature_end: (body_start as u32 + 1).max(start).min(start + 4),
+            // The line before the body (the body's row, 0-based, is that line 1-based).
+            signature_end: (body_start as u32).max(start).min(start + 4),
             depth,
         };
         out.push(sym);

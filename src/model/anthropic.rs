@@ -65,7 +65,8 @@ impl Anthropic {
             None => {}
         }
         if let Some(t) = r.temperature {
-            body["temperature"] = json!(t);
+            // f32 → f64 without the binary tail (0.7, not 0.699999988).
+            body["temperature"] = json!((f64::from(t) * 1000.0).round() / 1000.0);
         }
         if !r.stop.is_empty() {
             body["stop_sequences"] = json!(r.stop);

@@ -139,7 +139,7 @@ impl OpenAi {
             None => {}
         }
         if let Some(t) = r.temperature.filter(|_| !reasoning) {
-            body["temperature"] = json!(t);
+            body["temperature"] = json!((f64::from(t) * 1000.0).round() / 1000.0);
         }
         if !r.stop.is_empty() {
             body["stop"] = json!(r.stop);

@@ -107,7 +107,8 @@ pub fn generate(
                     files: changed,
                     usage,
                     attempts,
-                    error: (changed_is_empty(&applied.files, read)).then(|| "the edits change nothing".to_string()),
+                    error: (changed_is_empty(&applied.files, read))
+                        .then(|| "the edits change nothing".to_string()),
                     duplicate_of,
                 }
             }
@@ -161,8 +162,16 @@ pub fn unified_diff(
         let new = after.clone().unwrap_or_default();
         let diff = similar::TextDiff::from_lines(&old, &new);
         let (a, b) = (
-            if before.is_some() { format!("a/{path}") } else { "/dev/null".into() },
-            if after.is_some() { format!("b/{path}") } else { "/dev/null".into() },
+            if before.is_some() {
+                format!("a/{path}")
+            } else {
+                "/dev/null".into()
+            },
+            if after.is_some() {
+                format!("b/{path}")
+            } else {
+                "/dev/null".into()
+            },
         );
         out.push_str(&format!("diff --git a/{path} b/{path}\n"));
         if before.is_none() {
@@ -171,7 +180,13 @@ pub fn unified_diff(
         if after.is_none() {
             out.push_str("deleted file mode 100644\n");
         }
-        out.push_str(&diff.unified_diff().context_radius(3).header(&a, &b).to_string());
+        out.push_str(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&a, &b)
+                .to_string(),
+        );
         let (mut add, mut del) = (0, 0);
         for c in diff.iter_all_changes() {
             match c.tag() {

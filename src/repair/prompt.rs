@@ -42,14 +42,24 @@ the new lines
 Rules: put the file's path on the line before each block; make each SEARCH match exactly one place in the file; keep blocks small, one per change; to create a file, leave SEARCH empty; change only what the fix needs, and add or update a test when the repository has tests.";
 
 /// The first request for a candidate.
-pub fn request(issue: &Issue, context: &Context, inputs: &RepairInputs, max_tokens: u32, temperature: f32) -> Request {
+pub fn request(
+    issue: &Issue,
+    context: &Context,
+    inputs: &RepairInputs,
+    max_tokens: u32,
+    temperature: f32,
+) -> Request {
     let cut = crate::triage::text::floor_char_boundary(&issue.body, BODY_CHARS);
     let mut u = format!(
         "## Issue {}: {}\n<issue>\n{}{}\n</issue>\n",
         issue.reference(),
         issue.title,
         issue.body[..cut].replace("</issue>", "<\\/issue>"),
-        if issue.body.len() > cut { "\n[…cut]" } else { "" }
+        if issue.body.len() > cut {
+            "\n[…cut]"
+        } else {
+            ""
+        }
     );
     if let Some(t) = &inputs.triage {
         u.push_str(&format!("\nTriage: {t}\n"));
@@ -57,7 +67,12 @@ pub fn request(issue: &Issue, context: &Context, inputs: &RepairInputs, max_toke
     if !inputs.past.is_empty() {
         u.push_str("\n## Similar issues fixed before\n");
         for p in &inputs.past {
-            u.push_str(&format!("- {} \"{}\": changed {}\n", p.reference, p.title, p.files.join(", ")));
+            u.push_str(&format!(
+                "- {} \"{}\": changed {}\n",
+                p.reference,
+                p.title,
+                p.files.join(", ")
+            ));
         }
     }
     u.push_str(&format!(
@@ -95,8 +110,15 @@ pub fn explanation(answer: &str) -> String {
     let mut out = Vec::new();
     let lines: Vec<&str> = answer.lines().collect();
     for (i, l) in lines.iter().enumerate() {
-        let next_is_block = lines.get(i + 1).is_some_and(|n| n.trim() == "<<<<<<< SEARCH" || n.trim_start().starts_with("```"));
-        if l.trim() == "<<<<<<< SEARCH" || l.starts_with("--- ") || l.starts_with("diff --git") || l.trim_start().starts_with("```") || next_is_block {
+        let next_is_block = lines
+            .get(i + 1)
+            .is_some_and(|n| n.trim() == "<<<<<<< SEARCH" || n.trim_start().starts_with("```"));
+        if l.trim() == "<<<<<<< SEARCH"
+            || l.starts_with("--- ")
+            || l.starts_with("diff --git")
+            || l.trim_start().starts_with("```")
+            || next_is_block
+        {
             break;
         }
         out.push(*l);

@@ -350,6 +350,10 @@ impl Run {
     /// Write a text file (a diff, `pr.md`), redacted, atomically.
     pub fn write_text(&self, name: &str, text: &str) -> Result<(), RunStoreError> {
         let path = self.dir.join(name);
+        // `candidates/1.diff`: the subfolder is made on first use.
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
         write_atomic(&path, self.redactor.redact(text).as_bytes()).map_err(io_err(&path))
     }
 

@@ -10,5 +10,6 @@ mod memory;
 mod models;
 mod pr;
 mod redaction;
+mod repair;
 mod runs;
 mod triage;
