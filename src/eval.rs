@@ -474,6 +474,11 @@ pub struct LocalizeOutcome {
     pub locate_seconds: f64,
     /// Seconds of that in the index's searches (the warm query).
     pub search_seconds: f64,
+    /// Estimated tokens (bytes/4) of the repair request built from this context.
+    pub prompt_tokens: usize,
+    /// Estimated tokens of the real fix written as SEARCH/REPLACE blocks, the answer a
+    /// model would give.
+    pub answer_tokens: usize,
 }
 
 /// Score a ranking against the gold files.
@@ -498,6 +503,8 @@ pub fn localize_outcome(instance_id: &str, gold: &[String], ranked: &[String]) -
         index_seconds: 0.0,
         locate_seconds: 0.0,
         search_seconds: 0.0,
+        prompt_tokens: 0,
+        answer_tokens: 0,
     }
 }
 
@@ -526,6 +533,10 @@ pub struct LocalizeReport {
     pub median_locate_seconds: f64,
     /// Median seconds of the searches alone (the warm query).
     pub median_search_seconds: f64,
+    /// Median estimated tokens of the repair request (system, issue, context).
+    pub median_prompt_tokens: f64,
+    /// Median estimated tokens of the real fix as edit blocks.
+    pub median_answer_tokens: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -562,6 +573,8 @@ pub fn localize_report(outcomes: &[LocalizeOutcome]) -> LocalizeReport {
         ),
         median_locate_seconds: median(outcomes.iter().map(|o| o.locate_seconds).collect()),
         median_search_seconds: median(outcomes.iter().map(|o| o.search_seconds).collect()),
+        median_prompt_tokens: median(outcomes.iter().map(|o| o.prompt_tokens as f64).collect()),
+        median_answer_tokens: median(outcomes.iter().map(|o| o.answer_tokens as f64).collect()),
     }
 }
 

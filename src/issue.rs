@@ -415,7 +415,7 @@ pub struct Comment {
 }
 
 /// An issue, whatever forge it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Issue {
     /// `owner/name` (or `host/owner/name` off github.com); `local` when unknown.
     pub repo: String,

@@ -638,6 +638,38 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         o.index_seconds = index_seconds;
         o.locate_seconds = located.seconds;
         o.search_seconds = located.search_seconds;
+        // The repair request this context makes, and the real fix as the answer.
+        let issue = crate::issue::Issue {
+            repo: r.repo.clone(),
+            number: 0,
+            title: title.to_string(),
+            body: body.to_string(),
+            ..Default::default()
+        };
+        let request = crate::repair::prompt::request(
+            &issue,
+            &located.context,
+            &crate::repair::prompt::RepairInputs::default(),
+            ctx.config().repair.max_tokens,
+            0.0,
+        );
+        let prompt_text: String = request.system.clone().unwrap_or_default()
+            + &request
+                .messages
+                .iter()
+                .flat_map(|m| m.content.iter())
+                .filter_map(|b| match b {
+                    crate::model::Block::Text { text } => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect::<String>();
+        o.prompt_tokens = crate::locate::context::estimate_tokens(&prompt_text);
+        o.answer_tokens = crate::repair::parse(&r.patch)
+            .map(|edits| {
+                let blocks: String = edits.iter().map(|e| e.to_block()).collect();
+                crate::locate::context::estimate_tokens(&blocks)
+            })
+            .unwrap_or(0);
         let channels = |p: &str| -> String {
             located
                 .files
@@ -691,7 +723,7 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         return Ok(());
     }
     ctx.out.line(&format!(
-        "{} instances ({} skipped)\n  file recall@1  {:.3}\n  file recall@3  {:.3}\n  file recall@5  {:.3}\n  file recall@10 {:.3}\n  MRR            {:.3}\n  median context {:.0} tokens (gold file in context: {:.3})\n  median time    {:.3} s per instance ({:.3} s ranking and context, of which {:.3} s searching; the rest opening or building the index)",
+        "{} instances ({} skipped)\n  file recall@1  {:.3}\n  file recall@3  {:.3}\n  file recall@5  {:.3}\n  file recall@10 {:.3}\n  MRR            {:.3}\n  median context {:.0} tokens (gold file in context: {:.3})\n  repair request {:.0} tokens median (the real fix as edit blocks: {:.0})\n  median time    {:.3} s per instance ({:.3} s ranking and context, of which {:.3} s searching; the rest opening or building the index)",
         report.instances,
         skipped.len(),
         report.recall_at_1,
@@ -701,6 +733,8 @@ fn localize(args: &EvalLocalizeArgs, ctx: &Ctx) -> Result<()> {
         report.mrr,
         report.median_context_tokens,
         report.gold_in_context,
+        report.median_prompt_tokens,
+        report.median_answer_tokens,
         report.median_seconds,
         report.median_locate_seconds,
         report.median_search_seconds,

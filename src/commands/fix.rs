@@ -507,10 +507,8 @@ fn fix_one(
             &context_files,
         )?;
         chosen = choice;
-        if let Some(id) = edited {
-            if let Some(c) = candidates.iter().find(|c| c.id == id) {
-                run.write_text(&format!("candidates/{id}.diff",), &c.diff)?;
-            }
+        if let Some(c) = edited.and_then(|id| candidates.iter().find(|c| c.id == id)) {
+            run.write_text(&format!("candidates/{}.diff", c.id), &c.diff)?;
         }
         review = Some(json!({"by": "user", "chosen": chosen, "edited": edited}));
     }
@@ -525,10 +523,8 @@ fn fix_one(
     };
     run.stage_finished("repair", error.as_deref())?;
     memory.record_run(&run.meta)?;
-    if ctx.global.dry_run
-        && !(ctx.out.interactive && !ctx.out.json && !ctx.global.yes)
-        && !ctx.out.json
-    {
+    let reviewed = ctx.out.interactive && !ctx.global.yes;
+    if ctx.global.dry_run && !reviewed && !ctx.out.json {
         for c in candidates
             .iter()
             .filter(|c| c.error.is_none() && c.duplicate_of.is_none())
@@ -678,6 +674,7 @@ fn review_candidates(
     }
     Ok((None, None))
 }
+#[allow(clippy::too_many_arguments)]
 fn model_rerank(
     ctx: &Ctx,
     session: &Session,

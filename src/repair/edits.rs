@@ -21,6 +21,54 @@ pub struct Edit {
     pub deletes: bool,
 }
 
+impl Edit {
+    /// The new side: kept old lines with the inserted ones in place.
+    pub fn new_lines(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .insert
+            .iter()
+            .filter(|(a, _)| a.is_none())
+            .map(|(_, l)| l.as_str())
+            .collect();
+        for (k, (tag, line)) in self.old.iter().enumerate() {
+            if *tag == Tag::Keep {
+                out.push(line);
+            }
+            out.extend(
+                self.insert
+                    .iter()
+                    .filter(|(a, _)| *a == Some(k))
+                    .map(|(_, l)| l.as_str()),
+            );
+        }
+        out
+    }
+
+    /// The edit as a SEARCH/REPLACE block with its path line.
+    pub fn to_block(&self) -> String {
+        let mut s = String::new();
+        if let Some(p) = &self.path {
+            s.push_str(p);
+            s.push('\n');
+        }
+        s.push_str(SEARCH);
+        s.push('\n');
+        for (_, l) in &self.old {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str(DIVIDER);
+        s.push('\n');
+        for l in self.new_lines() {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str(REPLACE);
+        s.push('\n');
+        s
+    }
+}
+
 /// What an old line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
