@@ -152,7 +152,8 @@ mod tests {
                     kind: "full".into(),
                     start_line: 5,
                     end_line: 6,
-                    text: "    5     def run_job(self):\n    6         if self.job_id < 0:\n".into(),
+                    text: "    5     def run_job(self):\n    6         if self.job_id < 0:\n"
+                        .into(),
                 }],
                 tokens: 30,
             }],
@@ -172,13 +173,19 @@ mod tests {
         };
         insta::assert_snapshot!(
             "repair_prompt",
-            format!("SYSTEM:\n{}\n\nUSER:\n{}", r.system.clone().unwrap_or_default(), text(&r.messages[0]))
+            format!(
+                "SYSTEM:\n{}\n\nUSER:\n{}",
+                r.system.clone().unwrap_or_default(),
+                text(&r.messages[0])
+            )
         );
         let again = retry(&r, "no blocks here", "no edit found");
         assert_eq!(again.messages.len(), 3);
         insta::assert_snapshot!("repair_retry", text(&again.messages[2]));
         assert_eq!(
-            explanation("Zero passes.\nSo fix it.\n\npkg/core.py\n<<<<<<< SEARCH\nx\n=======\ny\n>>>>>>> REPLACE\n"),
+            explanation(
+                "Zero passes.\nSo fix it.\n\npkg/core.py\n<<<<<<< SEARCH\nx\n=======\ny\n>>>>>>> REPLACE\n"
+            ),
             "Zero passes.\nSo fix it."
         );
     }

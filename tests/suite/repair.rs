@@ -344,3 +344,37 @@ fn pr_accepts_edit_blocks_and_misplaced_hunks() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(json(&o)["status"], "unchanged");
 }
+
+#[test]
+fn dry_run_shows_each_candidate_with_its_explanation_and_diff() {
+    let s = HttpMock::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(text_reply(&good_answer()))),
+    );
+    let t = setup(&s, "repair:\n  candidates: 1\n");
+    let o = t
+        .cmd()
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args(["fix", "issue.md", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "candidate 1: Zero passes the `< 0` check; make it `<= 0`.\n{}",
+            FIX_DIFF.trim_end()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("  * 1. pkg/core.py +1 -1 (exact)"), "{out}");
+    assert!(out.contains("chosen: candidate 1"), "{out}");
+    // Nothing was published: no branch.
+    let repo = git2::Repository::open(t.path()).unwrap();
+    assert!(
+        repo.find_reference("refs/heads/autotriage/issue-7")
+            .is_err()
+    );
+}
