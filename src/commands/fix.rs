@@ -518,6 +518,7 @@ fn fix_one(
     )?;
     let error = match (&failure, chosen) {
         (Some(e), _) => Some(format!("model: {e}")),
+        (None, None) if review.is_some() => Some("no candidate accepted at the review".to_string()),
         (None, None) => Some("no candidate applied".to_string()),
         _ => None,
     };
@@ -549,11 +550,18 @@ fn fix_one(
     if chosen.is_none() {
         return Err(CommandError {
             exit: crate::error::Exit::NotEligible,
-            message: format!(
-                "no candidate patch applied ({} asked for; see `autotriage runs show {}`)",
-                candidates.len(),
-                run.id()
-            ),
+            message: if review.is_some() {
+                format!(
+                    "no candidate accepted; they stay in the run for later (`autotriage runs show {}`)",
+                    run.id()
+                )
+            } else {
+                format!(
+                    "no candidate patch applied ({} asked for; see `autotriage runs show {}`)",
+                    candidates.len(),
+                    run.id()
+                )
+            },
         }
         .into());
     }

@@ -378,3 +378,107 @@ fn dry_run_shows_each_candidate_with_its_explanation_and_diff() {
             .is_err()
     );
 }
+
+/// Run the binary on a pseudo-terminal (util-linux `script`), typing `keys`.
+fn on_a_terminal(t: &TestContext, command: &str, keys: &str) -> (i32, String) {
+    let bin = assert_cmd::cargo::cargo_bin("autotriage");
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qfec",
+            &format!("{} {command}", bin.display()),
+            "/dev/null",
+        ])
+        .current_dir(t.path())
+        .env_clear()
+        .env("HOME", t.home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .env("EDITOR", t.path().join("edit.sh"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the binary on a pseudo-terminal");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        // The keys wait in the terminal's input until the prompt reads them.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        stdin.write_all(keys.as_bytes()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_review_on_a_terminal_saves_the_choice_in_the_run() {
+    let s = HttpMock::start();
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(text_reply(&good_answer()))),
+    );
+    let t = setup(&s, "repair:\n  candidates: 1\n");
+    // Enter: accept.
+    let (code_accept, out) = on_a_terminal(&t, "fix issue.md --dry-run", "\r");
+    assert_eq!(code_accept, 0, "{out}");
+    assert!(out.contains("edit in $EDITOR"), "{out}");
+    // Down, Enter: reject.
+    let (code_reject, out) = on_a_terminal(&t, "fix issue.md --dry-run", "\x1b[B\r");
+    assert_eq!(code_reject, 3, "{out}");
+    assert!(out.contains("no candidate accepted"), "{out}");
+    // Down, down, Enter: edit in $EDITOR (a script that changes the new line); the
+    // edited patch is applied again and kept.
+    t.write(
+        "edit.sh",
+        "#!/bin/sh\nsed -i 's/job_id <= 0/job_id < 1/' \"$1\"\n",
+    );
+    let mut perms = std::fs::metadata(t.path().join("edit.sh"))
+        .unwrap()
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(t.path().join("edit.sh"), perms).unwrap();
+    let (code_edit, out) = on_a_terminal(&t, "fix issue.md --dry-run", "\x1b[B\x1b[B\r");
+    assert_eq!(code_edit, 0, "{out}");
+    let edited_run = out
+        .split("  run ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap()
+        .to_string();
+    let c: Value = serde_json::from_str(&run_file(&t, &edited_run, "candidates.json")).unwrap();
+    assert_eq!(c["review"], json!({"by": "user", "chosen": 1, "edited": 1}));
+    assert!(
+        run_file(&t, &edited_run, "candidates/1.diff").contains("+        if self.job_id < 1:\n")
+    );
+    std::fs::remove_dir_all(t.path().join(".autotriage/runs").join(&edited_run)).unwrap();
+
+    let o = t.run(&["runs", "list", "--json"]);
+    let runs = stdout(&o);
+    let ids: Vec<String> = json(&o)["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(String::from))
+        .collect();
+    assert_eq!(ids.len(), 2, "{runs}");
+    let mut reviews: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let c: Value = serde_json::from_str(&run_file(&t, id, "candidates.json")).unwrap();
+            json!({"chosen": c["chosen"], "by": c["review"]["by"]})
+        })
+        .collect();
+    reviews.sort_by_key(|v| v["chosen"].is_null());
+    assert_eq!(
+        reviews,
+        [
+            json!({"chosen": 1, "by": "user"}),
+            json!({"chosen": null, "by": "user"})
+        ]
+    );
+}
