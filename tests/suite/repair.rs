@@ -422,6 +422,15 @@ fn the_review_on_a_terminal_saves_the_choice_in_the_run() {
             .and(path("/v1/messages"))
             .respond_with(ResponseTemplate::new(200).set_body_json(text_reply(&good_answer()))),
     );
+    let util_linux = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("util-linux"));
+    if !util_linux {
+        assert!(!emulators_required(), "CI needs util-linux `script` for the terminal test");
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
     let t = setup(&s, "repair:\n  candidates: 1\n");
     // Enter: accept.
     let (code_accept, out) = on_a_terminal(&t, "fix issue.md --dry-run", "\r");
