@@ -427,7 +427,10 @@ fn the_review_on_a_terminal_saves_the_choice_in_the_run() {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("util-linux"));
     if !util_linux {
-        assert!(!emulators_required(), "CI needs util-linux `script` for the terminal test");
+        assert!(
+            !emulators_required(),
+            "CI needs util-linux `script` for the terminal test"
+        );
         eprintln!("skipped: util-linux `script` is not installed");
         return;
     }
