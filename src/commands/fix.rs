@@ -9,10 +9,9 @@ use serde_json::json;
 
 use super::Ctx;
 use super::triage::{build_engine, model_session};
-use crate::cli::{EngineArg, FixArgs, FixStage, SourceArg};
+use crate::cli::{EngineArg, FixArgs, FixStage};
 use crate::error::CommandError;
-use crate::forge::Forge;
-use crate::forge::github::{GithubForge, ListOptions};
+use crate::forge::github::GithubForge;
 use crate::issue::{Issue, IssueRef, RepoId};
 use crate::locate::{self, LocateSettings, Located, PriorFile, rerank};
 use crate::memory::Memory;
@@ -65,7 +64,14 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     let mut github: Option<GithubForge> = None;
     let mut issues: Vec<Issue> = Vec::new();
     for (raw, r) in &parsed {
-        issues.push(resolve(raw, r, args.from, &memory_ro, &mut github, ctx)?);
+        issues.push(super::resolve_one(
+            raw,
+            r,
+            args.from,
+            &memory_ro,
+            &mut github,
+            ctx,
+        )?);
     }
     drop(memory_ro);
     let mut checkouts: Vec<(PathBuf, Repository)> = Vec::new();
@@ -108,64 +114,6 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The issue behind a reference: a local file, memory, or GitHub.
-fn resolve(
-    raw: &str,
-    r: &IssueRef,
-    from: SourceArg,
-    memory: &SqliteMemory,
-    github: &mut Option<GithubForge>,
-    ctx: &Ctx,
-) -> Result<Issue> {
-    match r {
-        IssueRef::Remote { repo, number } => {
-            if from != SourceArg::Github
-                && let Some(i) = memory.issue(&repo.to_string(), *number)?
-            {
-                return Ok(i);
-            }
-            if from == SourceArg::Memory {
-                return Err(CommandError::usage(format!(
-                    "{raw}: {repo}#{number} is not in memory\n  fix: import it (`autotriage memory import FILE`) or read it from GitHub (--from github, with GITHUB_TOKEN)"
-                ))
-                .into());
-            }
-            if github.is_none() {
-                let mut g = GithubForge::new(
-                    &ctx.config().github.api_url,
-                    ctx.config().retry.max_wait,
-                    ListOptions::default(),
-                )?;
-                g.trigger_label = ctx.config().trust.trigger_label.clone();
-                *github = Some(g);
-            }
-            match github.as_ref() {
-                Some(g) => Ok(g.issue(repo, *number)?),
-                None => Err(CommandError::failure("the GitHub forge could not be made").into()),
-            }
-        }
-        IssueRef::Repo(_) | IssueRef::Dir(_) => Err(CommandError::usage(format!(
-            "{raw}: `fix` works on one issue per reference, and this names many\n  fix: give owner/repo#N, #N, an issue URL, or a file holding one issue"
-        ))
-        .into()),
-        _ => {
-            let mut batch = ctx.local_forge().read(r)?;
-            if batch.len() != 1 {
-                return Err(CommandError::usage(format!(
-                    "{raw}: holds {} issues, and `fix` works on one per reference\n  fix: pick one record, e.g. {raw}#1",
-                    batch.len()
-                ))
-                .into());
-            }
-            match batch.pop() {
-                Some(Ok(issue)) => Ok(issue),
-                Some(Err(e)) => Err(CommandError::usage(format!("{}: {}", e.location, e.message)).into()),
-                None => Err(CommandError::usage(format!("{raw}: no issue")).into()),
-            }
-        }
-    }
 }
 
 /// The checkout to work in: `--repo-dir`, else the current one when it is the issue's

@@ -15,11 +15,15 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::cli::SourceArg;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Config, Loaded, Locations, MemoryBackend, Overrides};
 use crate::error::CommandError;
+use crate::forge::Forge;
+use crate::forge::github::{GithubForge, ListOptions};
 use crate::forge::local::LocalForge;
-use crate::issue::{RefContext, RepoId};
+use crate::issue::{Issue, IssueRef, RefContext, RepoId};
+use crate::memory::Memory;
 use crate::memory::sqlite::{OpenMode, SqliteMemory};
 use crate::redact::Redactor;
 use crate::runs::fs::FsRunStore;
@@ -114,6 +118,65 @@ impl Ctx {
     /// The run store.
     pub fn run_store(&self) -> FsRunStore {
         FsRunStore::new(self.workspace.runs_dir(), self.redactor.clone())
+    }
+}
+
+/// The one issue behind a reference: a local file, memory, or GitHub (`from` says
+/// which); a reference to many issues is a usage error.
+pub(crate) fn resolve_one(
+    raw: &str,
+    r: &IssueRef,
+    from: SourceArg,
+    memory: &SqliteMemory,
+    github: &mut Option<GithubForge>,
+    ctx: &Ctx,
+) -> Result<Issue> {
+    match r {
+        IssueRef::Remote { repo, number } => {
+            if from != SourceArg::Github
+                && let Some(i) = memory.issue(&repo.to_string(), *number)?
+            {
+                return Ok(i);
+            }
+            if from == SourceArg::Memory {
+                return Err(CommandError::usage(format!(
+                    "{raw}: {repo}#{number} is not in memory\n  fix: import it (`autotriage memory import FILE`) or read it from GitHub (--from github, with GITHUB_TOKEN)"
+                ))
+                .into());
+            }
+            if github.is_none() {
+                let mut g = GithubForge::new(
+                    &ctx.config().github.api_url,
+                    ctx.config().retry.max_wait,
+                    ListOptions::default(),
+                )?;
+                g.trigger_label = ctx.config().trust.trigger_label.clone();
+                *github = Some(g);
+            }
+            match github.as_ref() {
+                Some(g) => Ok(g.issue(repo, *number)?),
+                None => Err(CommandError::failure("the GitHub forge could not be made").into()),
+            }
+        }
+        IssueRef::Repo(_) | IssueRef::Dir(_) => Err(CommandError::usage(format!(
+            "{raw}: this command works on one issue per reference, and this names many\n  fix: give owner/repo#N, #N, an issue URL, or a file holding one issue"
+        ))
+        .into()),
+        _ => {
+            let mut batch = ctx.local_forge().read(r)?;
+            if batch.len() != 1 {
+                return Err(CommandError::usage(format!(
+                    "{raw}: holds {} issues, and this command works on one per reference\n  fix: pick one record, e.g. {raw}#1",
+                    batch.len()
+                ))
+                .into());
+            }
+            match batch.pop() {
+                Some(Ok(issue)) => Ok(issue),
+                Some(Err(e)) => Err(CommandError::usage(format!("{}: {}", e.location, e.message)).into()),
+                None => Err(CommandError::usage(format!("{raw}: no issue")).into()),
+            }
+        }
     }
 }
 

@@ -6,7 +6,6 @@ use serde_json::json;
 use super::Ctx;
 use crate::cli::PrArgs;
 use crate::error::CommandError;
-use crate::forge::Forge;
 use crate::issue::{Issue, IssueRef};
 use crate::memory::Memory;
 use crate::memory::sqlite::OpenMode;
@@ -14,37 +13,16 @@ use crate::pr::{BodyContext, pr_body, publish_local};
 
 fn resolve_issue(args: &PrArgs, ctx: &Ctx) -> Result<Issue> {
     let r = IssueRef::parse(&args.reference, &ctx.ref_context())?;
-    match &r {
-        IssueRef::Remote { repo, number } => {
-            let memory = ctx.open_memory(OpenMode::ReadOnly)?;
-            if let Some(i) = memory.issue(&repo.to_string(), *number)? {
-                return Ok(i);
-            }
-            let forge = crate::forge::github::GithubForge::new(
-                &ctx.config().github.api_url,
-                ctx.config().retry.max_wait,
-                Default::default(),
-            )?;
-            Ok(forge.issue(repo, *number)?)
-        }
-        IssueRef::File { .. } => {
-            let mut batch = ctx.local_forge().read(&r)?;
-            match (batch.len(), batch.pop()) {
-                (1, Some(Ok(issue))) => Ok(issue),
-                (_, Some(Err(e))) => Err(CommandError::usage(e.to_string()).into()),
-                _ => Err(CommandError::usage(format!(
-                    "{}: names several issues; `pr` takes one",
-                    args.reference
-                ))
-                .into()),
-            }
-        }
-        _ => Err(CommandError::usage(format!(
-            "{}: `pr` takes one issue (owner/repo#N, a Markdown file, file#N)",
-            args.reference
-        ))
-        .into()),
-    }
+    let memory = ctx.open_memory(OpenMode::ReadOnly)?;
+    let mut github = None;
+    super::resolve_one(
+        &args.reference,
+        &r,
+        crate::cli::SourceArg::Auto,
+        &memory,
+        &mut github,
+        ctx,
+    )
 }
 
 /// The latest triage of the issue in one line, for the PR description.
