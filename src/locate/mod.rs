@@ -601,12 +601,21 @@ fn split_placeholders(lit: &str) -> Vec<&str> {
     let mut start = 0usize;
     let mut i = 0usize;
     while i < bytes.len() {
+        // Ends are moved to a character boundary: the byte after `%` may start a
+        // multi-byte character.
+        let next_char_end = |at: usize| {
+            let mut e = (at + 1).min(bytes.len());
+            while e < bytes.len() && !lit.is_char_boundary(e) {
+                e += 1;
+            }
+            e
+        };
         let end = match bytes[i] {
             b'%' if i + 1 < bytes.len() => {
                 if bytes[i + 1] == b'(' {
-                    lit[i..].find(')').map(|c| i + c + 2)
+                    lit[i..].find(')').map(|c| next_char_end(i + c + 1))
                 } else {
-                    Some(i + 2)
+                    Some(next_char_end(i + 1))
                 }
             }
             b'{' => lit[i..].find('}').map(|c| i + c + 1),
@@ -628,6 +637,15 @@ fn split_placeholders(lit: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_next_to_multibyte_characters_do_not_split_them() {
+        assert_eq!(
+            split_placeholders("完成 50%，请稍候"),
+            ["完成 50", "请稍候"]
+        );
+        assert_eq!(split_placeholders("%(name)é ok"), ["", " ok"]);
+    }
 
     #[test]
     fn placeholders_split_fixed_text() {

@@ -187,17 +187,17 @@ struct Lines {
 }
 
 impl Lines {
+    /// Lines keep their own `\r`: a file that mixes endings keeps them as they are.
     fn parse(text: &str) -> Self {
-        let crlf = text.contains("\r\n");
         let final_newline = text.ends_with('\n') || text.is_empty();
         let body = text.strip_suffix('\n').unwrap_or(text);
-        let lines = if text.is_empty() {
+        let lines: Vec<String> = if text.is_empty() {
             Vec::new()
         } else {
-            body.split('\n')
-                .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
-                .collect()
+            body.split('\n').map(str::to_string).collect()
         };
+        // New lines take the ending most lines have.
+        let crlf = lines.iter().filter(|l| l.ends_with('\r')).count() * 2 > lines.len();
         Self {
             lines,
             crlf,
@@ -206,10 +206,9 @@ impl Lines {
     }
 
     fn render(&self) -> String {
-        let nl = if self.crlf { "\r\n" } else { "\n" };
-        let mut s = self.lines.join(nl);
+        let mut s = self.lines.join("\n");
         if self.final_newline && !self.lines.is_empty() {
-            s.push_str(nl);
+            s.push('\n');
         }
         s
     }
@@ -279,6 +278,20 @@ pub fn apply(
         };
         let found = find(edit, &file.lines).map_err(|e| e.into_error(edit, &path))?;
         if edit.deletes {
+            // Deleting a file takes the whole of it, found as it is.
+            let whole = found.start == 0
+                && found.end == file.lines.len()
+                && matches!(found.method, Method::Exact | Method::TrailingWhitespace)
+                && edit.old.iter().all(|(t, _)| *t == Tag::Remove);
+            if !whole {
+                return Err(ApplyError::NoMatch {
+                    origin: edit.origin.clone(),
+                    path,
+                    closest:
+                        "A deletion (`+++ /dev/null`) must remove every line of the file, as it is."
+                            .into(),
+                });
+            }
             reports.push(EditReport {
                 origin: edit.origin.clone(),
                 path: path.clone(),
@@ -296,7 +309,7 @@ pub fn apply(
                 text: file.lines[f].trim().chars().take(80).collect(),
             });
         }
-        let new_lines = splice(edit, &file.lines, &found);
+        let new_lines = splice(edit, &file.lines, &found, file.crlf);
         reports.push(EditReport {
             origin: edit.origin.clone(),
             path: path.clone(),
@@ -409,7 +422,7 @@ fn find(edit: &Edit, file: &[String]) -> Result<Found, Miss> {
     }
     type Eq = fn(&str, &str) -> bool;
     let levels: [(Method, Eq); 3] = [
-        (Method::Exact, |a, b| a == b),
+        (Method::Exact, |a, b| a == b.strip_suffix('\r').unwrap_or(b)),
         (Method::TrailingWhitespace, |a, b| {
             a.trim_end() == b.trim_end()
         }),
@@ -441,8 +454,14 @@ fn find(edit: &Edit, file: &[String]) -> Result<Found, Miss> {
     fuzzy(edit, file)
 }
 
-/// Longest common subsequence of two line lists: pairs of indices.
+/// Longest common subsequence of two line lists: pairs of indices. Among equally long
+/// ones, the earliest match of each line is taken.
 fn lcs(a: &[&str], b: &[&str]) -> Vec<(usize, usize)> {
+    lcs_with(a, b, false)
+}
+
+/// As [`lcs`]; with `late`, the latest match of each line instead.
+fn lcs_with(a: &[&str], b: &[&str], late: bool) -> Vec<(usize, usize)> {
     let (n, m) = (a.len(), b.len());
     let mut t = vec![vec![0u16; m + 1]; n + 1];
     for i in (0..n).rev() {
@@ -457,11 +476,14 @@ fn lcs(a: &[&str], b: &[&str]) -> Vec<(usize, usize)> {
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
     while i < n && j < m {
-        if a[i] == b[j] {
+        if late && a[i] == b[j] && t[i][j + 1] == t[i][j] {
+            // An equally long match exists using a later line: take that one.
+            j += 1;
+        } else if a[i] == b[j] {
             out.push((i, j));
             i += 1;
             j += 1;
-        } else if t[i + 1][j] >= t[i][j + 1] {
+        } else if t[i + 1][j] > t[i][j + 1] || (!late && t[i + 1][j] == t[i][j + 1]) {
             i += 1;
         } else {
             j += 1;
@@ -530,6 +552,30 @@ fn fuzzy(edit: &Edit, file: &[String]) -> Result<Found, Miss> {
         let mut lines = vec![best.1 + 1, r.1 + 1];
         lines.sort_unstable();
         return Err(Miss::Many { lines });
+    }
+    // Equal lines inside the place (two `}` lines, say) can align two ways; if the
+    // lines to remove or to insert beside would move, the place is not clear.
+    let win: Vec<&str> = file_norm[best.1..best.2]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let mut late = vec![None; m];
+    for (k, j) in lcs_with(&old_ref, &win, true) {
+        late[k] = Some(best.1 + j);
+    }
+    let anchors: Vec<usize> = edit.insert.iter().filter_map(|(a, _)| *a).collect();
+    for k in 0..m {
+        let matters = edit.old[k].0 == Tag::Remove || anchors.contains(&k);
+        if matters && late[k] != best.3[k] {
+            let mut lines: Vec<usize> = [best.3[k], late[k]]
+                .into_iter()
+                .flatten()
+                .map(|l| l + 1)
+                .collect();
+            lines.sort_unstable();
+            lines.dedup();
+            return Err(Miss::Many { lines });
+        }
     }
     Ok(Found {
         method: Method::Fuzzy,
@@ -699,6 +745,22 @@ fn unclear_gap(edit: &Edit, found: &Found) -> Option<usize> {
         if anchor.is_some_and(|k| edit.old[k].0 == Tag::Remove && found.align[k].is_some()) {
             continue;
         }
+        // Anchored to a line the file lacks, with nothing found on one side of it:
+        // whether the new lines go before or after what became of that line is unknown.
+        let lost = match anchor {
+            None => found.align.first().is_some_and(Option::is_none),
+            Some(k) => {
+                found.align[*k].is_none()
+                    && (prev_aligned(*k).is_none() || next_aligned(k + 1).is_none())
+            }
+        };
+        if lost {
+            let near = match anchor {
+                None => found.start,
+                Some(k) => prev_aligned(*k).unwrap_or(found.start),
+            };
+            return Some(near.min(found.end.saturating_sub(1)));
+        }
         let (lo, hi) = match anchor {
             None => (None, next_aligned(0)),
             Some(k) => (prev_aligned(*k), next_aligned(k + 1)),
@@ -715,7 +777,7 @@ fn unclear_gap(edit: &Edit, found: &Found) -> Option<usize> {
 }
 
 /// The file's lines with the edit made at `found`.
-fn splice(edit: &Edit, file: &[String], found: &Found) -> Vec<String> {
+fn splice(edit: &Edit, file: &[String], found: &Found, crlf: bool) -> Vec<String> {
     let re = Reindent::new(edit, file, found);
     let trim_only = |l: &str| l.trim_end().to_string();
     let ins = |k: Option<usize>| -> Vec<String> {
@@ -729,6 +791,7 @@ fn splice(edit: &Edit, file: &[String], found: &Found) -> Vec<String> {
                     re.apply(l)
                 }
             })
+            .map(|l| if crlf { l + "\r" } else { l })
             .collect()
     };
     let mut out: Vec<String> = file[..found.start].to_vec();
@@ -831,6 +894,48 @@ mod tests {
             .unwrap_err();
             assert!(matches!(e, ApplyError::Refused { .. }), "{p}: {e}");
         }
+    }
+
+    #[test]
+    fn new_lines_beside_a_lost_line_at_the_edge_are_refused() {
+        let file = "k1 = 1\nk2 = 2\nk3 = 3\nk4 = 4x\nz = 0\n";
+        // The last SEARCH line is not in the file; the new line was anchored after it.
+        let e = run("a.py\n<<<<<<< SEARCH\nk1 = 1\nk2 = 2\nk3 = 3\nk4 = 4\n=======\nk1 = 1\nk2 = 2\nk3 = 3\nk4 = 4\nNEW\n>>>>>>> REPLACE\n", file).unwrap_err();
+        assert!(matches!(e, ApplyError::Gap { .. }), "{e}");
+    }
+
+    #[test]
+    fn equal_lines_that_could_align_two_ways_are_refused() {
+        let file = "a()\n}\nx()\n}\nb()\n";
+        let e = run(
+            "a.py\n<<<<<<< SEARCH\na()\n}\nb()\n=======\na()\n}\nNEW\nb()\n>>>>>>> REPLACE\n",
+            file,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, ApplyError::Ambiguous { .. } | ApplyError::Gap { .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_deletion_must_match_the_whole_file() {
+        let e = run(
+            "--- a/a.py\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-def f(x):\n-    if x < 0:\n",
+            FILE,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ApplyError::NoMatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn mixed_line_endings_stay_as_they_are() {
+        let out = run(
+            "a.py\n<<<<<<< SEARCH\nb\n=======\nB\n>>>>>>> REPLACE\n",
+            "a\nb\r\nc\nd\n",
+        )
+        .unwrap();
+        assert_eq!(out, "a\nB\nc\nd\n");
     }
 
     #[test]

@@ -161,6 +161,13 @@ fn parse_blocks(text: &str) -> Result<Vec<Edit>, ParseError> {
             if lines[j].trim_end() == SEARCH {
                 return Err(ParseError(format!("{origin}: no `{REPLACE}` line")));
             }
+            // A second divider: which one splits the block is unclear (a `=======`
+            // heading underline in the code, say), so the block is refused.
+            if lines[j].trim_end() == DIVIDER {
+                return Err(ParseError(format!(
+                    "{origin}: two `{DIVIDER}` lines; a block has one divider (to change a line that is `{DIVIDER}`, use a unified diff)"
+                )));
+            }
             replace.push(lines[j].to_string());
             j += 1;
         }
@@ -291,7 +298,8 @@ fn parse_diff(text: &str) -> Result<Vec<Edit>, ParseError> {
                 || l.starts_with("diff --git ")
                 || (l.starts_with("--- ")
                     && lines.get(j + 1).is_some_and(|n| n.starts_with("+++ ")))
-                || l.trim_start().starts_with("```")
+                // A fence closes the hunk only at column 0: an indented one is content.
+                || l.starts_with("```")
             {
                 break;
             }
@@ -315,6 +323,26 @@ fn parse_diff(text: &str) -> Result<Vec<Edit>, ParseError> {
             } else if l.starts_with('\\') {
                 // "\ No newline at end of file"
             } else {
+                // A line without a prefix ends the hunk only if no change follows it
+                // before the next header; else the hunk is malformed, and applying the
+                // part before it would apply half a change.
+                let changes_follow = lines[j + 1..]
+                    .iter()
+                    .take_while(|n| {
+                        !n.starts_with("@@")
+                            && !n.starts_with("diff --git ")
+                            && !n.starts_with("```")
+                    })
+                    .any(|n| {
+                        (n.starts_with('+') && !n.starts_with("+++ "))
+                            || (n.starts_with('-') && !n.starts_with("--- "))
+                    });
+                if changes_follow {
+                    return Err(ParseError(format!(
+                        "{origin}: line {:?} has no ' ', '+' or '-' prefix; every line of a hunk needs one",
+                        l.chars().take(60).collect::<String>()
+                    )));
+                }
                 break;
             }
             j += 1;
@@ -369,6 +397,17 @@ mod tests {
         let e = parse("@@ -1 +1 @@\n-a\n+b\n").unwrap_or_default();
         assert_eq!(e[0].path, None);
         assert!(parse("just prose").is_err());
+        // A prefix-less line inside a hunk is an error, not the end of it.
+        assert!(parse("@@ -1,3 +1,3 @@\n a\nb\n-c\n+d\n").is_err());
+        // An indented fence is content.
+        let e =
+            parse("--- a/x.py\n+++ b/x.py\n@@ -1,3 +1,3 @@\n     ```python\n-    f()\n+    g()\n")
+                .unwrap_or_default();
+        assert_eq!(e[0].old.len(), 2);
+        // Two dividers in a block.
+        assert!(
+            parse("x.rst\n<<<<<<< SEARCH\nTitle\n=======\n=======\nT\n>>>>>>> REPLACE\n").is_err()
+        );
         assert!(parse("a.py\n<<<<<<< SEARCH\nx\n").is_err());
     }
 }
