@@ -82,6 +82,7 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     let engine = build_engine(ctx, &mut memory)?;
     let store = ctx.run_store();
     let mut failed = 0usize;
+    let mut other_failures = 0usize;
     for (issue, (dir, repo)) in issues.iter().zip(&checkouts) {
         let plan = Plan {
             until,
@@ -103,15 +104,26 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
             Ok(()) => {}
             Err(e) if issues.len() > 1 => {
                 failed += 1;
+                if crate::error::exit_code_for(&e) != crate::error::Exit::NotEligible {
+                    other_failures += 1;
+                }
                 ctx.out.error(&format!("{}: {e:#}", issue.reference()));
             }
             Err(e) => return Err(e),
         }
     }
     if failed > 0 {
-        return Err(
-            CommandError::failure(format!("{failed} of {} issues failed", issues.len())).into(),
-        );
+        // Only "no candidate" outcomes: exit 3, as for one issue; anything else: 1.
+        let exit = if other_failures == 0 {
+            crate::error::Exit::NotEligible
+        } else {
+            crate::error::Exit::Failure
+        };
+        return Err(CommandError {
+            exit,
+            message: format!("{failed} of {} issues got no fix", issues.len()),
+        }
+        .into());
     }
     Ok(())
 }
@@ -237,6 +249,8 @@ fn fix_one(
 ) -> Result<()> {
     let settings = plan.settings;
     let mut calls: Vec<CallUsage> = Vec::new();
+    // One spend for the issue across its stages: budget.per_issue_usd holds for all.
+    let mut spent = 0.0;
     let mut run = store.begin(&issue.repo, issue.number, "fix")?;
     run.write_json("issue.json", issue)?;
     run.stage_started("triage")?;
@@ -311,6 +325,7 @@ fn fix_one(
                 repo,
                 &mut run,
                 &mut calls,
+                &mut spent,
             )?;
         }
         Ok(located)
@@ -389,7 +404,6 @@ fn fix_one(
         .collect();
     let bar = ctx.out.spinner("asking the model for candidates");
     let progress = |i: usize| bar.set_message(format!("candidate {i} of {}", cfg.candidates));
-    let mut spent = 0.0;
     let (mut candidates, failure) = crate::repair::candidates::generate(
         session,
         &base_request,
@@ -445,15 +459,28 @@ fn fix_one(
         .find(|c| c.error.is_none() && c.duplicate_of.is_none())
         .map(|c| c.id);
     let mut review: Option<serde_json::Value> = None;
+    // Written before the review too: the candidates outlive a failed prompt or editor.
+    run.write_json(
+        "candidates.json",
+        &json!({"candidates": candidates, "chosen": chosen, "review": review}),
+    )?;
     if ctx.global.dry_run && ctx.out.interactive && !ctx.out.json && !ctx.global.yes {
-        let (choice, edited) = review_candidates(
+        let reviewed = review_candidates(
             ctx,
             &located,
             &mut candidates,
             plan.guard,
             &read,
             &context_files,
-        )?;
+        );
+        let (choice, edited) = match reviewed {
+            Ok(r) => r,
+            Err(e) => {
+                run.stage_finished("repair", Some(&format!("review: {e:#}")))?;
+                memory.record_run(&run.meta)?;
+                return Err(e);
+            }
+        };
         chosen = choice;
         if let Some(c) = edited.and_then(|id| candidates.iter().find(|c| c.id == id)) {
             run.write_text(&format!("candidates/{}.diff", c.id), &c.diff)?;
@@ -464,8 +491,22 @@ fn fix_one(
         "candidates.json",
         &json!({"candidates": candidates, "chosen": chosen, "review": review}),
     )?;
+    // A model failure after a candidate applied (a budget stop, say) leaves that
+    // candidate standing: the stage succeeds and the failure is recorded.
+    if let (Some(e), Some(_)) = (&failure, chosen) {
+        run.event(
+            "repair",
+            "error",
+            &format!("model: {e}; keeping the candidates that applied"),
+            json!(null),
+        )?;
+        ctx.out.warn(&format!(
+            "the model failed after {} candidate(s): {e}",
+            candidates.len()
+        ));
+    }
     let error = match (&failure, chosen) {
-        (Some(e), _) => Some(format!("model: {e}")),
+        (Some(e), None) => Some(format!("model: {e}")),
         (None, None) if review.is_some() => Some("no candidate accepted at the review".to_string()),
         (None, None) => Some("no candidate applied".to_string()),
         _ => None,
@@ -492,7 +533,7 @@ fn fix_one(
         Some((&candidates, chosen)),
         plan.until,
     );
-    if let Some(e) = failure {
+    if let Some(e) = failure.filter(|_| chosen.is_none()) {
         return Err(e.into());
     }
     if chosen.is_none() {
@@ -640,6 +681,7 @@ fn model_rerank(
     repo: &Repository,
     run: &mut crate::runs::fs::Run,
     calls: &mut Vec<CallUsage>,
+    spent: &mut f64,
 ) -> Result<()> {
     let n = ctx.config().locate.rerank_files.min(located.files.len());
     if n < 2 {
@@ -652,8 +694,7 @@ fn model_rerank(
         .map(|f| f.path.clone())
         .collect();
     let request = rerank::request(&issue.repo, &issue.title, &issue.body, located, n);
-    let mut spent = 0.0;
-    let result = session.structured("locate", request, &rerank::tool(&paths), &mut spent);
+    let result = session.structured("locate", request, &rerank::tool(&paths), spent);
     let usage = match &result {
         Ok((_, _, u)) => u.clone(),
         Err(e) => e.usage.clone(),

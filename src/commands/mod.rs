@@ -151,6 +151,8 @@ pub(crate) fn resolve_one(
                     ListOptions::default(),
                 )?;
                 g.trigger_label = ctx.config().trust.trigger_label.clone();
+                let out = ctx.out.clone();
+                g.on_wait = Box::new(move |m| out.info(m));
                 *github = Some(g);
             }
             match github.as_ref() {

@@ -317,7 +317,11 @@ fn excerpts(lines: &[&str], clue_lines: &[u32], left: usize) -> Vec<Snippet> {
         return Vec::new();
     }
     let (from, to) = match clue_lines.first() {
-        Some(&l) => (l.saturating_sub(20).max(1), (l + 20).min(total)),
+        // A named line past the end (a stale line number) is clamped to the file.
+        Some(&l) => {
+            let l = l.clamp(1, total);
+            (l.saturating_sub(20).max(1), l.saturating_add(20).min(total))
+        }
         None => (1, total.min(60)),
     };
     let mut text = numbered(lines, from, to);

@@ -131,6 +131,18 @@ pub fn apply_patch(
             detail: other.to_string(),
         },
     })?;
+    // Text is edited as UTF-8: a file in another encoding would be rewritten lossily.
+    for path in applied.files.keys() {
+        if let Ok(entry) = tree.get_path(Path::new(path))
+            && let Ok(blob) = repo.find_blob(entry.id())
+            && std::str::from_utf8(blob.content()).is_err()
+        {
+            return Err(PatchError::Refused {
+                path: path.clone(),
+                reason: "it is not UTF-8 text (or binary); change it by hand".into(),
+            });
+        }
+    }
     let mut index = git2::Index::new().map_err(git)?;
     index.read_tree(&tree).map_err(git)?;
     let mut changes = Vec::new();

@@ -564,10 +564,10 @@ fn fuzzy(edit: &Edit, file: &[String]) -> Result<Found, Miss> {
         late[k] = Some(best.1 + j);
     }
     let anchors: Vec<usize> = edit.insert.iter().filter_map(|(a, _)| *a).collect();
-    for k in 0..m {
+    for (k, (early, late)) in best.3.iter().zip(&late).enumerate() {
         let matters = edit.old[k].0 == Tag::Remove || anchors.contains(&k);
-        if matters && late[k] != best.3[k] {
-            let mut lines: Vec<usize> = [best.3[k], late[k]]
+        if matters && late != early {
+            let mut lines: Vec<usize> = [*early, *late]
                 .into_iter()
                 .flatten()
                 .map(|l| l + 1)
