@@ -503,8 +503,9 @@ fn fuzzy(edit: &Edit, file: &[String]) -> Result<Found, Miss> {
     let mut places: Vec<(usize, usize, usize, Vec<Option<usize>>)> = Vec::new(); // score, start, end, align
     let slack = 3usize;
     let max_len = (m + slack).min(file.len());
+    let starts = likely_starts(&old_ref, &file_norm, slack);
     for len in m.saturating_sub(slack).max(1)..=max_len {
-        for s in 0..=file.len() - len {
+        for &s in starts.iter().filter(|&&s| s + len <= file.len()) {
             let win: Vec<&str> = file_norm[s..s + len].iter().map(String::as_str).collect();
             let pairs = lcs(&old_ref, &win);
             let score: usize = pairs.iter().map(|(k, _)| weight(*k)).sum();
@@ -585,6 +586,34 @@ fn fuzzy(edit: &Edit, file: &[String]) -> Result<Found, Miss> {
     })
 }
 
+/// Window starts worth scoring: a place that matches most of the edit's lines, in
+/// order, within `slack` lines of extra or missing ones, starts near `f - k` for some
+/// edit line `k` found at file line `f`. Other windows cannot reach the fuzzy bar, so
+/// they are not scored (it keeps a large file or a long edit fast).
+fn likely_starts(old: &[&str], file_norm: &[String], slack: usize) -> Vec<usize> {
+    let mut at: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+    for (f, l) in file_norm.iter().enumerate() {
+        if !l.is_empty() {
+            at.entry(l.as_str()).or_default().push(f);
+        }
+    }
+    let mut starts = std::collections::BTreeSet::new();
+    for (k, l) in old.iter().enumerate() {
+        if l.is_empty() {
+            continue;
+        }
+        for &f in at.get(l).map(Vec::as_slice).unwrap_or(&[]) {
+            let centre = f.saturating_sub(k);
+            for s in centre.saturating_sub(slack)..=centre + slack {
+                if s < file_norm.len() {
+                    starts.insert(s);
+                }
+            }
+        }
+    }
+    starts.into_iter().collect()
+}
+
 /// The file's lines most like the edit's, numbered, for the refusal message.
 fn closest(old: &[&str], file_norm: &[String], file: &[String]) -> String {
     let m = old.len().max(1);
@@ -592,7 +621,11 @@ fn closest(old: &[&str], file_norm: &[String], file: &[String]) -> String {
     if file.is_empty() {
         return "The file is empty.".into();
     }
-    for s in 0..file.len().saturating_sub(m - 1).max(1) {
+    let last = file.len().saturating_sub(m - 1).max(1);
+    for s in likely_starts(old, file_norm, 3)
+        .into_iter()
+        .filter(|s| *s < last)
+    {
         let end = (s + m).min(file.len());
         let win: Vec<&str> = file_norm[s..end].iter().map(String::as_str).collect();
         let score = lcs(old, &win)
