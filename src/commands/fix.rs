@@ -247,11 +247,44 @@ fn fix_one(
     dir: &std::path::Path,
     repo: &Repository,
 ) -> Result<()> {
+    let mut run = store.begin(&issue.repo, issue.number, "fix")?;
+    let result = fix_stages(
+        ctx, plan, session, engine, memory, issue, dir, repo, &mut run,
+    );
+    if let Err(e) = &result {
+        // Whatever failed, the stage it failed in is marked so, and the run recorded:
+        // no stage is left "running" by an error.
+        let running: Vec<String> = run
+            .meta
+            .stages
+            .iter()
+            .filter(|(_, s)| s.status == crate::runs::StageStatus::Running)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for stage in running {
+            let _ = run.stage_finished(&stage, Some(&format!("{e:#}")));
+        }
+        let _ = memory.record_run(&run.meta);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fix_stages(
+    ctx: &Ctx,
+    plan: &Plan<'_>,
+    session: Option<&Session>,
+    engine: &crate::triage::Engine,
+    memory: &mut SqliteMemory,
+    issue: &Issue,
+    dir: &std::path::Path,
+    repo: &Repository,
+    run: &mut crate::runs::fs::Run,
+) -> Result<()> {
     let settings = plan.settings;
     let mut calls: Vec<CallUsage> = Vec::new();
     // One spend for the issue across its stages: budget.per_issue_usd holds for all.
     let mut spent = 0.0;
-    let mut run = store.begin(&issue.repo, issue.number, "fix")?;
     run.write_json("issue.json", issue)?;
     run.stage_started("triage")?;
     let t = engine.triage(issue);
@@ -323,7 +356,7 @@ fn fix_one(
                 issue,
                 settings,
                 repo,
-                &mut run,
+                run,
                 &mut calls,
                 &mut spent,
             )?;
@@ -453,7 +486,7 @@ fn fix_one(
             run.write_text(&format!("candidates/{}.diff", c.id), &c.diff)?;
         }
     }
-    write_usage(&run, &calls)?;
+    write_usage(run, &calls)?;
     let mut chosen = candidates
         .iter()
         .find(|c| c.error.is_none() && c.duplicate_of.is_none())
