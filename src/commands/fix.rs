@@ -12,7 +12,7 @@ use super::triage::{build_engine, model_session};
 use crate::cli::{EngineArg, FixArgs, FixStage};
 use crate::error::CommandError;
 use crate::forge::github::GithubForge;
-use crate::issue::{Issue, IssueRef, RepoId};
+use crate::issue::{Issue, IssueRef};
 use crate::locate::{self, LocateSettings, Located, PriorFile, rerank};
 use crate::memory::Memory;
 use crate::memory::sqlite::{OpenMode, SqliteMemory};
@@ -144,8 +144,8 @@ fn checkout(issue: &Issue, args: &FixArgs, ctx: &Ctx) -> Result<(PathBuf, Reposi
                 .into());
             };
             if let Some(origin) = &ctx.workspace.origin
-                && is_remote_repo(&issue.repo)
-                && !same_repo(origin, &issue.repo)
+                && let Some(wanted) = super::triage::github_repo(&issue.repo)
+                && !wanted.to_string().eq_ignore_ascii_case(&origin.to_string())
             {
                 return Err(CommandError::usage(format!(
                     "{}: this checkout is {origin} (its origin), not {}\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",
@@ -181,15 +181,6 @@ fn checkout(issue: &Issue, args: &FixArgs, ctx: &Ctx) -> Result<(PathBuf, Reposi
     Ok((dir, repo))
 }
 
-fn is_remote_repo(repo: &str) -> bool {
-    !repo.starts_with("local/") && repo.contains('/')
-}
-
-fn same_repo(origin: &RepoId, repo: &str) -> bool {
-    let o = origin.to_string().to_lowercase();
-    o == repo.to_lowercase()
-}
-
 /// Files changed by fixes of similar past issues of the same repository.
 fn prior(memory: &SqliteMemory, issue: &Issue) -> Result<Vec<PriorFile>> {
     let text = format!("{} {}", issue.title, issue.body);
@@ -221,18 +212,6 @@ struct Plan<'a> {
     rerank: bool,
     settings: &'a LocateSettings,
     guard: &'a crate::repair::PathGuard,
-}
-
-/// The run's model calls so far, written to `usage.json` after each stage.
-fn write_usage(run: &crate::runs::fs::Run, calls: &[CallUsage]) -> Result<()> {
-    let total_in: u64 = calls.iter().map(|c| c.input_tokens).sum();
-    let total_out: u64 = calls.iter().map(|c| c.output_tokens).sum();
-    let total_cost: f64 = calls.iter().map(|c| c.cost_usd).sum();
-    run.write_json(
-        "usage.json",
-        &json!({"calls": calls, "total": {"input_tokens": total_in, "output_tokens": total_out, "cost_usd": total_cost}}),
-    )?;
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -486,7 +465,7 @@ fn fix_stages(
             run.write_text(&format!("candidates/{}.diff", c.id), &c.diff)?;
         }
     }
-    write_usage(run, &calls)?;
+    run.write_usage(&calls)?;
     let mut chosen = candidates
         .iter()
         .find(|c| c.error.is_none() && c.duplicate_of.is_none())
@@ -746,7 +725,7 @@ fn model_rerank(
     let total_in: u64 = usage.iter().map(|c| c.input_tokens).sum();
     let total_out: u64 = usage.iter().map(|c| c.output_tokens).sum();
     calls.extend(usage.iter().cloned());
-    write_usage(run, calls)?;
+    run.write_usage(calls)?;
     match result {
         Ok((answer, _, _)) => {
             if let Some((order, reason)) = rerank::apply(located, &answer) {

@@ -558,13 +558,7 @@ fn triage_one(
             serde_json::to_value(c)?,
         )?;
     }
-    let total_in: u64 = d.calls.iter().map(|c| c.input_tokens).sum();
-    let total_out: u64 = d.calls.iter().map(|c| c.output_tokens).sum();
-    let total_cost: f64 = d.calls.iter().map(|c| c.cost_usd).sum();
-    run.write_json(
-        "usage.json",
-        &json!({"calls": d.calls, "total": {"input_tokens": total_in, "output_tokens": total_out, "cost_usd": total_cost}}),
-    )?;
+    run.write_usage(&d.calls)?;
     if let Some((error, raw)) = &d.model_failure {
         run.write_json(
             "model-failure.json",
@@ -665,7 +659,7 @@ fn triage_one(
 }
 
 /// `owner/name` or `host/owner/name` as a repository on a GitHub host.
-fn github_repo(repo: &str) -> Option<RepoId> {
+pub(crate) fn github_repo(repo: &str) -> Option<RepoId> {
     let parts: Vec<&str> = repo.split('/').collect();
     match parts.as_slice() {
         ["local", ..] | ["eval", ..] => None,

@@ -83,8 +83,16 @@ pub struct FileChange {
 pub fn patch_paths(patch: &str, protected: &[String]) -> Result<Vec<String>, PatchError> {
     let edits = crate::repair::parse(patch).map_err(|e| PatchError::Parse(e.0))?;
     let guard = PathGuard::new(protected).map_err(PatchError::Parse)?;
+    named_paths(&edits, &guard)
+}
+
+/// The paths edits name, each checked by the guard; at least one.
+fn named_paths(
+    edits: &[crate::repair::Edit],
+    guard: &PathGuard,
+) -> Result<Vec<String>, PatchError> {
     let mut paths: Vec<String> = Vec::new();
-    for e in &edits {
+    for e in edits {
         if let Some(p) = &e.path {
             if let Some(reason) = guard.check(p) {
                 return Err(PatchError::Refused {
@@ -114,15 +122,11 @@ pub fn apply_patch(
     patch: &str,
     protected: &[String],
 ) -> Result<(Oid, Vec<FileChange>, Vec<EditReport>), PatchError> {
-    let paths = patch_paths(patch, protected)?;
     let edits = crate::repair::parse(patch).map_err(|e| PatchError::Parse(e.0))?;
     let guard = PathGuard::new(protected).map_err(PatchError::Parse)?;
+    let paths = named_paths(&edits, &guard)?;
     let tree = repo.find_commit(base).and_then(|c| c.tree()).map_err(git)?;
-    let read = |p: &str| -> Option<String> {
-        let entry = tree.get_path(Path::new(p)).ok()?;
-        let blob = repo.find_blob(entry.id()).ok()?;
-        Some(String::from_utf8_lossy(blob.content()).into_owned())
-    };
+    let read = |p: &str| crate::locate::files::read_at(repo, base, p);
     let short = base.to_string()[..12].to_string();
     let applied = crate::repair::apply(&edits, &read, &paths, &guard).map_err(|e| match e {
         ApplyError::Refused { path, reason, .. } => PatchError::Refused { path, reason },

@@ -347,6 +347,20 @@ impl Run {
         write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
     }
 
+    /// Write `usage.json`: every model call of the run and their totals.
+    pub fn write_usage(
+        &self,
+        calls: &[crate::model::usage::CallUsage],
+    ) -> Result<(), RunStoreError> {
+        let total_in: u64 = calls.iter().map(|c| c.input_tokens).sum();
+        let total_out: u64 = calls.iter().map(|c| c.output_tokens).sum();
+        let total_cost: f64 = calls.iter().map(|c| c.cost_usd).sum();
+        self.write_json(
+            "usage.json",
+            &serde_json::json!({"calls": calls, "total": {"input_tokens": total_in, "output_tokens": total_out, "cost_usd": total_cost}}),
+        )
+    }
+
     /// Write a text file (a diff, `pr.md`), redacted, atomically.
     pub fn write_text(&self, name: &str, text: &str) -> Result<(), RunStoreError> {
         let path = self.dir.join(name);
