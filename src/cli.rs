@@ -82,10 +82,13 @@ pub enum Command {
     /// Triage issues offline: kind (or abstain), labels, priority, duplicates, missing
     /// information, fixability. Learns from memory's labelled history.
     Triage(TriageArgs),
-    /// Work on a fix: triage, locate the code (ranked files with their evidence and a
-    /// code context, `context.json`), and repair (candidate patches from the model,
-    /// `candidates/N.diff`); with --dry-run, review each candidate.
+    /// Fix an issue end to end: triage, locate the code, repair (candidate patches from
+    /// the model), test each candidate with the repository's own tests in a sandbox,
+    /// choose, and publish a draft PR (`--dry-run`: review and publish nothing).
     Fix(FixArgs),
+    /// Run the repository's own tests on the base commit and on a run's candidates (or
+    /// a patch) in throwaway worktrees, sandboxed; per-test verdicts in `test.json`.
+    Test(TestArgs),
     /// Publish a patch for an issue as branch `autotriage/issue-N` in this checkout (one
     /// commit from HEAD; the working tree is not touched) with a PR description in the
     /// run folder (`pr.md`).
@@ -312,9 +315,24 @@ pub enum EngineArg {
 /// `fix`
 #[derive(Debug, Args)]
 pub struct FixArgs {
-    /// Issues, as for `triage` (one issue per reference).
+    /// Issues, as for `triage`; `owner/repo` means its open issues in memory (with
+    /// `--label`, those with that label).
     #[arg(value_name = "REF", required = true)]
     pub refs: Vec<String>,
+    /// For `owner/repo`: only issues with this label.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// For `owner/repo`: at most this many issues.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Where the fix is published: `local` (branch `autotriage/issue-N` in the checkout
+    /// and `pr.md`) or `github` (a draft PR). Default: github for a GitHub issue when a
+    /// token is set, else local.
+    #[arg(long, value_enum)]
+    pub forge: Option<ForgeArg>,
+    /// Start a new run even when an interrupted one of the issue could be resumed.
+    #[arg(long)]
+    pub restart: bool,
     /// Stop after this stage (default: as far as the setup allows; repair needs a model).
     #[arg(long, value_enum)]
     pub until: Option<FixStage>,
@@ -342,6 +360,34 @@ pub enum FixStage {
     Locate,
     /// Candidate patches from the model, applied and kept as diffs.
     Repair,
+    /// The repository's tests on the base and on each candidate; the chosen candidate.
+    Test,
+    /// The draft pull request (or local branch) for the chosen candidate.
+    Pr,
+}
+
+/// `test`
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The issue (as for `triage`).
+    #[arg(value_name = "REF")]
+    pub reference: String,
+    /// Test this run's candidates (default: the issue's latest run with candidates).
+    #[arg(long, value_name = "ID", conflicts_with = "patch")]
+    pub run: Option<String>,
+    /// Test this patch (a unified diff or edit blocks) against HEAD, in a new run.
+    #[arg(long, value_name = "FILE")]
+    pub patch: Option<PathBuf>,
+    /// Only this candidate of the run.
+    #[arg(long, value_name = "N", conflicts_with = "patch")]
+    pub candidate: Option<usize>,
+    /// The checkout to test in (default: the current one; its `origin` must be the
+    /// issue's repository).
+    #[arg(long, value_name = "DIR", env = "AUTOTRIAGE_REPO_DIR")]
+    pub repo_dir: Option<PathBuf>,
+    /// Where GitHub references are read from.
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
+    pub from: SourceArg,
 }
 
 /// `pr`

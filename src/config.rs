@@ -369,6 +369,9 @@ pub struct GithubConfig {
     pub pr_labels: Vec<String>,
     /// Create a configured label the repository lacks (else it is skipped, and said).
     pub create_labels: bool,
+    /// Where `fix` and `test` clone a repository from when no checkout is at hand;
+    /// `{repo}` becomes `owner/name`.
+    pub clone_url: String,
 }
 
 impl Default for GithubConfig {
@@ -377,6 +380,7 @@ impl Default for GithubConfig {
             api_url: "https://api.github.com".into(),
             pr_labels: Vec::new(),
             create_labels: false,
+            clone_url: "https://github.com/{repo}.git".into(),
         }
     }
 }
@@ -421,6 +425,8 @@ pub struct TestConfig {
     pub runner: TestRunner,
     /// CodeBuild project.
     pub project: Option<String>,
+    /// Environment variables passed to test runs besides the built-in allow-list.
+    pub pass_env: Vec<String>,
 }
 
 impl Default for TestConfig {
@@ -432,6 +438,7 @@ impl Default for TestConfig {
             sandbox: SandboxPolicy::Auto,
             runner: TestRunner::Local,
             project: None,
+            pass_env: Vec::new(),
         }
     }
 }

@@ -105,6 +105,9 @@ pub fn exit_code_for(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<crate::forge::github_pr::PrError>() {
             return e.exit();
         }
+        if let Some(e) = cause.downcast_ref::<crate::verify::VerifyError>() {
+            return e.exit();
+        }
     }
     Exit::Failure
 }

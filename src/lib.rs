@@ -21,4 +21,5 @@ pub mod repair;
 pub mod runs;
 pub mod triage;
 pub mod trust;
+pub mod verify;
 pub mod workspace;

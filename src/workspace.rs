@@ -52,6 +52,21 @@ impl Workspace {
         self.state_dir().join("memory.sqlite3")
     }
 
+    /// The per-user cache: `AUTOTRIAGE_CACHE_DIR`, else `$XDG_CACHE_HOME/autotriage`,
+    /// else `~/.cache/autotriage`. Holds clones, worktrees, build output and baselines.
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(d) = std::env::var_os("AUTOTRIAGE_CACHE_DIR").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d);
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("autotriage");
+        }
+        match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+            Some(h) => PathBuf::from(h).join(".cache/autotriage"),
+            None => self.state_dir().join("cache"),
+        }
+    }
+
     /// The run store folder.
     pub fn runs_dir(&self) -> PathBuf {
         self.state_dir().join("runs")

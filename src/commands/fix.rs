@@ -76,7 +76,7 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     drop(memory_ro);
     let mut checkouts: Vec<(PathBuf, Repository)> = Vec::new();
     for issue in &issues {
-        checkouts.push(checkout(issue, args, ctx)?);
+        checkouts.push(super::checkout(issue, args.repo_dir.as_deref(), ctx)?);
     }
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     let engine = build_engine(ctx, &mut memory)?;
@@ -126,59 +126,6 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         .into());
     }
     Ok(())
-}
-
-/// The checkout to work in: `--repo-dir`, else the current one when it is the issue's
-/// repository (or the issue is local).
-fn checkout(issue: &Issue, args: &FixArgs, ctx: &Ctx) -> Result<(PathBuf, Repository)> {
-    let dir = match &args.repo_dir {
-        Some(d) => d.clone(),
-        None => {
-            let Some(top) = ctx.workspace.git_top.clone() else {
-                return Err(CommandError::usage(format!(
-                    "{}: `fix` needs the repository's code, and {} is not in a git checkout\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",
-                    issue.reference(),
-                    ctx.workspace.cwd.display(),
-                    issue.repo
-                ))
-                .into());
-            };
-            if let Some(origin) = &ctx.workspace.origin
-                && let Some(wanted) = super::triage::github_repo(&issue.repo)
-                && !wanted.to_string().eq_ignore_ascii_case(&origin.to_string())
-            {
-                return Err(CommandError::usage(format!(
-                    "{}: this checkout is {origin} (its origin), not {}\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",
-                    issue.reference(),
-                    issue.repo,
-                    issue.repo
-                ))
-                .into());
-            }
-            top
-        }
-    };
-    let repo = Repository::open(&dir).map_err(|e| {
-        CommandError::usage(format!(
-            "--repo-dir {}: not a git repository ({})\n  fix: give the top folder of a checkout of {}",
-            dir.display(),
-            e.message(),
-            issue.repo
-        ))
-    })?;
-    if repo
-        .head()
-        .ok()
-        .and_then(|h| h.peel_to_commit().ok())
-        .is_none()
-    {
-        return Err(CommandError::usage(format!(
-            "{}: has no commit to work from (HEAD is unborn)\n  fix: commit the code first",
-            dir.display()
-        ))
-        .into());
-    }
-    Ok((dir, repo))
 }
 
 /// Files changed by fixes of similar past issues of the same repository.

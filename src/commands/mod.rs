@@ -9,6 +9,7 @@ pub mod memory;
 pub mod output;
 pub mod pr;
 pub mod runs;
+pub mod test;
 pub mod triage;
 
 use std::path::PathBuf;
@@ -182,6 +183,116 @@ pub(crate) fn resolve_one(
     }
 }
 
+/// The checkout to work in: `--repo-dir`; else the current one when it is the issue's
+/// repository (or the issue is local); else, for a GitHub issue outside any checkout,
+/// a clone cached under the cache folder (`github.clone_url`), fetched when reused.
+pub(crate) fn checkout(
+    issue: &Issue,
+    repo_dir: Option<&std::path::Path>,
+    ctx: &Ctx,
+) -> Result<(std::path::PathBuf, git2::Repository)> {
+    let wanted = triage::github_repo(&issue.repo);
+    let dir = match repo_dir {
+        Some(d) => d.to_path_buf(),
+        None => match (&ctx.workspace.git_top, &wanted) {
+            (Some(top), _) => {
+                if let Some(origin) = &ctx.workspace.origin
+                    && let Some(w) = &wanted
+                    && !w.to_string().eq_ignore_ascii_case(&origin.to_string())
+                {
+                    return Err(CommandError::usage(format!(
+                        "{}: this checkout is {origin} (its origin), not {}\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",
+                        issue.reference(),
+                        issue.repo,
+                        issue.repo
+                    ))
+                    .into());
+                }
+                top.clone()
+            }
+            (None, Some(w)) => return cached_clone(w, ctx),
+            (None, None) => {
+                return Err(CommandError::usage(format!(
+                    "{}: this needs the repository's code, and {} is not in a git checkout\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",
+                    issue.reference(),
+                    ctx.workspace.cwd.display(),
+                    issue.repo
+                ))
+                .into());
+            }
+        },
+    };
+    let repo = git2::Repository::open(&dir).map_err(|e| {
+        CommandError::usage(format!(
+            "--repo-dir {}: not a git repository ({})\n  fix: give the top folder of a checkout of {}",
+            dir.display(),
+            e.message(),
+            issue.repo
+        ))
+    })?;
+    if repo
+        .head()
+        .ok()
+        .and_then(|h| h.peel_to_commit().ok())
+        .is_none()
+    {
+        return Err(CommandError::usage(format!(
+            "{}: has no commit to work from (HEAD is unborn)\n  fix: commit the code first",
+            dir.display()
+        ))
+        .into());
+    }
+    Ok((dir, repo))
+}
+
+/// A bare clone of `repo` under `<cache>/repos/owner+name`, made or fetched now; its
+/// HEAD follows the remote's default branch.
+fn cached_clone(repo: &RepoId, ctx: &Ctx) -> Result<(std::path::PathBuf, git2::Repository)> {
+    let url = ctx
+        .config()
+        .github
+        .clone_url
+        .replace("{repo}", &format!("{}/{}", repo.owner, repo.name));
+    let dir = ctx
+        .workspace
+        .cache_dir()
+        .join("repos")
+        .join(format!("{}+{}", repo.owner, repo.name));
+    let failed = |e: git2::Error| {
+        CommandError::failure(format!(
+            "could not clone {url} into {}: {}\n  fix: check github.clone_url and the network, or run inside a checkout (or pass --repo-dir DIR)",
+            dir.display(),
+            e.message()
+        ))
+    };
+    let git = if dir.join("HEAD").exists() {
+        ctx.out.info(&format!(
+            "fetching {url} into the cached clone {}",
+            dir.display()
+        ));
+        let git = git2::Repository::open_bare(&dir).map_err(failed)?;
+        git.find_remote("origin")
+            .and_then(|mut r| r.fetch(&["+refs/heads/*:refs/heads/*"], None, None))
+            .map_err(failed)?;
+        git
+    } else {
+        ctx.out
+            .info(&format!("cloning {url} into {}", dir.display()));
+        std::fs::create_dir_all(dir.parent().unwrap_or(&dir))
+            .map_err(|e| CommandError::failure(format!("{}: {e}", dir.display())))?;
+        let tmp = dir.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&tmp);
+        git2::build::RepoBuilder::new()
+            .bare(true)
+            .clone(&url, &tmp)
+            .map_err(failed)?;
+        std::fs::rename(&tmp, &dir)
+            .map_err(|e| CommandError::failure(format!("{}: {e}", dir.display())))?;
+        git2::Repository::open_bare(&dir).map_err(failed)?
+    };
+    Ok((dir, git))
+}
+
 /// Parse nothing, run the command, return what `main` maps to an exit code.
 pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
     let cwd = std::env::current_dir()
@@ -221,6 +332,7 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
     match cli.command {
         Command::Triage(args) => triage::run(&args, &ctx),
         Command::Fix(args) => fix::run(&args, &ctx),
+        Command::Test(args) => test::run(&args, &ctx),
         Command::Eval(cmd) => eval::run(cmd, &ctx),
         Command::Pr(args) => pr::run(&args, &ctx),
         Command::Memory(cmd) => memory::run(cmd, &ctx),

@@ -111,240 +111,332 @@ fn read_patch(args: &PrArgs, ctx: &Ctx) -> Result<(String, Option<String>)> {
     Ok((text, evidence))
 }
 
+/// What a publish did, for printing and memory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct PublishOutcome {
+    /// `local` or `github`.
+    pub forge: &'static str,
+    /// The branch and its commit.
+    pub published: Option<crate::pr::Published>,
+    /// The pull request's URL (GitHub).
+    pub url: Option<String>,
+    /// `created`, `updated`, `unchanged` (the PR on GitHub, else the branch).
+    pub status: String,
+    /// The checkout the local branch is in.
+    pub repo_dir: Option<String>,
+    /// `pr.md` in the run folder.
+    pub body_path: String,
+    /// The run it was recorded in.
+    pub run_id: String,
+    /// GitHub's side in full (requests made, labels, the comment).
+    pub github: Option<serde_json::Value>,
+}
+
 /// Run `pr`.
 pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     let issue = resolve_issue(args, ctx)?;
     let (patch, evidence) = read_patch(args, ctx)?;
-    if args.forge == crate::cli::ForgeArg::Github {
-        return run_github(args, ctx, &issue, &patch, evidence);
-    }
-    let repo_dir = ctx
-        .workspace
-        .git_top
-        .clone()
-        .ok_or_else(|| CommandError::usage("`pr` publishes into a git checkout, and this directory is not in one\n  fix: run it inside the repository's clone"))?;
-    let protected = &ctx.config().paths.protected;
-
-    // Check and preview first: nothing is written if the patch does not apply.
-    let preview = publish_local(&repo_dir, &issue, &patch, protected, true)?;
-    let triage = triage_summary(ctx, &issue)?;
-
-    let store = ctx.run_store();
-    let mut run = store.begin(&issue.repo, issue.number, "pr")?;
-    run.write_json("issue.json", &issue)?;
-    run.stage_started("pr")?;
-    let body_ctx = BodyContext {
-        triage,
+    let inputs = PublishInputs {
+        patch: &patch,
         tests: evidence,
         usage: None,
-        run_id: run.id().to_string(),
+        base: None,
     };
-    let question = format!(
-        "{} branch {} in {}?",
-        if preview.status == "would be updated" {
-            "Update"
-        } else {
-            "Create"
-        },
-        preview.branch,
-        repo_dir.display()
-    );
-    if !confirm(ctx, &pr_body(&issue, &preview, &body_ctx), &question) {
-        run.stage_finished("pr", Some("declined at the prompt"))?;
-        return Err(CommandError::failure("nothing written: declined").into());
-    }
-    let published = match publish_local(&repo_dir, &issue, &patch, protected, ctx.global.dry_run) {
-        Ok(p) => p,
-        Err(e) => {
-            run.stage_finished("pr", Some(&e.to_string()))?;
-            return Err(e.into());
-        }
-    };
-    let body = pr_body(&issue, &published, &body_ctx);
-    run.write_text("pr.md", &body)?;
-    run.write_json("pr.json", &json!({"branch": published.branch, "commit": published.commit, "base": published.base, "status": published.status, "files": published.files, "forge": "local", "repo_dir": repo_dir.display().to_string()}))?;
-    run.event(
-        "pr",
-        "write",
-        &format!("branch {} {}", published.branch, published.status),
-        json!({"commit": published.commit}),
-    )?;
-    run.stage_finished("pr", None)?;
-    let mut memory = ctx.open_memory(OpenMode::Create)?;
-    memory.record_run(&run.meta)?;
-    // What was changed for this issue: the locate prior of similar issues later.
-    if !ctx.global.dry_run {
-        memory.record_fix(&crate::memory::FixRecord {
-            repo: issue.repo.clone(),
-            number: issue.number,
-            run_id: run.id().to_string(),
-            files: published.files.iter().map(|f| f.path.clone()).collect(),
-            verdict: "published".into(),
-            pr_url: None,
-            created_at: crate::runs::now_rfc3339(),
-        })?;
-    }
-
-    if ctx.out.json {
-        ctx.out.json(&json!({
-            "ref": issue.reference(),
-            "run_id": run.id(),
-            "branch": published.branch,
-            "commit": published.commit,
-            "base": published.base,
-            "status": published.status,
-            "files": published.files,
-            "body": run.dir.join("pr.md").display().to_string(),
-            "dry_run": ctx.global.dry_run,
-        }));
-        return Ok(());
-    }
-    ctx.out.line(&format!(
-        "{}  branch {} {}",
-        ctx.out.bold(&issue.reference()),
-        published.branch,
-        published.status
-    ));
-    for f in &published.files {
-        ctx.out
-            .line(&format!("  {} (+{} −{})", f.path, f.added, f.removed));
-    }
-    if ctx.global.dry_run {
-        ctx.out.line("");
-        ctx.out.line(&body);
+    let store = ctx.run_store();
+    let outcome = if args.forge == crate::cli::ForgeArg::Github {
+        let repo = github_target(&issue, &args.reference, ctx)?;
+        let mut run = store.begin(&issue.repo, issue.number, "pr")?;
+        run.write_json("issue.json", &issue)?;
+        let out = publish_github(ctx, &mut run, &issue, &repo, &inputs);
+        finish(ctx, &run, &issue, out)?
     } else {
-        ctx.out.line(&format!(
-            "  description: {}",
-            run.dir.join("pr.md").display()
-        ));
-    }
+        let repo_dir = ctx
+            .workspace
+            .git_top
+            .clone()
+            .ok_or_else(|| CommandError::usage("`pr` publishes into a git checkout, and this directory is not in one\n  fix: run it inside the repository's clone"))?;
+        // Check first: nothing is written (not even a run) if the patch does not apply.
+        publish_local(
+            &repo_dir,
+            &issue,
+            &patch,
+            &ctx.config().paths.protected,
+            true,
+        )?;
+        let mut run = store.begin(&issue.repo, issue.number, "pr")?;
+        run.write_json("issue.json", &issue)?;
+        let out = publish_local_stage(ctx, &mut run, &issue, &repo_dir, &inputs);
+        finish(ctx, &run, &issue, out)?
+    };
+    print_outcome(ctx, &issue, &outcome, Some(&args.reference));
     Ok(())
 }
 
-/// `pr --forge github`: a draft pull request on GitHub.
-fn run_github(
-    args: &PrArgs,
+/// Record the run (and, when something was published, the fix) in memory.
+fn finish(
     ctx: &Ctx,
+    run: &crate::runs::fs::Run,
     issue: &Issue,
-    patch: &str,
-    evidence: Option<String>,
-) -> Result<()> {
-    let repo = match IssueRef::parse(&issue.reference(), &ctx.ref_context()) {
-        Ok(IssueRef::Remote { repo, .. }) => repo,
-        _ => {
-            return Err(CommandError::usage(format!(
-                "{}: --forge github needs a GitHub issue (owner/repo#N)\n  fix: use --forge local for local issues",
-                args.reference
-            ))
-            .into());
-        }
-    };
-    let forge = crate::forge::github::GithubForge::new(
-        &ctx.config().github.api_url,
-        ctx.config().retry.max_wait,
-        Default::default(),
-    )?;
-    let store = ctx.run_store();
-    let mut run = store.begin(&issue.repo, issue.number, "pr")?;
-    run.write_json("issue.json", issue)?;
-    run.stage_started("pr")?;
-    let run_id = run.id().to_string();
-    let triage = triage_summary(ctx, issue)?;
-    let body = |p: &crate::pr::Published| {
-        pr_body(
-            issue,
-            p,
-            &BodyContext {
-                run_id: run_id.clone(),
-                triage: triage.clone(),
-                tests: evidence.clone(),
-                ..Default::default()
-            },
-        )
-    };
-    let gh = &ctx.config().github;
-    if !ctx.global.dry_run && ctx.out.interactive && !ctx.global.yes && !ctx.out.json {
-        // Preview (reads only), then ask.
-        let preview = forge.publish_pr(&crate::forge::github_pr::PrRequest {
-            repo: &repo,
-            issue,
-            patch,
-            protected: &ctx.config().paths.protected,
-            body: &body,
-            labels: &gh.pr_labels,
-            create_labels: gh.create_labels,
-            dry_run: true,
-        })?;
-        let text = preview.published.as_ref().map(&body).unwrap_or_default();
-        if !confirm(
-            ctx,
-            &text,
-            &format!(
-                "Open a draft pull request on {repo} from autotriage/issue-{}?",
-                issue.number
-            ),
-        ) {
-            run.stage_finished("pr", Some("declined at the prompt"))?;
-            return Err(CommandError::failure("nothing written: declined").into());
-        }
-    }
-    let done = match forge.publish_pr(&crate::forge::github_pr::PrRequest {
-        repo: &repo,
-        issue,
-        patch,
-        protected: &ctx.config().paths.protected,
-        body: &body,
-        labels: &gh.pr_labels,
-        create_labels: gh.create_labels,
-        dry_run: ctx.global.dry_run,
-    }) {
-        Ok(d) => d,
-        Err(e) => {
-            run.stage_finished("pr", Some(&e.to_string()))?;
-            return Err(e.into());
-        }
-    };
-    if let Some(p) = &done.published {
-        run.write_text("pr.md", &body(p))?;
-    }
-    run.write_json("pr.json", &json!({"forge": "github", "pr": done}))?;
-    run.event(
-        "pr",
-        "write",
-        &format!(
-            "PR {} ({}), comment {}",
-            done.url.as_deref().unwrap_or("-"),
-            done.pr_status,
-            done.comment
-        ),
-        json!({"requests": done.requests}),
-    )?;
-    run.stage_finished("pr", None)?;
+    out: Result<PublishOutcome>,
+) -> Result<PublishOutcome> {
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     memory.record_run(&run.meta)?;
-    if let Some(p) = done.published.as_ref().filter(|_| !ctx.global.dry_run) {
+    let out = out?;
+    // What was changed for this issue: the locate prior of similar issues later.
+    if let Some(p) = out.published.as_ref().filter(|_| !ctx.global.dry_run) {
         memory.record_fix(&crate::memory::FixRecord {
             repo: issue.repo.clone(),
             number: issue.number,
             run_id: run.id().to_string(),
             files: p.files.iter().map(|f| f.path.clone()).collect(),
             verdict: "published".into(),
-            pr_url: done.url.clone(),
+            pr_url: out.url.clone(),
             created_at: crate::runs::now_rfc3339(),
         })?;
     }
-    if ctx.out.json {
-        ctx.out.json(&json!({"ref": issue.reference(), "run_id": run.id(), "github": done, "dry_run": ctx.global.dry_run}));
-        return Ok(());
+    Ok(out)
+}
+
+/// The GitHub repository of an issue, for `--forge github`.
+pub(crate) fn github_target(issue: &Issue, raw: &str, ctx: &Ctx) -> Result<crate::issue::RepoId> {
+    match IssueRef::parse(&issue.reference(), &ctx.ref_context()) {
+        Ok(IssueRef::Remote { repo, .. }) => Ok(repo),
+        _ => Err(CommandError::usage(format!(
+            "{raw}: --forge github needs a GitHub issue (owner/repo#N)\n  fix: use --forge local for local issues"
+        ))
+        .into()),
     }
-    let branch = done.published.as_ref().map_or(String::new(), |p| {
+}
+
+/// What to publish.
+pub(crate) struct PublishInputs<'a> {
+    /// The diff.
+    pub patch: &'a str,
+    /// The test evidence for the description.
+    pub tests: Option<String>,
+    /// Tokens and cost for the description.
+    pub usage: Option<String>,
+    /// The commit to branch from (default: HEAD).
+    pub base: Option<git2::Oid>,
+}
+
+/// The `pr` stage, local: branch `autotriage/issue-N` in `repo_dir` and `pr.md`, inside
+/// `run`. Asks first on a terminal.
+pub(crate) fn publish_local_stage(
+    ctx: &Ctx,
+    run: &mut crate::runs::fs::Run,
+    issue: &Issue,
+    repo_dir: &std::path::Path,
+    inputs: &PublishInputs<'_>,
+) -> Result<PublishOutcome> {
+    let protected = &ctx.config().paths.protected;
+    run.stage_started("pr")?;
+    let result = (|| -> Result<PublishOutcome> {
+        let preview = crate::pr::publish_local_at(
+            repo_dir,
+            issue,
+            inputs.patch,
+            protected,
+            true,
+            inputs.base,
+        )?;
+        let body_ctx = BodyContext {
+            triage: triage_summary(ctx, issue)?,
+            tests: inputs.tests.clone(),
+            usage: inputs.usage.clone(),
+            run_id: run.id().to_string(),
+        };
+        let question = format!(
+            "{} branch {} in {}?",
+            if preview.status == "would be updated" {
+                "Update"
+            } else {
+                "Create"
+            },
+            preview.branch,
+            repo_dir.display()
+        );
+        if !confirm(ctx, &pr_body(issue, &preview, &body_ctx), &question) {
+            return Err(CommandError::failure("nothing written: declined").into());
+        }
+        let published = crate::pr::publish_local_at(
+            repo_dir,
+            issue,
+            inputs.patch,
+            protected,
+            ctx.global.dry_run,
+            inputs.base,
+        )?;
+        let body = pr_body(issue, &published, &body_ctx);
+        run.write_text("pr.md", &body)?;
+        run.write_json("pr.json", &json!({"branch": published.branch, "commit": published.commit, "base": published.base, "status": published.status, "files": published.files, "forge": "local", "repo_dir": repo_dir.display().to_string()}))?;
+        run.event(
+            "pr",
+            "write",
+            &format!("branch {} {}", published.branch, published.status),
+            json!({"commit": published.commit}),
+        )?;
+        Ok(PublishOutcome {
+            forge: "local",
+            status: published.status.clone(),
+            published: Some(published),
+            url: None,
+            repo_dir: Some(repo_dir.display().to_string()),
+            body_path: run.dir.join("pr.md").display().to_string(),
+            run_id: run.id().to_string(),
+            github: None,
+        })
+    })();
+    run.stage_finished(
+        "pr",
+        result.as_ref().err().map(|e| format!("{e:#}")).as_deref(),
+    )?;
+    result
+}
+
+/// The `pr` stage on GitHub: a branch, a draft pull request and a comment on the issue
+/// linking it, inside `run`. Asks first on a terminal.
+pub(crate) fn publish_github(
+    ctx: &Ctx,
+    run: &mut crate::runs::fs::Run,
+    issue: &Issue,
+    repo: &crate::issue::RepoId,
+    inputs: &PublishInputs<'_>,
+) -> Result<PublishOutcome> {
+    run.stage_started("pr")?;
+    let result = (|| -> Result<PublishOutcome> {
+        let forge = crate::forge::github::GithubForge::new(
+            &ctx.config().github.api_url,
+            ctx.config().retry.max_wait,
+            Default::default(),
+        )?;
+        let run_id = run.id().to_string();
+        let triage = triage_summary(ctx, issue)?;
+        let body = |p: &crate::pr::Published| {
+            pr_body(
+                issue,
+                p,
+                &BodyContext {
+                    run_id: run_id.clone(),
+                    triage: triage.clone(),
+                    tests: inputs.tests.clone(),
+                    usage: inputs.usage.clone(),
+                },
+            )
+        };
+        let gh = &ctx.config().github;
+        let request = |dry_run: bool| crate::forge::github_pr::PrRequest {
+            repo,
+            issue,
+            patch: inputs.patch,
+            protected: &ctx.config().paths.protected,
+            body: &body,
+            labels: &gh.pr_labels,
+            create_labels: gh.create_labels,
+            dry_run,
+        };
+        if !ctx.global.dry_run && ctx.out.interactive && !ctx.global.yes && !ctx.out.json {
+            // Preview (reads only), then ask.
+            let preview = forge.publish_pr(&request(true))?;
+            let text = preview.published.as_ref().map(&body).unwrap_or_default();
+            if !confirm(
+                ctx,
+                &text,
+                &format!(
+                    "Open a draft pull request on {repo} from autotriage/issue-{}?",
+                    issue.number
+                ),
+            ) {
+                return Err(CommandError::failure("nothing written: declined").into());
+            }
+        }
+        let done = forge.publish_pr(&request(ctx.global.dry_run))?;
+        if let Some(p) = &done.published {
+            run.write_text("pr.md", &body(p))?;
+        }
+        run.write_json("pr.json", &json!({"forge": "github", "pr": done}))?;
+        run.event(
+            "pr",
+            "write",
+            &format!(
+                "PR {} ({}), comment {}",
+                done.url.as_deref().unwrap_or("-"),
+                done.pr_status,
+                done.comment
+            ),
+            json!({"requests": done.requests}),
+        )?;
+        Ok(PublishOutcome {
+            forge: "github",
+            published: done.published.clone(),
+            url: done.url.clone(),
+            status: done.pr_status.clone(),
+            repo_dir: None,
+            body_path: run.dir.join("pr.md").display().to_string(),
+            run_id: run.id().to_string(),
+            github: serde_json::to_value(&done).ok(),
+        })
+    })();
+    run.stage_finished(
+        "pr",
+        result.as_ref().err().map(|e| format!("{e:#}")).as_deref(),
+    )?;
+    result
+}
+
+/// Print what `pr` did (`raw` given: the `pr` command's own output).
+pub(crate) fn print_outcome(ctx: &Ctx, issue: &Issue, out: &PublishOutcome, raw: Option<&str>) {
+    if raw.is_some() && ctx.out.json && out.github.is_some() {
+        ctx.out.json(&json!({"ref": issue.reference(), "run_id": out.run_id, "github": out.github, "dry_run": ctx.global.dry_run}));
+        return;
+    }
+    if raw.is_some() && ctx.out.json {
+        ctx.out.json(&json!({
+            "ref": issue.reference(),
+            "run_id": out.run_id,
+            "forge": out.forge,
+            "branch": out.published.as_ref().map(|p| &p.branch),
+            "commit": out.published.as_ref().map(|p| &p.commit),
+            "base": out.published.as_ref().map(|p| &p.base),
+            "status": out.published.as_ref().map(|p| &p.status),
+            "files": out.published.as_ref().map(|p| &p.files),
+            "url": out.url,
+            "pr_status": out.status,
+            "body": out.body_path,
+            "dry_run": ctx.global.dry_run,
+        }));
+        return;
+    }
+    let branch = out.published.as_ref().map_or(String::new(), |p| {
         format!("branch {} {}", p.branch, p.status)
     });
-    ctx.out.line(&format!(
-        "{}  {branch}; draft PR {} {}",
-        ctx.out.bold(&issue.reference()),
-        done.url.as_deref().unwrap_or("-"),
-        done.pr_status
-    ));
-    Ok(())
+    match &out.url {
+        Some(url) => ctx.out.line(&format!(
+            "{}  {branch}; draft PR {url} {}",
+            ctx.out.bold(&issue.reference()),
+            out.status
+        )),
+        None if out.forge == "github" => ctx.out.line(&format!(
+            "{}  {branch}; draft PR {}",
+            ctx.out.bold(&issue.reference()),
+            out.status
+        )),
+        None => ctx
+            .out
+            .line(&format!("{}  {branch}", ctx.out.bold(&issue.reference()),)),
+    }
+    if let Some(p) = &out.published {
+        for f in &p.files {
+            ctx.out
+                .line(&format!("  {} (+{} −{})", f.path, f.added, f.removed));
+        }
+    }
+    if ctx.global.dry_run && raw.is_some() {
+        if let Ok(body) = std::fs::read_to_string(&out.body_path) {
+            ctx.out.line("");
+            ctx.out.line(&body);
+        }
+    } else {
+        ctx.out.line(&format!("  description: {}", out.body_path));
+    }
 }

@@ -115,10 +115,26 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
         }
         RunsCommand::Prune(args) => {
             let removed = store.prune(args.older_than, ctx.global.dry_run)?;
+            // Test worktrees left by a killed run: those of the pruned runs, and any
+            // as old as the limit.
+            let worktrees = if ctx.global.dry_run {
+                Vec::new()
+            } else {
+                crate::verify::worktree::prune(
+                    &super::test::worktrees_dir(ctx),
+                    &removed,
+                    args.older_than,
+                )
+            };
             if ctx.out.json {
-                ctx.out
-                    .json(&json!({"removed": removed, "dry_run": ctx.global.dry_run}));
+                ctx.out.json(&json!({"removed": removed, "worktrees_removed": worktrees.len(), "dry_run": ctx.global.dry_run}));
                 return Ok(());
+            }
+            if !worktrees.is_empty() {
+                ctx.out.info(&format!(
+                    "removed {} leftover test worktree(s)",
+                    worktrees.len()
+                ));
             }
             let verb = if ctx.global.dry_run {
                 "would remove"

@@ -234,8 +234,24 @@ pub fn publish_local(
     protected: &[String],
     dry_run: bool,
 ) -> Result<Published, PatchError> {
+    publish_local_at(repo_dir, issue, patch, protected, dry_run, None)
+}
+
+/// [`publish_local`] from `base` (default HEAD): the commit a fix was tested on.
+pub fn publish_local_at(
+    repo_dir: &Path,
+    issue: &Issue,
+    patch: &str,
+    protected: &[String],
+    dry_run: bool,
+    base: Option<Oid>,
+) -> Result<Published, PatchError> {
     let repo = Repository::open(repo_dir).map_err(git)?;
-    let base = repo.head().and_then(|h| h.peel_to_commit()).map_err(git)?;
+    let base = match base {
+        Some(b) => repo.find_commit(b),
+        None => repo.head().and_then(|h| h.peel_to_commit()),
+    }
+    .map_err(git)?;
     let (tree_id, files, _) = apply_patch(&repo, base.id(), patch, protected)?;
     let branch = branch_name(issue.number);
     let refname = format!("refs/heads/{branch}");

@@ -158,6 +158,20 @@ impl FsRunStore {
         })
     }
 
+    /// Open an existing run to add to it (a later stage, a resumed `fix`): take the
+    /// issue's lock and read `run.json`. Accepts a unique prefix of the id.
+    pub fn reopen(&self, id: &str) -> Result<Run, RunStoreError> {
+        let dir = self.resolve(id)?;
+        let meta = read_meta(&dir.join("run.json"))?;
+        let lock = self.lock(&meta.repo, meta.number)?;
+        Ok(Run {
+            dir,
+            meta,
+            redactor: self.redactor.clone(),
+            _lock: lock,
+        })
+    }
+
     /// Every run, newest first. Folders without a readable `run.json` are skipped.
     pub fn list(&self) -> Result<Vec<RunMeta>, RunStoreError> {
         let entries = match std::fs::read_dir(&self.root) {

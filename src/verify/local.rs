@@ -1,0 +1,71 @@
+//! The local runner: the setup and test commands on this machine, through
+//! [`Sandbox`](super::sandbox::Sandbox).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::sandbox::Sandbox;
+use super::{RunOutput, Runner, VerifyError};
+
+/// Runs in a worktree on this machine.
+#[derive(Debug, Clone)]
+pub struct LocalRunner {
+    /// Isolation.
+    pub sandbox: Sandbox,
+    /// `CARGO_TARGET_DIR` shared by the worktrees of one repository, so each candidate
+    /// does not compile the dependencies again (inside the sandbox it is writable too).
+    pub cargo_target: Option<PathBuf>,
+}
+
+impl Runner for LocalRunner {
+    fn describe(&self) -> String {
+        if self.sandbox.bwrap.is_some() {
+            "local (bubblewrap, no network)".into()
+        } else {
+            "local (unsandboxed)".into()
+        }
+    }
+
+    fn sandboxed(&self) -> bool {
+        self.sandbox.bwrap.is_some()
+    }
+
+    fn run(
+        &self,
+        dir: &Path,
+        setup: Option<&str>,
+        command: &str,
+        timeout: Duration,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<RunOutput, VerifyError> {
+        let junit = dir.join(".git/autotriage-junit.xml");
+        let mut env = vec![("AUTOTRIAGE_JUNIT".to_string(), junit.display().to_string())];
+        let mut sandbox = self.sandbox.clone();
+        if let Some(t) = &self.cargo_target {
+            std::fs::create_dir_all(t)
+                .map_err(|e| VerifyError::Io(format!("{}: {e}", t.display())))?;
+            env.push(("CARGO_TARGET_DIR".into(), t.display().to_string()));
+            sandbox.writable.push(t.clone());
+        }
+        let io = |e: std::io::Error| {
+            VerifyError::Io(format!("could not run a command in {}: {e}", dir.display()))
+        };
+        let mut out = RunOutput::default();
+        if let Some(s) = setup {
+            let e = sandbox.exec(dir, s, &env, timeout, stop).map_err(io)?;
+            let ok = e.ok();
+            out.setup = Some(e);
+            if !ok {
+                return Ok(out);
+            }
+        }
+        let _ = std::fs::remove_file(&junit);
+        out.test = Some(
+            sandbox
+                .exec(dir, command, &env, timeout, stop)
+                .map_err(io)?,
+        );
+        out.junit = std::fs::read_to_string(&junit).ok();
+        Ok(out)
+    }
+}

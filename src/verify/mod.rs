@@ -1,0 +1,957 @@
+//! The test stage: run the repository's own tests on the base commit and on each
+//! candidate, in throwaway worktrees through a [`Runner`], and compare per test.
+//!
+//! The verdict of a candidate:
+//! - `fixed`: some test failed on the base and passes with it (or a test it adds fails
+//!   on the base and passes with it), and nothing that passed now fails;
+//! - `unproven`: nothing broke, and no test shows the fix;
+//! - `failing`: a test it adds fails;
+//! - `regression`: a test that passed on the base fails (twice: a test whose result
+//!   changes on a re-run is reported flaky instead);
+//! - `error`: it could not be tested (no longer applies, setup failed, time limit).
+
+pub mod detect;
+pub mod local;
+pub mod results;
+pub mod sandbox;
+pub mod worktree;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use git2::{Oid, Repository};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Exit, ExitCoded};
+pub use detect::Flavor;
+use results::{Outcome, Results};
+use sandbox::Exec;
+
+/// Why the test stage could not do its job.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Neither config nor detection gave a command.
+    #[error(
+        "no test command found at {commit}: none of {}\n  fix: set one in autotriage.yaml, e.g.\n    test:\n      command: make check",
+        detect::DETECTED_FROM
+    )]
+    NoCommand {
+        /// The base commit, short.
+        commit: String,
+    },
+    /// The setup command failed.
+    #[error(
+        "the setup command `{command}` failed ({status}); its last lines:\n{tail}\n  fix: correct test.setup in autotriage.yaml, or run it by hand in a clean checkout to see why"
+    )]
+    Setup {
+        /// The command.
+        command: String,
+        /// `exit 1`, `timed out after 900 s`.
+        status: String,
+        /// The last lines of its output.
+        tail: String,
+    },
+    /// The tests on the base commit could not finish.
+    #[error(
+        "the tests at the base commit {commit} {status}; their last lines:\n{tail}\n  fix: check test.command (and raise test.timeout if they are slow)"
+    )]
+    Baseline {
+        /// The base commit, short.
+        commit: String,
+        /// What happened.
+        status: String,
+        /// The last lines of the output.
+        tail: String,
+    },
+    /// bubblewrap is required and absent.
+    #[error(
+        "{0}\n  fix: install bubblewrap (e.g. `apt-get install bubblewrap`), or set test.sandbox: auto"
+    )]
+    Sandbox(String),
+    /// A worktree could not be made (the base commit is missing, say).
+    #[error(transparent)]
+    Worktree(#[from] worktree::WorktreeError),
+    /// The candidate does not apply to the base.
+    #[error("candidate {id} no longer applies: {detail}")]
+    Patch {
+        /// The candidate.
+        id: usize,
+        /// The applier's message.
+        detail: String,
+    },
+    /// Starting a process or reading a file failed.
+    #[error("{0}")]
+    Io(String),
+    /// Stopped by Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl ExitCoded for VerifyError {
+    fn exit(&self) -> Exit {
+        match self {
+            Self::NoCommand { .. } | Self::Sandbox(_) | Self::Patch { .. } => Exit::Usage,
+            Self::Worktree(worktree::WorktreeError::MissingCommit { .. }) => Exit::Usage,
+            Self::Interrupted => Exit::Interrupted,
+            _ => Exit::Failure,
+        }
+    }
+}
+
+/// What a runner did with one worktree.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutput {
+    /// The setup command, when there is one.
+    pub setup: Option<Exec>,
+    /// The test command (absent when the setup failed).
+    pub test: Option<Exec>,
+    /// The JUnit XML it wrote, if any.
+    pub junit: Option<String>,
+}
+
+/// Where tests run: this machine ([`local::LocalRunner`]) or a build service.
+pub trait Runner: Send + Sync {
+    /// A short description for the report (`local (bubblewrap)`).
+    fn describe(&self) -> String;
+    /// Whether runs are isolated from the network and the rest of the machine.
+    fn sandboxed(&self) -> bool;
+    /// Run `setup` (when given) and then `command` in `dir`, each within `timeout`.
+    fn run(
+        &self,
+        dir: &Path,
+        setup: Option<&str>,
+        command: &str,
+        timeout: Duration,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<RunOutput, VerifyError>;
+}
+
+/// The commands and limits of a test run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestPlan {
+    /// Run once before the tests in each worktree.
+    pub setup: Option<String>,
+    /// The test command as configured or detected.
+    pub command: String,
+    /// Whether it was detected (not configured).
+    pub detected: bool,
+    /// The runner it invokes.
+    pub flavor: Flavor,
+    /// Wall-clock limit per command, seconds.
+    pub timeout_seconds: u64,
+}
+
+impl TestPlan {
+    /// The plan for `base`: `test.command`, else the detected one.
+    pub fn for_commit(
+        setup: Option<String>,
+        command: Option<String>,
+        timeout: u64,
+        read: &dyn Fn(&str) -> Option<String>,
+        base: Oid,
+    ) -> Result<Self, VerifyError> {
+        let (command, detected) = match command {
+            Some(c) => (c, false),
+            None => (
+                detect::detect(read).ok_or_else(|| VerifyError::NoCommand {
+                    commit: base.to_string()[..12].to_string(),
+                })?,
+                true,
+            ),
+        };
+        Ok(Self {
+            flavor: detect::flavor(&command),
+            setup,
+            command,
+            detected,
+            timeout_seconds: timeout,
+        })
+    }
+}
+
+/// One run of the test command, as `test.json` keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SuiteRun {
+    /// `baseline`, `candidate 1`, `candidate 1 targeted`, `candidate 1 re-run`,
+    /// `candidate 1 tests only`.
+    pub label: String,
+    /// The command line run.
+    pub command: String,
+    /// Exit code of the test command (`None`: killed, timed out, or setup failed).
+    pub exit_code: Option<i32>,
+    /// Killed at the limit.
+    pub timed_out: bool,
+    /// Seconds, setup included.
+    pub seconds: f64,
+    /// Whether it ran in bubblewrap.
+    pub sandboxed: bool,
+    /// The setup's exit code, when there is a setup.
+    pub setup_exit_code: Option<i32>,
+    /// Per-test results.
+    pub results: Results,
+    /// The combined output (written to `tests/*.log`, not into `test.json`).
+    #[serde(skip)]
+    pub output: String,
+}
+
+impl SuiteRun {
+    fn from_output(label: &str, command: &str, out: RunOutput) -> Self {
+        let setup_exit_code = out.setup.as_ref().and_then(|s| s.exit_code);
+        let mut output = String::new();
+        let mut seconds = 0.0;
+        if let Some(s) = &out.setup {
+            output.push_str(&format!("$ {}\n{}\n", s.command, s.output));
+            seconds += s.seconds;
+        }
+        let (exit_code, timed_out, sandboxed, results) = match &out.test {
+            Some(t) => {
+                output.push_str(&format!("$ {}\n{}", t.command, t.output));
+                seconds += t.seconds;
+                (
+                    t.exit_code,
+                    t.timed_out,
+                    t.sandboxed,
+                    results::read(out.junit.as_deref(), &t.output, t.ok()),
+                )
+            }
+            None => (
+                None,
+                out.setup.as_ref().is_some_and(|s| s.timed_out),
+                out.setup.as_ref().is_some_and(|s| s.sandboxed),
+                Results::default(),
+            ),
+        };
+        Self {
+            label: label.into(),
+            command: command.into(),
+            exit_code,
+            timed_out,
+            seconds,
+            sandboxed,
+            setup_exit_code,
+            results,
+            output,
+        }
+    }
+
+    /// The last `n` lines of the output.
+    pub fn tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.output.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// The verdict on a candidate (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// A test shows the fix, nothing broke.
+    Fixed,
+    /// Nothing broke, nothing shows the fix.
+    Unproven,
+    /// A test the candidate adds fails.
+    Failing,
+    /// A test that passed on the base fails.
+    Regression,
+    /// Could not be tested.
+    Error,
+}
+
+impl Verdict {
+    /// The word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fixed => "fixed",
+            Self::Unproven => "unproven",
+            Self::Failing => "failing",
+            Self::Regression => "regression",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// One candidate's test evidence.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CandidateReport {
+    /// The candidate's number.
+    pub id: usize,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// One line for people.
+    pub summary: String,
+    /// Failed on the base, pass now.
+    pub fixed: Vec<String>,
+    /// Passed on the base, fail now (twice).
+    pub regressions: Vec<String>,
+    /// Failed on the base and still fail.
+    pub still_failing: Vec<String>,
+    /// New tests (not on the base) that fail.
+    pub new_failing: Vec<String>,
+    /// New tests that pass.
+    pub new_passing: Vec<String>,
+    /// New tests that fail on the base (with only the candidate's test changes) and
+    /// pass with the fix: reproductions.
+    pub reproduced: Vec<String>,
+    /// New tests that pass on the base too: they do not show the bug.
+    pub not_reproduced: Vec<String>,
+    /// Results that changed on a re-run.
+    pub flaky: Vec<String>,
+    /// Lines added plus removed.
+    pub diff_lines: usize,
+    /// Why it could not be tested.
+    pub error: Option<String>,
+    /// The runs made for it.
+    pub runs: Vec<SuiteRun>,
+}
+
+/// A candidate to test.
+#[derive(Debug, Clone)]
+pub struct CandidateInput {
+    /// Its number.
+    pub id: usize,
+    /// Its diff.
+    pub diff: String,
+}
+
+/// Everything the stage needs, borrowed.
+pub struct Verifier<'a> {
+    /// The user's repository (read only).
+    pub repo: &'a Repository,
+    /// The base commit.
+    pub base: Oid,
+    /// Commands and limits.
+    pub plan: &'a TestPlan,
+    /// Where tests run.
+    pub runner: &'a dyn Runner,
+    /// Worktrees are made under this folder, named `<prefix>-<label>`.
+    pub worktrees: PathBuf,
+    /// Prefix of worktree names (the run id), so `runs prune` can find them.
+    pub prefix: String,
+    /// Baseline cache folder.
+    pub cache: PathBuf,
+    /// Protected paths (`paths.protected`).
+    pub protected: Vec<String>,
+    /// Ctrl-C.
+    pub stop: &'a (dyn Fn() -> bool + Sync),
+}
+
+/// The baseline and where it came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Baseline {
+    /// The run at the base commit.
+    pub run: SuiteRun,
+    /// Read from the cache rather than run now.
+    pub cached: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CachedBaseline {
+    run: SuiteRun,
+    output: String,
+}
+
+impl Verifier<'_> {
+    fn short_base(&self) -> String {
+        self.base.to_string()[..12].to_string()
+    }
+
+    fn cache_file(&self) -> PathBuf {
+        let mut h = Sha256::new();
+        h.update(self.base.to_string());
+        h.update([0]);
+        h.update(self.plan.setup.as_deref().unwrap_or(""));
+        h.update([0]);
+        h.update(&self.plan.command);
+        h.update([0]);
+        h.update(self.runner.describe());
+        let hex: String = h
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.cache.join(format!("{}-{hex}.json", self.short_base()))
+    }
+
+    /// Run `command` on the base with `tree` written over it (or the base itself).
+    fn run_in_worktree(
+        &self,
+        label: &str,
+        tree: Option<Oid>,
+        targets: &[String],
+    ) -> Result<SuiteRun, VerifyError> {
+        if (self.stop)() {
+            return Err(VerifyError::Interrupted);
+        }
+        let name = format!("{}-{}", self.prefix, label.replace(' ', "-"));
+        let wt = worktree::create(self.repo, self.base, &self.worktrees.join(name))?;
+        if let Some(t) = tree {
+            // The tree's objects live in the user's odb or were written to the
+            // worktree's by `apply_patch` on it.
+            wt.write_tree(t)?;
+        }
+        let command = detect::instrument(&self.plan.command, self.plan.flavor, targets);
+        let out = self.runner.run(
+            &wt.dir,
+            self.plan.setup.as_deref(),
+            &command,
+            Duration::from_secs(self.plan.timeout_seconds),
+            self.stop,
+        )?;
+        if (self.stop)() {
+            return Err(VerifyError::Interrupted);
+        }
+        if let Some(s) = out.setup.as_ref().filter(|s| !s.ok()) {
+            return Err(VerifyError::Setup {
+                command: s.command.clone(),
+                status: status_of(s, self.plan.timeout_seconds),
+                tail: s.tail(20),
+            });
+        }
+        Ok(SuiteRun::from_output(label, &command, out))
+    }
+
+    /// The suite at the base commit, from the cache when this commit, setup, command
+    /// and runner ran before.
+    pub fn baseline(&self) -> Result<Baseline, VerifyError> {
+        let file = self.cache_file();
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(c) = serde_json::from_str::<CachedBaseline>(&text)
+        {
+            let mut run = c.run;
+            run.output = c.output;
+            return Ok(Baseline { run, cached: true });
+        }
+        let run = self.run_in_worktree("baseline", None, &[])?;
+        if run.timed_out || (run.exit_code.is_none() && run.results.tests.len() <= 1) {
+            return Err(VerifyError::Baseline {
+                commit: self.short_base(),
+                status: if run.timed_out {
+                    format!(
+                        "took longer than test.timeout ({} s)",
+                        self.plan.timeout_seconds
+                    )
+                } else {
+                    "were killed".into()
+                },
+                tail: run.tail(20),
+            });
+        }
+        let cached = CachedBaseline {
+            run: run.clone(),
+            output: run.output.clone(),
+        };
+        if let Ok(text) = serde_json::to_string(&cached) {
+            let _ = std::fs::create_dir_all(&self.cache);
+            let _ = crate::runs::fs::write_atomic(&file, text.as_bytes());
+        }
+        Ok(Baseline { run, cached: false })
+    }
+
+    /// Test one candidate against the baseline: targeted tests first (a regression
+    /// there stops it), then the suite, a re-run when something broke, and a
+    /// reproduction check for the tests it adds.
+    pub fn test_candidate(
+        &self,
+        cand: &CandidateInput,
+        baseline: &Results,
+        all_files: &[String],
+    ) -> Result<CandidateReport, VerifyError> {
+        let mut report = CandidateReport {
+            id: cand.id,
+            verdict: Verdict::Error,
+            summary: String::new(),
+            fixed: vec![],
+            regressions: vec![],
+            still_failing: vec![],
+            new_failing: vec![],
+            new_passing: vec![],
+            reproduced: vec![],
+            not_reproduced: vec![],
+            flaky: vec![],
+            diff_lines: diff_lines(&cand.diff),
+            error: None,
+            runs: vec![],
+        };
+        let (tree, changed) =
+            match crate::pr::apply_patch(self.repo, self.base, &cand.diff, &self.protected) {
+                Ok((tree, changes, _)) => (
+                    tree,
+                    changes.into_iter().map(|c| c.path).collect::<Vec<_>>(),
+                ),
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                    report.summary = format!("does not apply: {e}");
+                    return Ok(report);
+                }
+            };
+        let label = format!("candidate {}", cand.id);
+        let read = |p: &str| crate::locate::files::read_at(self.repo, self.base, p);
+        let read_new = |p: &str| read_tree_file(self.repo, tree, p).or_else(|| read(p));
+        let mut files: Vec<String> = all_files.to_vec();
+        files.extend(changed.iter().filter(|c| !all_files.contains(c)).cloned());
+        let targets = detect::targets(self.plan.flavor, &changed, &files, &read_new);
+        let step = |r: Result<SuiteRun, VerifyError>,
+                    report: &mut CandidateReport|
+         -> Result<Option<SuiteRun>, VerifyError> {
+            match r {
+                Ok(run) => Ok(Some(run)),
+                Err(VerifyError::Setup {
+                    command,
+                    status,
+                    tail,
+                }) => {
+                    report.error = Some(format!("setup `{command}` {status}"));
+                    report.summary = format!(
+                        "setup failed ({status}): {}",
+                        tail.lines().last().unwrap_or("")
+                    );
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if !targets.is_empty() {
+            let Some(run) = step(
+                self.run_in_worktree(&format!("{label} targeted"), Some(tree), &targets),
+                &mut report,
+            )?
+            else {
+                return Ok(report);
+            };
+            let cmp = compare(baseline, &run.results, run.exit_code.is_some());
+            let broken = cmp.regressions.clone();
+            report.runs.push(run);
+            if !broken.is_empty() {
+                let rerun = self.run_in_worktree(
+                    &format!("{label} targeted re-run"),
+                    Some(tree),
+                    &targets,
+                )?;
+                let still: Vec<String> = broken
+                    .iter()
+                    .filter(|t| rerun.results.tests.get(*t) != Some(&Outcome::Passed))
+                    .cloned()
+                    .collect();
+                report.flaky = broken
+                    .iter()
+                    .filter(|t| !still.contains(t))
+                    .cloned()
+                    .collect();
+                report.runs.push(rerun);
+                if !still.is_empty() {
+                    report.regressions = still;
+                    report.verdict = Verdict::Regression;
+                    report.summary = format!(
+                        "breaks {} (targeted tests; the suite was not run)",
+                        list(&report.regressions)
+                    );
+                    return Ok(report);
+                }
+            }
+        }
+        let Some(run) = step(self.run_in_worktree(&label, Some(tree), &[]), &mut report)? else {
+            return Ok(report);
+        };
+        if run.timed_out {
+            report.error = Some(format!(
+                "the tests took longer than test.timeout ({} s)",
+                self.plan.timeout_seconds
+            ));
+            report.summary = format!("timed out after {} s", self.plan.timeout_seconds);
+            report.runs.push(run);
+            return Ok(report);
+        }
+        let mut cmp = compare(baseline, &run.results, run.exit_code.is_some());
+        report.runs.push(run);
+        if !cmp.regressions.is_empty() {
+            let rerun = self.run_in_worktree(&format!("{label} re-run"), Some(tree), &[])?;
+            let (still, flaky): (Vec<String>, Vec<String>) = cmp
+                .regressions
+                .iter()
+                .cloned()
+                .partition(|t| rerun.results.tests.get(t) != Some(&Outcome::Passed));
+            report.flaky.extend(flaky);
+            cmp.regressions = still;
+            report.runs.push(rerun);
+        }
+        report.fixed = cmp.fixed;
+        report.regressions = cmp.regressions;
+        report.still_failing = cmp.still_failing;
+        report.new_failing = cmp.new_failing;
+        report.new_passing = cmp.new_passing;
+        // Tests the candidate adds must fail without the fix: run them on the base with
+        // only the candidate's test files.
+        if !report.new_passing.is_empty() {
+            let test_only = only_test_files(&cand.diff);
+            if !test_only.is_empty()
+                && let Ok((t_tree, _, _)) =
+                    crate::pr::apply_patch(self.repo, self.base, &test_only, &self.protected)
+            {
+                let run =
+                    self.run_in_worktree(&format!("{label} tests only"), Some(t_tree), &targets)?;
+                for t in &report.new_passing {
+                    match run.results.tests.get(t) {
+                        Some(Outcome::Passed) => report.not_reproduced.push(t.clone()),
+                        Some(Outcome::Failed) => report.reproduced.push(t.clone()),
+                        _ if run.exit_code != Some(0) => report.reproduced.push(t.clone()),
+                        _ => report.not_reproduced.push(t.clone()),
+                    }
+                }
+                report.runs.push(run);
+            }
+        }
+        report.verdict = if !report.regressions.is_empty() {
+            Verdict::Regression
+        } else if !report.new_failing.is_empty() {
+            Verdict::Failing
+        } else if !report.fixed.is_empty() || !report.reproduced.is_empty() {
+            Verdict::Fixed
+        } else {
+            Verdict::Unproven
+        };
+        report.summary = summarize(&report);
+        Ok(report)
+    }
+}
+
+/// The outcome of one test-file read from a tree.
+fn read_tree_file(repo: &Repository, tree: Oid, path: &str) -> Option<String> {
+    let tree = repo.find_tree(tree).ok()?;
+    let entry = tree.get_path(Path::new(path)).ok()?;
+    let blob = repo.find_blob(entry.id()).ok()?;
+    std::str::from_utf8(blob.content()).ok().map(String::from)
+}
+
+fn status_of(e: &Exec, timeout: u64) -> String {
+    if e.timed_out {
+        format!("timed out after {timeout} s")
+    } else {
+        match e.exit_code {
+            Some(c) => format!("exit {c}"),
+            None => "killed by a signal".into(),
+        }
+    }
+}
+
+/// Per-test comparison of a run with the baseline.
+#[derive(Debug, Default, PartialEq)]
+pub struct Comparison {
+    /// fail → pass.
+    pub fixed: Vec<String>,
+    /// pass → fail (or pass → missing when the run failed).
+    pub regressions: Vec<String>,
+    /// fail → fail.
+    pub still_failing: Vec<String>,
+    /// (absent) → fail.
+    pub new_failing: Vec<String>,
+    /// (absent) → pass.
+    pub new_passing: Vec<String>,
+}
+
+/// Compare `after` with `before`. A test that passed before and is missing after
+/// counts as broken when the run did not finish normally (`finished` false) or when
+/// it failed (a compile error hides every test).
+pub fn compare(before: &Results, after: &Results, finished: bool) -> Comparison {
+    let mut c = Comparison::default();
+    let after_failed = after.tests.values().any(|o| *o == Outcome::Failed);
+    for (id, now) in &after.tests {
+        match (before.tests.get(id), now) {
+            (Some(Outcome::Failed), Outcome::Passed) => c.fixed.push(id.clone()),
+            (Some(Outcome::Passed), Outcome::Failed) => c.regressions.push(id.clone()),
+            (Some(Outcome::Failed), Outcome::Failed) => c.still_failing.push(id.clone()),
+            (None, Outcome::Failed) => c.new_failing.push(id.clone()),
+            (None, Outcome::Passed) => c.new_passing.push(id.clone()),
+            _ => {}
+        }
+    }
+    // The exit-code stand-in is not a test the candidate adds.
+    if let Some(i) = c
+        .new_failing
+        .iter()
+        .position(|t| t == results::EXIT_CODE_TEST)
+    {
+        let t = c.new_failing.remove(i);
+        c.regressions.push(t);
+    }
+    c.new_passing.retain(|t| t != results::EXIT_CODE_TEST);
+    if !finished || after_failed {
+        for (id, was) in &before.tests {
+            if *was == Outcome::Passed
+                && !after.tests.contains_key(id)
+                && id != results::EXIT_CODE_TEST
+            {
+                c.regressions.push(id.clone());
+            }
+        }
+    }
+    c.regressions.sort();
+    c
+}
+
+fn list(tests: &[String]) -> String {
+    let shown: Vec<&str> = tests.iter().take(3).map(String::as_str).collect();
+    if tests.len() > 3 {
+        format!("{} and {} more", shown.join(", "), tests.len() - 3)
+    } else {
+        shown.join(", ")
+    }
+}
+
+fn summarize(r: &CandidateReport) -> String {
+    let mut parts = Vec::new();
+    match r.verdict {
+        Verdict::Regression => parts.push(format!("breaks {}", list(&r.regressions))),
+        Verdict::Failing => parts.push(format!("its new tests fail: {}", list(&r.new_failing))),
+        _ => {}
+    }
+    if !r.fixed.is_empty() {
+        parts.push(format!(
+            "{} failing → passing ({})",
+            r.fixed.len(),
+            list(&r.fixed)
+        ));
+    }
+    if !r.reproduced.is_empty() {
+        parts.push(format!(
+            "{} new test(s) fail without the fix and pass with it ({})",
+            r.reproduced.len(),
+            list(&r.reproduced)
+        ));
+    }
+    if !r.not_reproduced.is_empty() {
+        parts.push(format!(
+            "{} new test(s) pass without the fix too",
+            r.not_reproduced.len()
+        ));
+    }
+    if !r.still_failing.is_empty() {
+        parts.push(format!(
+            "{} still failing as on the base",
+            r.still_failing.len()
+        ));
+    }
+    if !r.flaky.is_empty() {
+        parts.push(format!("flaky: {}", list(&r.flaky)));
+    }
+    if r.verdict == Verdict::Unproven {
+        parts.push("no test shows the fix; nothing broke".into());
+    }
+    if r.verdict == Verdict::Fixed && r.regressions.is_empty() {
+        parts.push("no regressions".into());
+    }
+    parts.join("; ")
+}
+
+/// Lines added plus removed in a unified diff.
+pub fn diff_lines(diff: &str) -> usize {
+    diff.lines()
+        .filter(|l| {
+            (l.starts_with('+') && !l.starts_with("+++"))
+                || (l.starts_with('-') && !l.starts_with("---"))
+        })
+        .count()
+}
+
+/// The parts of a `diff --git` patch that change test files.
+pub fn only_test_files(diff: &str) -> String {
+    let mut out = String::new();
+    let mut keep = false;
+    for line in diff.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("diff --git ") {
+            let path = rest
+                .split_whitespace()
+                .last()
+                .map(|p| p.trim_start_matches("b/"))
+                .unwrap_or("");
+            keep = detect::is_test_file(path);
+        }
+        if keep {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The candidate to publish: a `fixed` one, then fewer tests still failing, then the
+/// smallest diff, then the model's order. The best attempt when none is `fixed`.
+pub fn choose(reports: &[CandidateReport]) -> (Option<usize>, Option<usize>) {
+    let mut ranked: Vec<&CandidateReport> = reports.iter().collect();
+    ranked.sort_by_key(|r| (r.verdict, r.still_failing.len(), r.diff_lines, r.id));
+    let best = ranked
+        .first()
+        .filter(|r| r.verdict != Verdict::Error)
+        .map(|r| r.id);
+    let chosen = ranked
+        .first()
+        .filter(|r| r.verdict == Verdict::Fixed)
+        .map(|r| r.id);
+    (chosen, best)
+}
+
+/// Per-verdict counts, for summaries.
+pub fn counts(reports: &[CandidateReport]) -> BTreeMap<&'static str, usize> {
+    let mut m = BTreeMap::new();
+    for r in reports {
+        *m.entry(r.verdict.as_str()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(pairs: &[(&str, Outcome)]) -> Results {
+        Results {
+            source: "junit".into(),
+            tests: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn comparison_sorts_tests_into_fixed_broken_and_new() {
+        use Outcome::*;
+        let before = res(&[("a", Failed), ("b", Passed), ("c", Failed), ("d", Passed)]);
+        let after = res(&[
+            ("a", Passed),
+            ("b", Failed),
+            ("c", Failed),
+            ("e", Passed),
+            ("f", Failed),
+        ]);
+        let c = compare(&before, &after, true);
+        assert_eq!(c.fixed, vec!["a"]);
+        // `d` is missing from a run with failures: it counts as broken.
+        assert_eq!(c.regressions, vec!["b", "d"]);
+        assert_eq!(c.still_failing, vec!["c"]);
+        assert_eq!(c.new_failing, vec!["f"]);
+        assert_eq!(c.new_passing, vec!["e"]);
+    }
+
+    #[test]
+    fn the_chosen_candidate_is_fixed_then_smallest() {
+        let mk = |id, verdict, diff_lines| CandidateReport {
+            id,
+            verdict,
+            summary: String::new(),
+            fixed: vec![],
+            regressions: vec![],
+            still_failing: vec![],
+            new_failing: vec![],
+            new_passing: vec![],
+            reproduced: vec![],
+            not_reproduced: vec![],
+            flaky: vec![],
+            diff_lines,
+            error: None,
+            runs: vec![],
+        };
+        let r = vec![
+            mk(1, Verdict::Regression, 2),
+            mk(2, Verdict::Fixed, 9),
+            mk(3, Verdict::Fixed, 4),
+        ];
+        assert_eq!(choose(&r), (Some(3), Some(3)));
+        let r = vec![mk(1, Verdict::Regression, 2), mk(2, Verdict::Unproven, 9)];
+        assert_eq!(choose(&r), (None, Some(2)));
+    }
+
+    #[test]
+    fn only_the_test_files_of_a_patch_are_kept() {
+        let diff = "diff --git a/src/x.py b/src/x.py\n--- a/src/x.py\n+++ b/src/x.py\n@@ -1 +1 @@\n-a\n+b\ndiff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1,2 @@\n x\n+y\n";
+        assert_eq!(
+            only_test_files(diff),
+            "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1,2 @@\n x\n+y\n"
+        );
+        assert_eq!(diff_lines(diff), 3);
+    }
+}
+
+/// `test.json`: the baseline, each candidate's evidence, the chosen one and the verdict.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestReport {
+    /// The base commit.
+    pub base_commit: String,
+    /// Commands and limits.
+    pub plan: TestPlan,
+    /// Where the tests ran.
+    pub runner: String,
+    /// Whether they ran sandboxed.
+    pub sandboxed: bool,
+    /// The suite on the base.
+    pub baseline: Baseline,
+    /// Each candidate.
+    pub candidates: Vec<CandidateReport>,
+    /// The candidate to publish (a `fixed` one).
+    pub chosen: Option<usize>,
+    /// The best attempt, kept for review when none is chosen.
+    pub best: Option<usize>,
+    /// The chosen candidate's verdict, else the best attempt's (`error` when none).
+    pub verdict: String,
+    /// One line: what the tests showed.
+    pub summary: String,
+}
+
+impl TestReport {
+    /// Put the report together and choose.
+    pub fn new(
+        base: Oid,
+        plan: TestPlan,
+        runner: &dyn Runner,
+        baseline: Baseline,
+        candidates: Vec<CandidateReport>,
+    ) -> Self {
+        let (chosen, best) = choose(&candidates);
+        let pick = chosen.or(best);
+        let report = pick.and_then(|id| candidates.iter().find(|c| c.id == id));
+        let verdict = report.map_or("error", |r| r.verdict.as_str()).to_string();
+        let failing_before = baseline.run.results.with(Outcome::Failed).len();
+        let passing_before = baseline.run.results.with(Outcome::Passed).len();
+        let summary = match report {
+            Some(r) => format!(
+                "candidate {} {}: {} (base: {} passing, {} failing; `{}`, {})",
+                r.id,
+                r.verdict.as_str(),
+                r.summary,
+                passing_before,
+                failing_before,
+                plan.command,
+                runner.describe()
+            ),
+            None => format!(
+                "no candidate could be tested (base: {passing_before} passing, {failing_before} failing)"
+            ),
+        };
+        Self {
+            base_commit: base.to_string(),
+            runner: runner.describe(),
+            sandboxed: runner.sandboxed(),
+            plan,
+            baseline,
+            candidates,
+            chosen,
+            best,
+            verdict,
+            summary,
+        }
+    }
+}
+
+/// Every file path in `commit`'s tree.
+pub fn tree_paths(repo: &Repository, commit: Oid) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(tree) = repo.find_commit(commit).and_then(|c| c.tree()) {
+        let _ = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(git2::ObjectType::Blob)
+                && let Ok(name) = entry.name()
+            {
+                out.push(format!("{dir}{name}"));
+            }
+            git2::TreeWalkResult::Ok
+        });
+    }
+    out
+}

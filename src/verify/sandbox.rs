@@ -1,0 +1,404 @@
+//! Running one shell command for the test stage: an allow-listed environment, its own
+//! process group killed at the end, a wall-clock limit, capped output, and bubblewrap
+//! (no network, everything outside the worktree read-only) when it is used.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::SandboxPolicy;
+
+/// Variables a test run inherits; everything else (tokens, cloud credentials, the
+/// rest) is dropped. `test.pass_env` adds names.
+pub const ENV_ALLOW: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "CARGO_HOME",
+    "GOPATH",
+    "GOROOT",
+    "GOCACHE",
+    "GOMODCACHE",
+    "GOFLAGS",
+    "JAVA_HOME",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "PYENV_ROOT",
+    "PYENV_VERSION",
+    "NVM_DIR",
+    "NODE_PATH",
+];
+
+/// Files and folders under `$HOME` hidden from a sandboxed run: credentials live there.
+const HIDDEN_UNDER_HOME: &[&str] = &[
+    ".aws",
+    ".ssh",
+    ".gnupg",
+    ".docker",
+    ".kube",
+    ".azure",
+    ".config/gh",
+    ".config/gcloud",
+    ".netrc",
+    ".git-credentials",
+    ".npmrc",
+    ".pypirc",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+];
+
+/// Output kept per command: the first [`HEAD_BYTES`] and the last `cap - HEAD_BYTES`.
+pub const OUTPUT_CAP: usize = 512 * 1024;
+const HEAD_BYTES: usize = 64 * 1024;
+
+/// How commands are isolated.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// `bwrap`, when runs are wrapped in it.
+    pub bwrap: Option<PathBuf>,
+    /// Extra variable names passed through (`test.pass_env`).
+    pub pass_env: Vec<String>,
+    /// Folders besides the worktree a sandboxed run may write (a shared build cache).
+    pub writable: Vec<PathBuf>,
+}
+
+/// The sandbox the policy asks for, or why it cannot be had.
+pub fn resolve(policy: SandboxPolicy, pass_env: &[String]) -> Result<Sandbox, String> {
+    let bwrap = match policy {
+        SandboxPolicy::Off => None,
+        SandboxPolicy::Auto => find_on_path("bwrap"),
+        SandboxPolicy::Required => Some(find_on_path("bwrap").ok_or_else(|| {
+            "test.sandbox is `required`, and bubblewrap (`bwrap`) is not on PATH".to_string()
+        })?),
+    };
+    Ok(Sandbox {
+        bwrap,
+        pass_env: pass_env.to_vec(),
+        writable: Vec::new(),
+    })
+}
+
+/// The first executable `name` on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// What one command did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Exec {
+    /// The command line as given.
+    pub command: String,
+    /// Its exit code; `None` when killed by a signal or at the limit.
+    pub exit_code: Option<i32>,
+    /// Killed at the wall-clock limit.
+    pub timed_out: bool,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Combined stdout and stderr, capped (the middle is cut when long).
+    #[serde(skip)]
+    pub output: String,
+    /// Bytes cut from the middle of the output.
+    pub output_cut_bytes: usize,
+    /// Run inside bubblewrap.
+    pub sandboxed: bool,
+}
+
+impl Exec {
+    /// Finished with exit code 0.
+    pub fn ok(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out
+    }
+
+    /// The last `n` lines of the output.
+    pub fn tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.output.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Head and tail of a stream, the middle dropped past the cap.
+#[derive(Default)]
+struct Capped {
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+    cut: usize,
+}
+
+impl Capped {
+    fn push(&mut self, mut bytes: &[u8]) {
+        if self.head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - self.head.len()).min(bytes.len());
+            self.head.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+        }
+        self.tail.extend(bytes);
+        let room = OUTPUT_CAP - HEAD_BYTES;
+        if self.tail.len() > room {
+            let drop = self.tail.len() - room;
+            self.tail.drain(..drop);
+            self.cut += drop;
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::from_utf8_lossy(&self.head).into_owned();
+        if self.cut > 0 {
+            out.push_str(&format!("\n[… {} bytes cut …]\n", self.cut));
+        }
+        let tail: Vec<u8> = self.tail.iter().copied().collect();
+        out.push_str(&String::from_utf8_lossy(&tail));
+        out
+    }
+}
+
+impl Sandbox {
+    /// Run `script` with `sh -c` in `dir` (the only writable place besides a private
+    /// `/tmp` when sandboxed), with `extra_env` added to the allow-listed environment.
+    /// Stops at `timeout` or when `stop()` says so, killing the whole process group.
+    pub fn exec(
+        &self,
+        dir: &Path,
+        script: &str,
+        extra_env: &[(String, String)],
+        timeout: Duration,
+        stop: &dyn Fn() -> bool,
+    ) -> std::io::Result<Exec> {
+        let mut cmd = match &self.bwrap {
+            Some(bwrap) => {
+                let mut c = Command::new(bwrap);
+                c.args(self.bwrap_args(dir));
+                c.arg("sh").arg("-c").arg(script);
+                c
+            }
+            None => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(script);
+                c
+            }
+        };
+        cmd.current_dir(dir).env_clear();
+        for (k, v) in self.environment() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let (mut reader, writer) = std::io::pipe()?;
+        cmd.stdin(Stdio::null())
+            .stdout(writer.try_clone()?)
+            .stderr(writer)
+            // Its own process group, so the end of the run can kill every child.
+            .process_group(0);
+        let start = Instant::now();
+        let mut child = cmd.spawn()?;
+        // The parent's copies of the pipe's write end close with the command.
+        drop(cmd);
+        let pgid = child.id() as i32;
+        let captured = Arc::new(Mutex::new(Capped::default()));
+        let sink = Arc::clone(&captured);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if let Ok(mut c) = sink.lock() {
+                            c.push(&buf[..n]);
+                        }
+                    }
+                }
+            }
+            let _ = done_tx.send(());
+        });
+        let mut timed_out = false;
+        let mut pause = Duration::from_millis(1);
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if start.elapsed() >= timeout {
+                timed_out = true;
+                break None;
+            }
+            if stop() {
+                break None;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        };
+        // Whatever happened, nothing the command started outlives it.
+        kill_group(pgid);
+        let status = match status {
+            Some(s) => Some(s),
+            None => Some(child.wait()?),
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        // A child that left its group could hold the pipe open: wait a little, not forever.
+        let _ = done_rx.recv_timeout(Duration::from_secs(2));
+        let (output, cut) = match captured.lock() {
+            Ok(c) => (c.text(), c.cut),
+            Err(_) => (String::new(), 0),
+        };
+        Ok(Exec {
+            command: script.to_string(),
+            exit_code: if timed_out {
+                None
+            } else {
+                status.and_then(|s| s.code())
+            },
+            timed_out,
+            seconds,
+            output,
+            output_cut_bytes: cut,
+            sandboxed: self.bwrap.is_some(),
+        })
+    }
+
+    /// The allow-listed environment, with `CI=true` and no bytecode files.
+    fn environment(&self) -> Vec<(OsString, OsString)> {
+        let mut out: Vec<(OsString, OsString)> = Vec::new();
+        for name in ENV_ALLOW
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.pass_env.iter().cloned())
+        {
+            if let Some(v) = std::env::var_os(&name) {
+                out.push((name.into(), v));
+            }
+        }
+        out.push(("CI".into(), "true".into()));
+        out.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        out.push((
+            "AUTOTRIAGE_SANDBOX".into(),
+            if self.bwrap.is_some() {
+                "bwrap"
+            } else {
+                "none"
+            }
+            .into(),
+        ));
+        out
+    }
+
+    /// bubblewrap: the whole file system read-only, a private `/tmp`, the worktree
+    /// writable, credentials under `$HOME` hidden, no network, its own PID namespace,
+    /// and dead with its parent.
+    fn bwrap_args(&self, dir: &Path) -> Vec<OsString> {
+        let mut a: Vec<OsString> = [
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
+            for hidden in HIDDEN_UNDER_HOME {
+                let p = home.join(hidden);
+                if p.is_dir() {
+                    a.extend(["--tmpfs".into(), p.into_os_string()]);
+                } else if p.exists() {
+                    a.extend(["--ro-bind".into(), "/dev/null".into(), p.into_os_string()]);
+                }
+            }
+        }
+        for w in &self.writable {
+            a.extend([
+                "--bind".into(),
+                w.as_os_str().to_owned(),
+                w.as_os_str().to_owned(),
+            ]);
+        }
+        a.extend([
+            "--bind".into(),
+            dir.as_os_str().to_owned(),
+            dir.as_os_str().to_owned(),
+            "--chdir".into(),
+            dir.as_os_str().to_owned(),
+            "--unshare-net".into(),
+            "--unshare-pid".into(),
+            "--unshare-ipc".into(),
+            "--unshare-uts".into(),
+            "--die-with-parent".into(),
+            "--new-session".into(),
+            "--".into(),
+        ]);
+        a
+    }
+}
+
+fn kill_group(pgid: i32) {
+    if pgid > 0 {
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is
+        // shared with it.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_keeps_its_head_and_tail_past_the_cap() {
+        let mut c = Capped::default();
+        c.push(&vec![b'a'; HEAD_BYTES]);
+        c.push(&vec![b'b'; OUTPUT_CAP]);
+        c.push(b"the end");
+        let text = c.text();
+        assert!(text.starts_with("aaaa"));
+        assert!(text.ends_with("bbbthe end"));
+        assert_eq!(c.cut, HEAD_BYTES + 7);
+        assert!(text.contains(&format!("[… {} bytes cut …]", HEAD_BYTES + 7)));
+    }
+
+    #[test]
+    fn only_allow_listed_variables_reach_the_command() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let sb = Sandbox {
+            bwrap: None,
+            pass_env: vec![],
+            writable: vec![],
+        };
+        // SAFETY: the variable is unique to this test; no other test reads it.
+        unsafe { std::env::set_var("AUTOTRIAGE_TEST_SECRET_X", "s3cret") };
+        let e = sb.exec(
+            dir.path(),
+            "echo \"[$AUTOTRIAGE_TEST_SECRET_X][$CI]\"; exit 4",
+            &[],
+            Duration::from_secs(20),
+            &|| false,
+        )?;
+        assert_eq!(e.output.trim(), "[][true]");
+        assert_eq!(e.exit_code, Some(4));
+        Ok(())
+    }
+}
