@@ -1,7 +1,11 @@
-//! `autotriage fix REF…`: triage, then locate the code. Later stages (repair, test,
-//! pr) join as they are built; `--until` stops early.
+//! `autotriage fix REF…`: triage → trust policy → locate → repair (N candidates) →
+//! test each → choose → pr (a draft), each stage written to the run folder as it
+//! finishes. `--until` stops early; an interrupted run resumes after its last
+//! finished stage; several issues run as a batch (`--jobs`) under one budget.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 use git2::Repository;
@@ -9,15 +13,21 @@ use serde_json::json;
 
 use super::Ctx;
 use super::triage::{build_engine, model_session};
-use crate::cli::{EngineArg, FixArgs, FixStage};
-use crate::error::CommandError;
+use crate::cli::{EngineArg, FixArgs, FixStage, ForgeArg};
+use crate::error::{CommandError, Exit};
 use crate::forge::github::GithubForge;
 use crate::issue::{Issue, IssueRef};
 use crate::locate::{self, LocateSettings, Located, PriorFile, rerank};
-use crate::memory::Memory;
 use crate::memory::sqlite::{OpenMode, SqliteMemory};
+use crate::memory::{ListFilter, Memory};
 use crate::model::session::Session;
 use crate::model::usage::CallUsage;
+use crate::repair::candidates::Candidate;
+use crate::runs::fs::Run;
+use crate::verify::TestReport;
+
+/// How long a stored triage is reused instead of triaging again.
+const TRIAGE_REUSE_HOURS: i64 = 24;
 
 /// Run `fix`.
 pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
@@ -32,14 +42,15 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         crate::model::registry::configured(ctx.config(), crate::model::session::REQUEST_TIMEOUT)?
             .is_some();
     let until = match args.until {
-        Some(FixStage::Repair) if !configured => {
-            return Err(CommandError::usage(
-                "the repair stage needs a model, and none is configured\n  fix: set `model:` (and `models:`) in autotriage.yaml, or pass --model NAME / provider:model_id; or stop earlier with --until locate",
-            )
+        Some(u) if u >= FixStage::Repair && !configured => {
+            return Err(CommandError::usage(format!(
+                "the {} stage needs a model's candidates, and no model is configured\n  fix: set `model:` (and `models:`) in autotriage.yaml, or pass --model NAME / provider:model_id; or stop earlier with --until locate (and test a patch of your own with `autotriage test REF --patch FILE`)",
+                format!("{u:?}").to_lowercase()
+            ))
             .into());
         }
         Some(u) => u,
-        None if configured => FixStage::Repair,
+        None if configured => FixStage::Pr,
         None => {
             ctx.out.info("no model is configured, so fix stops after locate (repair needs one: set `model:` in autotriage.yaml)");
             FixStage::Locate
@@ -62,73 +73,185 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     // Every reference resolves before any run starts: bad input leaves nothing behind.
     let memory_ro = ctx.open_memory(OpenMode::ReadOnly)?;
     let mut github: Option<GithubForge> = None;
-    let mut issues: Vec<Issue> = Vec::new();
+    let mut issues: Vec<(Issue, bool)> = Vec::new();
     for (raw, r) in &parsed {
-        issues.push(super::resolve_one(
-            raw,
-            r,
-            args.from,
-            &memory_ro,
-            &mut github,
-            ctx,
-        )?);
+        if let IssueRef::Repo(repo) = r {
+            let list = memory_ro.list(&ListFilter {
+                repo: Some(repo.to_string()),
+                state: Some("open".into()),
+                label: args.label.clone(),
+                limit: args.limit,
+            })?;
+            if list.is_empty() {
+                return Err(CommandError::usage(format!(
+                    "{raw}: memory has no open issues of {repo}{}\n  fix: import them first (`autotriage memory import SOURCE`, or `autotriage triage {repo} --from github`)",
+                    args.label
+                        .as_deref()
+                        .map(|l| format!(" labelled `{l}`"))
+                        .unwrap_or_default()
+                ))
+                .into());
+            }
+            for s in list {
+                if let Some((repo, n)) = crate::issue::parse_key(&s.reference)
+                    && let Some(issue) = memory_ro.issue(&repo, n)?
+                {
+                    issues.push((issue, true));
+                }
+            }
+            continue;
+        }
+        let remote = matches!(r, IssueRef::Remote { .. });
+        issues.push((
+            super::resolve_one(raw, r, args.from, &memory_ro, &mut github, ctx)?,
+            remote,
+        ));
     }
     drop(memory_ro);
-    let mut checkouts: Vec<(PathBuf, Repository)> = Vec::new();
-    for issue in &issues {
-        checkouts.push(super::checkout(issue, args.repo_dir.as_deref(), ctx)?);
+    let mut jobs: Vec<Job> = Vec::new();
+    for (issue, remote) in issues {
+        let (dir, repo) = super::checkout(&issue, args.repo_dir.as_deref(), ctx)?;
+        let forge = match args.forge {
+            Some(f) => f,
+            None if remote && crate::forge::github::token().is_some() => ForgeArg::Github,
+            None => ForgeArg::Local,
+        };
+        if forge == ForgeArg::Github && until == FixStage::Pr {
+            super::pr::github_target(&issue, &issue.reference(), ctx)?;
+        }
+        jobs.push(Job {
+            issue,
+            dir,
+            repo: Mutex::new(repo),
+            forge,
+        });
     }
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     let engine = build_engine(ctx, &mut memory)?;
-    let store = ctx.run_store();
-    let mut failed = 0usize;
-    let mut other_failures = 0usize;
-    for (issue, (dir, repo)) in issues.iter().zip(&checkouts) {
-        let plan = Plan {
-            until,
-            rerank: rerank_on,
-            settings: &settings,
-            guard: &guard,
-        };
-        match fix_one(
-            ctx,
-            &plan,
-            session.as_ref(),
-            &engine,
-            &store,
-            &mut memory,
-            issue,
-            dir,
-            repo,
-        ) {
-            Ok(()) => {}
-            Err(e) if issues.len() > 1 => {
-                failed += 1;
-                if crate::error::exit_code_for(&e) != crate::error::Exit::NotEligible {
-                    other_failures += 1;
+    drop(memory);
+    let plan = Plan {
+        until,
+        rerank: rerank_on,
+        settings: &settings,
+        guard: &guard,
+        restart: args.restart,
+        batch: jobs.len() > 1,
+    };
+    let workers = ctx.global.jobs.unwrap_or(1).clamp(1, jobs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(job) = jobs.get(i) else { break };
+                    let outcome = fix_one(ctx, &plan, session.as_ref(), &engine, job);
+                    if let Ok(mut r) = results.lock() {
+                        r.push((i, outcome));
+                    }
                 }
-                ctx.out.error(&format!("{}: {e:#}", issue.reference()));
-            }
-            Err(e) => return Err(e),
+            });
         }
-    }
-    if failed > 0 {
-        // Only "no candidate" outcomes: exit 3, as for one issue; anything else: 1.
-        let exit = if other_failures == 0 {
-            crate::error::Exit::NotEligible
-        } else {
-            crate::error::Exit::Failure
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    let outcomes: Vec<Outcome> = results.into_iter().map(|(_, o)| o).collect();
+    if jobs.len() == 1 {
+        return match outcomes.into_iter().next() {
+            Some(o) => o.error.map_or(Ok(()), Err),
+            None => Ok(()),
         };
-        return Err(CommandError {
-            exit,
-            message: format!("{failed} of {} issues got no fix", issues.len()),
-        }
-        .into());
     }
-    Ok(())
+    print_table(ctx, &outcomes);
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    // Only "not eligible / no candidate passed": exit 3, as for one issue; else 1.
+    let only_not_eligible = failed.iter().all(|o| {
+        o.error
+            .as_ref()
+            .is_some_and(|e| crate::error::exit_code_for(e) == Exit::NotEligible)
+    });
+    Err(CommandError {
+        exit: if only_not_eligible {
+            Exit::NotEligible
+        } else {
+            Exit::Failure
+        },
+        message: format!("{} of {} issues got no fix", failed.len(), outcomes.len()),
+    }
+    .into())
 }
 
-/// Files changed by fixes of similar past issues of the same repository.
+/// One issue of the batch with its checkout.
+struct Job {
+    issue: Issue,
+    dir: PathBuf,
+    // git2 repositories are not Sync; a job is worked on by one thread at a time.
+    repo: Mutex<Repository>,
+    forge: ForgeArg,
+}
+
+/// What happened to one issue.
+struct Outcome {
+    reference: String,
+    run_id: Option<String>,
+    /// `fixed`, `unproven`, `not eligible`… or the stage it stopped after.
+    verdict: String,
+    /// The PR URL or branch.
+    published: Option<String>,
+    spent: f64,
+    error: Option<anyhow::Error>,
+}
+
+fn print_table(ctx: &Ctx, outcomes: &[Outcome]) {
+    if ctx.out.json {
+        ctx.out
+            .json_line(&json!({"summary": outcomes.iter().map(|o| json!({
+            "ref": o.reference, "run_id": o.run_id, "verdict": o.verdict,
+            "published": o.published, "spent_usd": o.spent,
+            "error": o.error.as_ref().map(|e| format!("{e:#}")),
+        })).collect::<Vec<_>>()}));
+        return;
+    }
+    let width = outcomes
+        .iter()
+        .map(|o| o.reference.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    ctx.out.line("");
+    ctx.out.line(&format!(
+        "{:<width$}  {:<14}  {:>9}  {}",
+        "issue", "verdict", "spent", "result"
+    ));
+    let mut total = 0.0;
+    for o in outcomes {
+        total += o.spent;
+        let result = match (&o.published, &o.error) {
+            (Some(p), _) => p.clone(),
+            (None, Some(e)) => format!("{e:#}").lines().next().unwrap_or("").to_string(),
+            (None, None) => o.run_id.clone().unwrap_or_default(),
+        };
+        ctx.out.line(&format!(
+            "{:<width$}  {:<14}  {:>9}  {}",
+            o.reference,
+            o.verdict,
+            format!("${:.4}", o.spent),
+            result
+        ));
+    }
+    ctx.out.line(&format!(
+        "{} issues, {} fixed, ${total:.4} spent",
+        outcomes.len(),
+        outcomes.iter().filter(|o| o.verdict == "fixed").count()
+    ));
+}
+
+/// Files changed by published or test-proven fixes of similar past issues of the same
+/// repository.
 fn prior(memory: &SqliteMemory, issue: &Issue) -> Result<Vec<PriorFile>> {
     let text = format!("{} {}", issue.title, issue.body);
     let end = crate::triage::text::floor_char_boundary(&text, 2000);
@@ -141,6 +264,9 @@ fn prior(memory: &SqliteMemory, issue: &Issue) -> Result<Vec<PriorFile>> {
             continue;
         }
         for fix in memory.fixes(&repo, n)? {
+            if !matches!(fix.verdict.as_str(), "published" | "fixed" | "merged") {
+                continue;
+            }
             for path in fix.files {
                 out.push(PriorFile {
                     path,
@@ -159,24 +285,91 @@ struct Plan<'a> {
     rerank: bool,
     settings: &'a LocateSettings,
     guard: &'a crate::repair::PathGuard,
+    restart: bool,
+    batch: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Work on one issue in its own run (or the interrupted one it resumes). Never
+/// panics the batch: every failure comes back in the outcome.
 fn fix_one(
     ctx: &Ctx,
     plan: &Plan<'_>,
     session: Option<&Session>,
     engine: &crate::triage::Engine,
-    store: &crate::runs::fs::FsRunStore,
-    memory: &mut SqliteMemory,
-    issue: &Issue,
-    dir: &std::path::Path,
-    repo: &Repository,
-) -> Result<()> {
-    let mut run = store.begin(&issue.repo, issue.number, "fix")?;
+    job: &Job,
+) -> Outcome {
+    let issue = &job.issue;
+    let mut outcome = Outcome {
+        reference: issue.reference(),
+        run_id: None,
+        verdict: "error".into(),
+        published: None,
+        spent: 0.0,
+        error: None,
+    };
+    let repo = match job.repo.lock() {
+        Ok(r) => r,
+        Err(p) => p.into_inner(),
+    };
+    let started = (|| -> Result<(SqliteMemory, Run)> {
+        let memory = ctx.open_memory(OpenMode::Create)?;
+        let store = ctx.run_store();
+        let head = repo.head()?.peel_to_commit()?.id().to_string();
+        let resumable = if plan.restart {
+            None
+        } else {
+            store.latest_for(&issue.repo, issue.number)?.filter(|m| {
+                m.command == "fix"
+                    && m.interrupted()
+                    && m.base_commit.as_deref().is_none_or(|b| b == head)
+            })
+        };
+        let run = match resumable {
+            Some(m) => {
+                let finished: Vec<&str> = ["triage", "locate", "repair", "test", "pr"]
+                    .into_iter()
+                    .filter(|s| m.done(s))
+                    .collect();
+                ctx.out.info(&format!(
+                    "{}: resuming the interrupted run {}{} (start anew with --restart)",
+                    issue.reference(),
+                    m.id,
+                    finished
+                        .last()
+                        .map(|s| format!(" after its {s} stage"))
+                        .unwrap_or_default()
+                ));
+                store.reopen(&m.id)?
+            }
+            None => store.begin(&issue.repo, issue.number, "fix")?,
+        };
+        Ok((memory, run))
+    })();
+    let (mut memory, mut run) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            if !plan.batch {
+                outcome.error = Some(e);
+            } else {
+                ctx.out.error(&format!("{}: {e:#}", issue.reference()));
+                outcome.error = Some(e);
+            }
+            return outcome;
+        }
+    };
+    outcome.run_id = Some(run.id().to_string());
     let result = fix_stages(
-        ctx, plan, session, engine, memory, issue, dir, repo, &mut run,
+        ctx,
+        plan,
+        session,
+        engine,
+        &mut memory,
+        job,
+        &repo,
+        &mut run,
+        &mut outcome,
     );
+    let _ = run.set_cost(outcome.spent);
     if let Err(e) = &result {
         // Whatever failed, the stage it failed in is marked so, and the run recorded:
         // no stage is left "running" by an error.
@@ -190,9 +383,44 @@ fn fix_one(
         for stage in running {
             let _ = run.stage_finished(&stage, Some(&format!("{e:#}")));
         }
-        let _ = memory.record_run(&run.meta);
+        if crate::error::exit_code_for(e) == Exit::NotEligible && outcome.verdict == "error" {
+            outcome.verdict = "not eligible".into();
+        }
+        if plan.batch {
+            ctx.out.error(&format!("{}: {e:#}", issue.reference()));
+        }
     }
-    result
+    let _ = memory.record_run(&run.meta);
+    outcome.error = result.err();
+    outcome
+}
+
+/// The trust policy and the kind, before any model writes code for the issue.
+fn eligibility(ctx: &Ctx, issue: &Issue, t: &crate::triage::Triage) -> Result<(), String> {
+    let trust = crate::trust::evaluate(issue, &ctx.config().trust.trigger_label);
+    if !trust.eligible {
+        return Err(format!("not trusted: {}", trust.reason));
+    }
+    if let Some(kind) = t.kind.as_deref().filter(|_| !t.abstained)
+        && kind != "bug"
+    {
+        return Err(format!(
+            "triaged as {kind} ({:.2}), not a bug",
+            t.kind_confidence
+        ));
+    }
+    Ok(())
+}
+
+/// The stored triage of the issue when it is recent enough to reuse.
+fn recent_triage(memory: &SqliteMemory, issue: &Issue) -> Option<crate::triage::Triage> {
+    let (at, value) = memory.latest_triage(&issue.repo, issue.number).ok()??;
+    let at = chrono::DateTime::parse_from_rfc3339(&at).ok()?;
+    let age = chrono::Utc::now().signed_duration_since(at);
+    if age > chrono::Duration::hours(TRIAGE_REUSE_HOURS) {
+        return None;
+    }
+    serde_json::from_value(value).ok()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -202,48 +430,359 @@ fn fix_stages(
     session: Option<&Session>,
     engine: &crate::triage::Engine,
     memory: &mut SqliteMemory,
-    issue: &Issue,
-    dir: &std::path::Path,
+    job: &Job,
     repo: &Repository,
-    run: &mut crate::runs::fs::Run,
+    run: &mut Run,
+    outcome: &mut Outcome,
 ) -> Result<()> {
+    let issue = &job.issue;
+    let dir = job.dir.as_path();
     let settings = plan.settings;
-    let mut calls: Vec<CallUsage> = Vec::new();
-    // One spend for the issue across its stages: budget.per_issue_usd holds for all.
-    let mut spent = 0.0;
+    // Usage (and spend) carry over into a resumed run: the budget holds for the issue.
+    let mut calls: Vec<CallUsage> = run
+        .read_json::<serde_json::Value>("usage.json")
+        .ok()
+        .and_then(|v| serde_json::from_value(v["calls"].clone()).ok())
+        .unwrap_or_default();
+    let mut spent: f64 = calls.iter().map(|c| c.cost_usd).sum();
+    outcome.spent = spent;
     run.write_json("issue.json", issue)?;
-    run.stage_started("triage")?;
-    let t = engine.triage(issue);
-    run.write_json("triage.json", &t)?;
-    run.event(
-        "triage",
-        "decision",
-        &format!(
-            "engine {} kind {:?} priority {} fixable {}",
-            t.engine, t.kind, t.priority, t.fixable
-        ),
-        json!({"labels": t.labels}),
-    )?;
-    run.stage_finished("triage", None)?;
-    memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;
-    memory.record_triage(
-        &issue.repo,
-        issue.number,
-        Some(run.id()),
-        &serde_json::to_value(&t)?,
-    )?;
+
+    // Triage.
+    let t: crate::triage::Triage = if run.meta.done("triage") {
+        run.read_json("triage.json")?
+    } else {
+        run.stage_started("triage")?;
+        let (t, reused) = match recent_triage(memory, issue) {
+            Some(t) => (t, true),
+            None => (engine.triage(issue), false),
+        };
+        run.write_json("triage.json", &t)?;
+        run.event(
+            "triage",
+            "decision",
+            &format!(
+                "{}engine {} kind {:?} priority {} fixable {}",
+                if reused {
+                    "reused a triage from memory: "
+                } else {
+                    ""
+                },
+                t.engine,
+                t.kind,
+                t.priority,
+                t.fixable
+            ),
+            json!({"labels": t.labels}),
+        )?;
+        run.stage_finished("triage", None)?;
+        memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;
+        if !reused {
+            memory.record_triage(
+                &issue.repo,
+                issue.number,
+                Some(run.id()),
+                &serde_json::to_value(&t)?,
+            )?;
+        }
+        t
+    };
+    outcome.verdict = "triaged".into();
+    let mut report = Report {
+        triage: Some(&t),
+        ..Default::default()
+    };
     if plan.until == FixStage::Triage {
-        memory.record_run(&run.meta)?;
-        print(ctx, issue, run.id(), Some(&t), None, None, plan.until);
+        print(ctx, issue, run.id(), &report, plan.until, spent);
         return Ok(());
     }
 
-    run.stage_started("locate")?;
-    let commit = repo.head()?.peel_to_commit()?.id();
-    run.set_base_commit(&commit.to_string())?;
+    // Locate.
+    let commit = match run.meta.base_commit.as_deref() {
+        Some(b) => git2::Oid::from_str(b)?,
+        None => repo.head()?.peel_to_commit()?.id(),
+    };
+    warn_if_dirty(ctx, repo, dir, commit);
+    let prior_files = prior(memory, issue)?;
+    let located: Located = if run.meta.done("locate") {
+        run.read_json("context.json")?
+    } else {
+        run.stage_started("locate")?;
+        run.set_base_commit(&commit.to_string())?;
+        let located = locate_stage(
+            ctx,
+            plan,
+            session,
+            settings,
+            issue,
+            dir,
+            repo,
+            commit,
+            &prior_files,
+            run,
+            &mut calls,
+            &mut spent,
+        )?;
+        run.write_json("context.json", &located)?;
+        run.event(
+            "locate",
+            "decision",
+            &format!(
+                "ranked {} files; context {} of {} tokens from {} files",
+                located.files.len(),
+                located.context.used_tokens,
+                located.context.budget_tokens,
+                located.context.files.len()
+            ),
+            json!({"top": located.files.iter().take(5).map(|f| &f.path).collect::<Vec<_>>()}),
+        )?;
+        run.stage_finished("locate", None)?;
+        located
+    };
+    outcome.spent = spent;
+    outcome.verdict = "located".into();
+    if plan.until == FixStage::Locate {
+        report.located = Some(&located);
+        print(ctx, issue, run.id(), &report, plan.until, spent);
+        return Ok(());
+    }
+
+    // The trust policy, before a model writes code that the tests then run.
+    if !ctx.global.force
+        && let Err(why) = eligibility(ctx, issue, &t)
+    {
+        run.event(
+            "repair",
+            "decision",
+            &format!("not eligible: {why}"),
+            json!(null),
+        )?;
+        outcome.verdict = "not eligible".into();
+        report.located = Some(&located);
+        print(ctx, issue, run.id(), &report, plan.until, spent);
+        return Err(CommandError {
+            exit: Exit::NotEligible,
+            message: format!(
+                "{}: not eligible for a fix: {why}\n  fix: a maintainer can add the `{}` label, or run with --force",
+                issue.reference(),
+                ctx.config().trust.trigger_label
+            ),
+        }
+        .into());
+    }
+
+    // Repair.
+    let Some(session) = session else {
+        return Err(CommandError::usage("the repair stage needs a model").into());
+    };
+    let (candidates, chosen) = if run.meta.done("repair") {
+        let v: serde_json::Value = run.read_json("candidates.json")?;
+        (
+            serde_json::from_value::<Vec<Candidate>>(v["candidates"].clone())?,
+            v["chosen"].as_u64().map(|n| n as usize),
+        )
+    } else {
+        repair_stage(
+            ctx,
+            plan,
+            session,
+            memory,
+            issue,
+            &t,
+            &located,
+            &prior_files,
+            repo,
+            commit,
+            run,
+            &mut calls,
+            &mut spent,
+        )?
+    };
+    outcome.spent = spent;
+    outcome.verdict = "repaired".into();
+    report.located = Some(&located);
+    report.candidates = Some((&candidates, chosen));
+    // Test: every candidate that applied (and the user accepted, after a review).
+    let reviewed = run
+        .read_json::<serde_json::Value>("candidates.json")
+        .ok()
+        .is_some_and(|v| !v["review"].is_null());
+    if plan.until == FixStage::Repair || chosen.is_none() {
+        print(ctx, issue, run.id(), &report, plan.until, spent);
+        return match chosen {
+            Some(_) => Ok(()),
+            None => Err(no_candidate(run.id(), &candidates, reviewed)),
+        };
+    }
+    let inputs: Vec<crate::verify::CandidateInput> = candidates
+        .iter()
+        .filter(|c| c.error.is_none() && c.duplicate_of.is_none())
+        .filter(|c| !reviewed || Some(c.id) == chosen)
+        .map(|c| crate::verify::CandidateInput {
+            id: c.id,
+            diff: c.diff.clone(),
+        })
+        .collect();
+    let tests: TestReport = if run.meta.done("test") {
+        run.read_json("test.json")?
+    } else {
+        super::test::ensure_commit(repo, dir, commit, ctx)?;
+        super::test::test_stage(ctx, run, repo, commit, &inputs)?
+    };
+    outcome.verdict = tests.verdict.clone();
+    let files_of = |id: usize| -> Vec<String> {
+        candidates
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.files.iter().map(|(p, _, _)| p.clone()).collect())
+            .unwrap_or_default()
+    };
+    let run_id = run.id().to_string();
+    let record = |memory: &mut SqliteMemory, verdict: &str, url: Option<String>| {
+        let Some(id) = tests.chosen.or(tests.best) else {
+            return Ok::<(), anyhow::Error>(());
+        };
+        memory.record_fix(&crate::memory::FixRecord {
+            repo: issue.repo.clone(),
+            number: issue.number,
+            run_id: run_id.clone(),
+            files: files_of(id),
+            verdict: verdict.into(),
+            pr_url: url,
+            created_at: crate::runs::now_rfc3339(),
+        })?;
+        Ok(())
+    };
+    report.tests = Some(&tests);
+    let Some(chosen) = tests.chosen else {
+        record(memory, &tests.verdict, None)?;
+        print(ctx, issue, run.id(), &report, plan.until, spent);
+        let best = tests
+            .best
+            .map(|b| {
+                format!(
+                    "; the best attempt, candidate {b}, is kept for review (`autotriage runs show {} --file candidates/{b}.diff`; publish it anyway with `autotriage pr {} --run {}`)",
+                    run.id(),
+                    issue.reference(),
+                    run.id()
+                )
+            })
+            .unwrap_or_default();
+        return Err(CommandError {
+            exit: Exit::NotEligible,
+            message: format!("no candidate passed the tests: {}{best}", tests.summary),
+        }
+        .into());
+    };
+    if plan.until == FixStage::Test || ctx.global.dry_run {
+        record(memory, &tests.verdict, None)?;
+        print(ctx, issue, run.id(), &report, plan.until, spent);
+        return Ok(());
+    }
+
+    // Publish the chosen candidate: a draft PR on GitHub, or a local branch.
+    let Some(diff) = candidates
+        .iter()
+        .find(|c| c.id == chosen)
+        .map(|c| c.diff.clone())
+    else {
+        return Err(
+            CommandError::failure(format!("candidate {chosen} is missing from the run")).into(),
+        );
+    };
+    let inputs = super::pr::PublishInputs {
+        patch: &diff,
+        tests: Some(format!(
+            "From run `{}`: verdict **{}**; {}",
+            run.id(),
+            tests.verdict,
+            tests.summary
+        )),
+        usage: (!calls.is_empty()).then(|| {
+            format!(
+                "{} model call(s), {} tokens in, {} out, ${:.4}",
+                calls.len(),
+                calls.iter().map(|c| c.input_tokens).sum::<u64>(),
+                calls.iter().map(|c| c.output_tokens).sum::<u64>(),
+                spent
+            )
+        }),
+        base: Some(commit),
+    };
+    let published = match job.forge {
+        ForgeArg::Github => {
+            let target = super::pr::github_target(issue, &issue.reference(), ctx)?;
+            super::pr::publish_github(ctx, run, issue, &target, &inputs)?
+        }
+        ForgeArg::Local => super::pr::publish_local_stage(ctx, run, issue, dir, &inputs)?,
+    };
+    outcome.published = published.url.clone().or_else(|| {
+        published
+            .published
+            .as_ref()
+            .map(|p| format!("branch {} ({})", p.branch, p.status))
+    });
+    record(memory, &tests.verdict, published.url.clone())?;
+    report.published = Some(&published);
+    print(ctx, issue, run.id(), &report, plan.until, spent);
+    Ok(())
+}
+
+/// The error for a repair that left nothing to test.
+fn no_candidate(run_id: &str, candidates: &[Candidate], reviewed: bool) -> anyhow::Error {
+    CommandError {
+        exit: Exit::NotEligible,
+        message: if reviewed {
+            format!(
+                "no candidate accepted; they stay in the run for later (`autotriage runs show {run_id}`)"
+            )
+        } else {
+            format!(
+                "no candidate patch applied ({} asked for; see `autotriage runs show {run_id}`)",
+                candidates.len()
+            )
+        },
+    }
+    .into()
+}
+
+/// Uncommitted work is never part of the base, and never touched: say so.
+fn warn_if_dirty(ctx: &Ctx, repo: &Repository, dir: &Path, base: git2::Oid) {
+    if repo.is_bare() {
+        return;
+    }
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(false).include_ignored(false);
+    let dirty = repo
+        .statuses(Some(&mut opts))
+        .map(|s| !s.is_empty())
+        .unwrap_or(false);
+    if dirty {
+        ctx.out.warn(&format!(
+            "{} has uncommitted changes: they are not part of the base ({}) and are left as they are; the tests run in a separate worktree",
+            dir.display(),
+            &base.to_string()[..12]
+        ));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn locate_stage(
+    ctx: &Ctx,
+    plan: &Plan<'_>,
+    session: Option<&Session>,
+    settings: &LocateSettings,
+    issue: &Issue,
+    dir: &Path,
+    repo: &Repository,
+    commit: git2::Oid,
+    prior_files: &[PriorFile],
+    run: &mut Run,
+    calls: &mut Vec<CallUsage>,
+    spent: &mut f64,
+) -> Result<Located> {
     let cache = ctx.workspace.state_dir().join("index");
     let bar = ctx.out.spinner("indexing the code");
-    let prior_files = prior(memory, issue)?;
     let located = (|| -> Result<Located> {
         let (index, info) = locate::open_index(&cache, repo, commit, settings)?;
         run.event(
@@ -270,7 +809,7 @@ fn fix_stages(
             info,
             &issue.title,
             &issue.body,
-            &prior_files,
+            prior_files,
             settings,
         );
         if let Some(s) = session.filter(|_| plan.rerank) {
@@ -283,53 +822,34 @@ fn fix_stages(
                 settings,
                 repo,
                 run,
-                &mut calls,
-                &mut spent,
+                calls,
+                spent,
             )?;
         }
         Ok(located)
     })();
     bar.finish_and_clear();
-    let located = match located {
-        Ok(l) => l,
-        Err(e) => {
-            run.stage_finished("locate", Some(&format!("{e:#}")))?;
-            memory.record_run(&run.meta)?;
-            return Err(e);
-        }
-    };
-    run.write_json("context.json", &located)?;
-    run.event(
-        "locate",
-        "decision",
-        &format!(
-            "ranked {} files; context {} of {} tokens from {} files",
-            located.files.len(),
-            located.context.used_tokens,
-            located.context.budget_tokens,
-            located.context.files.len()
-        ),
-        json!({"top": located.files.iter().take(5).map(|f| &f.path).collect::<Vec<_>>()}),
-    )?;
-    run.stage_finished("locate", None)?;
-    if plan.until == FixStage::Locate {
-        memory.record_run(&run.meta)?;
-        print(
-            ctx,
-            issue,
-            run.id(),
-            Some(&t),
-            Some(&located),
-            None,
-            plan.until,
-        );
-        return Ok(());
-    }
+    located
+}
 
-    // Repair: N candidates from the model, each applied to the base or refused.
-    let Some(session) = session else {
-        return Err(CommandError::usage("the repair stage needs a model").into());
-    };
+/// Repair: N candidates from the model, each applied to the base or refused; the
+/// review on a terminal with --dry-run. `candidates.json`, `candidates/N.diff`.
+#[allow(clippy::too_many_arguments)]
+fn repair_stage(
+    ctx: &Ctx,
+    plan: &Plan<'_>,
+    session: &Session,
+    memory: &SqliteMemory,
+    issue: &Issue,
+    t: &crate::triage::Triage,
+    located: &Located,
+    prior_files: &[PriorFile],
+    repo: &Repository,
+    commit: git2::Oid,
+    run: &mut Run,
+    calls: &mut Vec<CallUsage>,
+    spent: &mut f64,
+) -> Result<(Vec<Candidate>, Option<usize>)> {
     run.stage_started("repair")?;
     let cfg = &ctx.config().repair;
     let inputs = crate::repair::prompt::RepairInputs {
@@ -343,7 +863,7 @@ fn fix_stages(
                 format!(", the report lacks {}", t.missing.join(", "))
             }
         )),
-        past: past_fixes(memory, &prior_files)?,
+        past: past_fixes(memory, prior_files)?,
     };
     let base_request = |temperature: f32| {
         crate::repair::prompt::request(
@@ -374,7 +894,7 @@ fn fix_stages(
             max_tokens: cfg.max_tokens,
             temperature: cfg.temperature,
         },
-        &mut spent,
+        spent,
         &progress,
     );
     bar.finish_and_clear();
@@ -412,7 +932,7 @@ fn fix_stages(
             run.write_text(&format!("candidates/{}.diff", c.id), &c.diff)?;
         }
     }
-    run.write_usage(&calls)?;
+    run.write_usage(calls)?;
     let mut chosen = candidates
         .iter()
         .find(|c| c.error.is_none() && c.duplicate_of.is_none())
@@ -426,7 +946,7 @@ fn fix_stages(
     if ctx.global.dry_run && ctx.out.interactive && !ctx.out.json && !ctx.global.yes {
         let reviewed = review_candidates(
             ctx,
-            &located,
+            located,
             &mut candidates,
             plan.guard,
             &read,
@@ -436,7 +956,6 @@ fn fix_stages(
             Ok(r) => r,
             Err(e) => {
                 run.stage_finished("repair", Some(&format!("review: {e:#}")))?;
-                memory.record_run(&run.meta)?;
                 return Err(e);
             }
         };
@@ -471,7 +990,6 @@ fn fix_stages(
         _ => None,
     };
     run.stage_finished("repair", error.as_deref())?;
-    memory.record_run(&run.meta)?;
     let reviewed = ctx.out.interactive && !ctx.global.yes;
     if ctx.global.dry_run && !reviewed && !ctx.out.json {
         for c in candidates
@@ -483,37 +1001,10 @@ fn fix_stages(
             ctx.out.line(&colour_diff(ctx, &c.diff));
         }
     }
-    print(
-        ctx,
-        issue,
-        run.id(),
-        Some(&t),
-        Some(&located),
-        Some((&candidates, chosen)),
-        plan.until,
-    );
     if let Some(e) = failure.filter(|_| chosen.is_none()) {
         return Err(e.into());
     }
-    if chosen.is_none() {
-        return Err(CommandError {
-            exit: crate::error::Exit::NotEligible,
-            message: if review.is_some() {
-                format!(
-                    "no candidate accepted; they stay in the run for later (`autotriage runs show {}`)",
-                    run.id()
-                )
-            } else {
-                format!(
-                    "no candidate patch applied ({} asked for; see `autotriage runs show {}`)",
-                    candidates.len(),
-                    run.id()
-                )
-            },
-        }
-        .into());
-    }
-    Ok(())
+    Ok((candidates, chosen))
 }
 
 /// Titles of the past issues whose fixes feed the prior, with their files.
@@ -703,24 +1194,32 @@ fn model_rerank(
     Ok(())
 }
 
-fn print(
-    ctx: &Ctx,
-    issue: &Issue,
-    run_id: &str,
-    triage: Option<&crate::triage::Triage>,
-    located: Option<&Located>,
-    repair: Option<(&[crate::repair::candidates::Candidate], Option<usize>)>,
-    until: FixStage,
-) {
+/// What a `fix` got to, for printing.
+#[derive(Default)]
+struct Report<'a> {
+    triage: Option<&'a crate::triage::Triage>,
+    located: Option<&'a Located>,
+    candidates: Option<(&'a [Candidate], Option<usize>)>,
+    tests: Option<&'a TestReport>,
+    published: Option<&'a super::pr::PublishOutcome>,
+}
+
+fn print(ctx: &Ctx, issue: &Issue, run_id: &str, report: &Report<'_>, until: FixStage, spent: f64) {
+    let verdict = report.tests.map(|t| t.verdict.as_str());
     if ctx.out.json {
-        ctx.out.json(&json!({
+        let line = json!({
             "ref": issue.reference(),
             "run_id": run_id,
             "until": format!("{until:?}").to_lowercase(),
-            "triage": triage,
-            "locate": located,
-            "repair": repair.map(|(c, chosen)| json!({"candidates": c, "chosen": chosen})),
-        }));
+            "triage": report.triage,
+            "locate": report.located,
+            "repair": report.candidates.map(|(c, chosen)| json!({"candidates": c, "chosen": chosen})),
+            "test": report.tests,
+            "pr": report.published,
+            "verdict": verdict,
+            "spent_usd": (spent * 1e6).round() / 1e6,
+        });
+        ctx.out.json_line(&line);
         return;
     }
     ctx.out.line(&format!(
@@ -728,7 +1227,7 @@ fn print(
         ctx.out.bold(&issue.reference()),
         issue.title
     ));
-    if let Some(t) = triage {
+    if let Some(t) = report.triage {
         ctx.out.line(&format!(
             "  triage: {} {} ({} engine)",
             t.kind.as_deref().unwrap_or("unclear"),
@@ -736,7 +1235,7 @@ fn print(
             t.engine
         ));
     }
-    if let Some(l) = located {
+    if let Some(l) = report.located {
         ctx.out.line(&format!(
             "  code at {} ({} index, {} files)",
             &l.commit[..12.min(l.commit.len())],
@@ -769,7 +1268,7 @@ fn print(
             l.context.files.len()
         ));
     }
-    if let Some((cands, chosen)) = repair {
+    if let Some((cands, chosen)) = report.candidates {
         ctx.out.line("  candidates:");
         for c in cands {
             let status = match (&c.error, c.duplicate_of) {
@@ -805,8 +1304,28 @@ fn print(
             ctx.out.line(&format!("  chosen: candidate {id} (candidates/{id}.diff; publish with `autotriage pr {} --run {run_id}`)", issue.reference()));
         }
     }
+    if let Some(t) = report.tests {
+        super::test::print_lines(ctx, t);
+    }
+    if let Some(p) = report.published {
+        let what = match (&p.url, &p.published) {
+            (Some(url), _) => format!("draft PR {url} ({})", p.status),
+            (None, Some(b)) => format!(
+                "branch {} {} in {}; description {}",
+                b.branch,
+                b.status,
+                p.repo_dir.as_deref().unwrap_or("the checkout"),
+                p.body_path
+            ),
+            (None, None) => format!("PR {}", p.status),
+        };
+        ctx.out.line(&format!("  published: {what}"));
+    }
+    let verdict = verdict
+        .map(|v| format!("verdict {v}; "))
+        .unwrap_or_default();
     ctx.out.line(&format!(
-        "  run {run_id}; stopped after {}",
+        "  {verdict}spent ${spent:.4}; run {run_id}; stopped after {}",
         format!("{until:?}").to_lowercase()
     ));
 }

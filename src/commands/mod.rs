@@ -210,8 +210,9 @@ pub(crate) fn checkout(
                 }
                 top.clone()
             }
-            (None, Some(w)) => return cached_clone(w, ctx),
-            (None, None) => {
+            // Only issues read from GitHub: a local file's `repo:` may name no real repository.
+            (None, Some(w)) if issue.source.is_none() => return cached_clone(w, ctx),
+            (None, _) => {
                 return Err(CommandError::usage(format!(
                     "{}: this needs the repository's code, and {} is not in a git checkout\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",
                     issue.reference(),

@@ -146,6 +146,7 @@ impl FsRunStore {
             number,
             command: command.to_string(),
             base_commit: None,
+            cost_usd: None,
             created_at: ts.clone(),
             updated_at: ts,
             stages: Default::default(),
@@ -449,6 +450,25 @@ impl Run {
         record.finished_at = Some(now);
         record.error = error;
         self.save_meta()
+    }
+
+    /// Record what the run's model calls cost so far.
+    pub fn set_cost(&mut self, usd: f64) -> Result<(), RunStoreError> {
+        self.meta.cost_usd = Some((usd * 1e6).round() / 1e6);
+        self.save_meta()
+    }
+
+    /// Read a JSON file the run wrote earlier (a finished stage's output).
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<T, RunStoreError> {
+        let path = self.dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        serde_json::from_str(&text).map_err(|e| RunStoreError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// Record the base commit the run works from.

@@ -137,6 +137,30 @@ pub struct RunMeta {
     /// Stage name → state.
     #[serde(default)]
     pub stages: BTreeMap<String, StageRecord>,
+    /// What the run's model calls cost, USD, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+impl RunMeta {
+    /// Whether the stage finished without an error.
+    pub fn done(&self, stage: &str) -> bool {
+        self.stages
+            .get(stage)
+            .is_some_and(|s| s.status == StageStatus::Done)
+    }
+
+    /// Whether the run was cut short: a stage still marked running (the process died)
+    /// or one stopped by Ctrl-C.
+    pub fn interrupted(&self) -> bool {
+        self.stages.values().any(|s| {
+            s.status == StageStatus::Running
+                || (s.status == StageStatus::Failed
+                    && s.error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("interrupted")))
+        })
+    }
 }
 
 /// One line of `events.jsonl`: an external read or write, a model call, a decision.

@@ -494,11 +494,11 @@ fn bad_input_is_refused_with_exit_2_and_no_run() {
     assert!(stderr(&o).contains("needs a model"), "{}", stderr(&o));
     assert!(!t.path().join(".autotriage/runs").exists());
 
-    // A reference to many issues.
+    // A repository whose open issues memory does not hold.
     let o = t.run(&["fix", "acme/jobs"]);
     assert_eq!(code(&o), 2);
     assert!(
-        stderr(&o).contains("one issue per reference"),
+        stderr(&o).contains("memory has no open issues of acme/jobs"),
         "{}",
         stderr(&o)
     );

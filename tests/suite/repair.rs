@@ -50,6 +50,10 @@ fn setup(s: &HttpMock, extra: &str) -> TestContext {
 fn fix(t: &TestContext, args: &[&str]) -> std::process::Output {
     let mut all = vec!["fix", "issue.md", "--json"];
     all.extend_from_slice(args);
+    // These tests are about the repair stage; the test stage has its own suite.
+    if !args.contains(&"--until") {
+        all.extend_from_slice(&["--until", "repair"]);
+    }
     t.cmd()
         .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
         .args(&all)
@@ -357,7 +361,7 @@ fn dry_run_shows_each_candidate_with_its_explanation_and_diff() {
     let o = t
         .cmd()
         .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
-        .args(["fix", "issue.md", "--dry-run"])
+        .args(["fix", "issue.md", "--dry-run", "--until", "repair"])
         .output()
         .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -436,11 +440,11 @@ fn the_review_on_a_terminal_saves_the_choice_in_the_run() {
     }
     let t = setup(&s, "repair:\n  candidates: 1\n");
     // Enter: accept.
-    let (code_accept, out) = on_a_terminal(&t, "fix issue.md --dry-run", "\r");
+    let (code_accept, out) = on_a_terminal(&t, "fix issue.md --dry-run --until repair", "\r");
     assert_eq!(code_accept, 0, "{out}");
     assert!(out.contains("edit in $EDITOR"), "{out}");
     // Down, Enter: reject.
-    let (code_reject, out) = on_a_terminal(&t, "fix issue.md --dry-run", "\x1b[B\r");
+    let (code_reject, out) = on_a_terminal(&t, "fix issue.md --dry-run --until repair", "\x1b[B\r");
     assert_eq!(code_reject, 3, "{out}");
     assert!(out.contains("no candidate accepted"), "{out}");
     // Down, down, Enter: edit in $EDITOR (a script that changes the new line); the
@@ -454,10 +458,14 @@ fn the_review_on_a_terminal_saves_the_choice_in_the_run() {
         .permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(t.path().join("edit.sh"), perms).unwrap();
-    let (code_edit, out) = on_a_terminal(&t, "fix issue.md --dry-run", "\x1b[B\x1b[B\r");
+    let (code_edit, out) = on_a_terminal(
+        &t,
+        "fix issue.md --dry-run --until repair",
+        "\x1b[B\x1b[B\r",
+    );
     assert_eq!(code_edit, 0, "{out}");
     let edited_run = out
-        .split("  run ")
+        .split("; run ")
         .nth(1)
         .and_then(|r| r.split(';').next())
         .unwrap()
