@@ -47,6 +47,7 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
                 ))
                 .into());
             }
+            preflight(ctx, &repo, base)?;
             let mut run = store.begin(&issue.repo, issue.number, "test")?;
             run.write_json("issue.json", &issue)?;
             run.set_base_commit(&base.to_string())?;
@@ -91,6 +92,7 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
         }
     };
     ensure_commit(&repo, &dir, base, ctx)?;
+    preflight(ctx, &repo, base)?;
     let report = match test_stage(ctx, &mut run, &repo, base, &candidates) {
         Ok(r) => r,
         Err(e) => {
@@ -176,6 +178,23 @@ pub(crate) fn ensure_commit(repo: &Repository, dir: &Path, base: Oid, ctx: &Ctx)
         dir.display()
     ))
     .into())
+}
+
+/// What can be known before a run is written: a test command, and the sandbox the
+/// policy asks for.
+pub(crate) fn preflight(ctx: &Ctx, repo: &Repository, base: Oid) -> Result<()> {
+    let cfg = &ctx.config().test;
+    let read = |p: &str| crate::locate::files::read_at(repo, base, p);
+    TestPlan::for_commit(
+        cfg.setup.clone(),
+        cfg.command.clone(),
+        cfg.timeout,
+        &read,
+        base,
+    )?;
+    crate::verify::sandbox::resolve(cfg.sandbox, &cfg.pass_env)
+        .map_err(crate::verify::VerifyError::Sandbox)?;
+    Ok(())
 }
 
 /// The test stage inside a run: the plan, the sandbox, the baseline, each candidate,

@@ -521,7 +521,7 @@ impl Verifier<'_> {
             else {
                 return Ok(report);
             };
-            let cmp = compare(baseline, &run.results, run.exit_code.is_some());
+            let cmp = compare(baseline, &run.results, run.exit_code.is_some(), false);
             let broken = cmp.regressions.clone();
             report.runs.push(run);
             if !broken.is_empty() {
@@ -564,7 +564,7 @@ impl Verifier<'_> {
             report.runs.push(run);
             return Ok(report);
         }
-        let mut cmp = compare(baseline, &run.results, run.exit_code.is_some());
+        let mut cmp = compare(baseline, &run.results, run.exit_code.is_some(), true);
         report.runs.push(run);
         if !cmp.regressions.is_empty() {
             let rerun = self.run_in_worktree(&format!("{label} re-run"), Some(tree), &[])?;
@@ -651,10 +651,10 @@ pub struct Comparison {
     pub new_passing: Vec<String>,
 }
 
-/// Compare `after` with `before`. A test that passed before and is missing after
-/// counts as broken when the run did not finish normally (`finished` false) or when
-/// it failed (a compile error hides every test).
-pub fn compare(before: &Results, after: &Results, finished: bool) -> Comparison {
+/// Compare `after` with `before`. In a run of the whole suite (`full`), a test that
+/// passed before and is missing after counts as broken when the run did not finish
+/// normally (`finished` false) or when it failed (a compile error hides every test).
+pub fn compare(before: &Results, after: &Results, finished: bool, full: bool) -> Comparison {
     let mut c = Comparison::default();
     let after_failed = after.tests.values().any(|o| *o == Outcome::Failed);
     for (id, now) in &after.tests {
@@ -677,7 +677,7 @@ pub fn compare(before: &Results, after: &Results, finished: bool) -> Comparison 
         c.regressions.push(t);
     }
     c.new_passing.retain(|t| t != results::EXIT_CODE_TEST);
-    if !finished || after_failed {
+    if full && (!finished || after_failed) {
         for (id, was) in &before.tests {
             if *was == Outcome::Passed
                 && !after.tests.contains_key(id)
@@ -822,13 +822,16 @@ mod tests {
             ("e", Passed),
             ("f", Failed),
         ]);
-        let c = compare(&before, &after, true);
+        let c = compare(&before, &after, true, true);
         assert_eq!(c.fixed, vec!["a"]);
         // `d` is missing from a run with failures: it counts as broken.
         assert_eq!(c.regressions, vec!["b", "d"]);
         assert_eq!(c.still_failing, vec!["c"]);
         assert_eq!(c.new_failing, vec!["f"]);
         assert_eq!(c.new_passing, vec!["e"]);
+        // A targeted run leaves most tests out: missing ones are not broken.
+        let c = compare(&before, &after, true, false);
+        assert_eq!(c.regressions, vec!["b"]);
     }
 
     #[test]

@@ -8,12 +8,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::suite::common::*;
 
-const TOKEN: &str = "ghp_faketoken0000000000000000000000000001";
+pub const TOKEN: &str = "ghp_faketoken0000000000000000000000000001";
 
 type FakeGithub = HttpMock;
 
 /// A recorded issue, renumbered and retitled.
-fn issue(number: u64, title: &str, body: &str, labels: &[&str], pr: bool) -> Value {
+pub fn issue(number: u64, title: &str, body: &str, labels: &[&str], pr: bool) -> Value {
     let mut v: Value =
         serde_json::from_str(&std::fs::read_to_string(data("github/issue.json")).unwrap()).unwrap();
     v["number"] = json!(number);
@@ -31,7 +31,7 @@ fn comment(body: &str) -> Value {
     json!({"id": 1, "user": {"login": "octokit-fixture-user-a", "id": 1000}, "author_association": "MEMBER", "body": body, "created_at": "2017-10-10T16:00:00Z"})
 }
 
-fn ctx_with(server: &MockServer) -> (TestContext, Vec<(&'static str, String)>) {
+pub fn ctx_with(server: &MockServer) -> (TestContext, Vec<(&'static str, String)>) {
     let t = TestContext::new();
     (
         t,
@@ -280,7 +280,7 @@ fn github_errors_are_explained() {
 #[derive(Default)]
 struct IssueState {
     labels: Vec<String>,
-    comments: Vec<Value>,
+    pub comments: Vec<Value>,
     label_posts: u32,
     comment_posts: u32,
     comment_patches: u32,
@@ -658,19 +658,19 @@ fn apply_skips_closed_or_locked_issues_unless_forced() {
 /// (blobs, trees, commits, refs), pulls and issue comments. Shas are content hashes,
 /// as on GitHub, so the same change gives the same tree.
 #[derive(Default)]
-struct RepoState {
-    files: std::collections::BTreeMap<String, String>,
-    blobs: std::collections::BTreeMap<String, String>,
-    trees: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-    commits: std::collections::BTreeMap<String, (String, String)>,
-    refs: std::collections::BTreeMap<String, String>,
-    pulls: Vec<Value>,
-    comments: Vec<Value>,
-    writes: Vec<String>,
-    repo_labels: Vec<String>,
+pub struct RepoState {
+    pub files: std::collections::BTreeMap<String, String>,
+    pub blobs: std::collections::BTreeMap<String, String>,
+    pub trees: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    pub commits: std::collections::BTreeMap<String, (String, String)>,
+    pub refs: std::collections::BTreeMap<String, String>,
+    pub pulls: Vec<Value>,
+    pub comments: Vec<Value>,
+    pub writes: Vec<String>,
+    pub repo_labels: Vec<String>,
 }
 
-fn sha(text: &str) -> String {
+pub fn sha(text: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(text.as_bytes())
         .iter()
@@ -679,7 +679,7 @@ fn sha(text: &str) -> String {
         .collect()
 }
 
-struct FakeRepo(std::sync::Arc<std::sync::Mutex<RepoState>>);
+pub struct FakeRepo(pub std::sync::Arc<std::sync::Mutex<RepoState>>);
 
 impl wiremock::Respond for FakeRepo {
     fn respond(&self, r: &wiremock::Request) -> ResponseTemplate {

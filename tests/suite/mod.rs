@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod config;
 mod eval;
+mod fix;
 mod github;
 mod locate;
 mod memory;

@@ -1,0 +1,612 @@
+//! The test stage and the whole `fix` flow, end to end: the real binary, a scripted
+//! model, the fake GitHub, real git repositories and the repositories' own tests run
+//! in the sandbox.
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::suite::common::*;
+use crate::suite::github::{FakeRepo, RepoState, ctx_with, issue, sha};
+
+const OPS_PY: &str = "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n";
+
+const TEST_OPS_PY: &str = "from calc.ops import add, mul\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n";
+
+const PY_ISSUE: &str = "---\nrepo: acme/calc\nnumber: 4\ntitle: add() subtracts\nauthor_association: MEMBER\n---\n`add(2, 3)` returns -1 instead of 5, in calc/ops.py.\n";
+
+const PY_FIX: &str = "The `-` should be `+`.\n\ncalc/ops.py\n```python\n<<<<<<< SEARCH\ndef add(a, b):\n    return a - b\n=======\ndef add(a, b):\n    return a + b\n>>>>>>> REPLACE\n```\n";
+
+/// Fixes add() and breaks mul().
+const PY_BREAKS_MUL: &str = "Fix add; tidy mul.\n\ncalc/ops.py\n```python\n<<<<<<< SEARCH\ndef add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n=======\ndef add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a ** b\n>>>>>>> REPLACE\n```\n";
+
+const LIB_RS: &str = "/// `x` clamped into `lo..=hi`.\npub fn clamp(x: i32, lo: i32, hi: i32) -> i32 {\n    if x < lo {\n        lo\n    } else if x > hi {\n        lo\n    } else {\n        x\n    }\n}\n\n/// Twice `x`.\npub fn double(x: i32) -> i32 {\n    x * 2\n}\n\n#[cfg(test)]\nmod tests {\n    use super::*;\n\n    #[test]\n    fn clamps_high_values() {\n        assert_eq!(clamp(12, 0, 10), 10);\n    }\n\n    #[test]\n    fn keeps_values_inside() {\n        assert_eq!(clamp(5, 0, 10), 5);\n    }\n\n    #[test]\n    fn doubles() {\n        assert_eq!(double(4), 8);\n    }\n}\n";
+
+const CARGO_TOML: &str =
+    "[package]\nname = \"mini\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\n";
+
+const RS_FIX: &str = "Values above `hi` returned `lo`.\n\nsrc/lib.rs\n```rust\n<<<<<<< SEARCH\n    } else if x > hi {\n        lo\n=======\n    } else if x > hi {\n        hi\n>>>>>>> REPLACE\n```\n";
+
+const RS_FIX_DIFF: &str = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -3,7 +3,7 @@\n     if x < lo {\n         lo\n     } else if x > hi {\n-        lo\n+        hi\n     } else {\n         x\n     }\n";
+
+fn reply(text: &str) -> Value {
+    json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+           "content": [{"type": "text", "text": text}],
+           "stop_reason": "end_turn", "usage": {"input_tokens": 1000, "output_tokens": 100}})
+}
+
+/// The model answers these, in order; the last one from then on.
+fn script_model(s: &HttpMock, answers: &[&str]) {
+    for (i, a) in answers.iter().enumerate() {
+        let m = Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(reply(a)))
+            .with_priority(i as u8 + 1);
+        s.mount(if i + 1 < answers.len() {
+            m.up_to_n_times(1)
+        } else {
+            m
+        });
+    }
+}
+
+fn model_config(s: &HttpMock, extra: &str) -> String {
+    format!(
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\n{extra}",
+        s.server.uri()
+    )
+}
+
+/// Where the Rust toolchain lives, so `cargo` works under the test's own HOME.
+fn toolchain_env() -> Vec<(String, String)> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let mut out = Vec::new();
+    for (var, default) in [("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")] {
+        let v = std::env::var(var).unwrap_or_else(|_| format!("{home}/{default}"));
+        if std::path::Path::new(&v).exists() {
+            out.push((var.to_string(), v));
+        }
+    }
+    out
+}
+
+fn python_repo() -> TestContext {
+    let t = TestContext::new();
+    commit_files(
+        t.path(),
+        &[
+            ("calc/__init__.py", ""),
+            ("calc/ops.py", OPS_PY),
+            ("tests/test_ops.py", TEST_OPS_PY),
+            ("pyproject.toml", "[tool.pytest.ini_options]\n"),
+            (".gitignore", ".autotriage/\n.pytest_cache/\n"),
+        ],
+        "init",
+    );
+    t.write("issue.md", PY_ISSUE);
+    t
+}
+
+fn run_with(t: &TestContext, env: &[(String, String)], args: &[&str]) -> std::process::Output {
+    let mut cmd = t.cmd();
+    cmd.env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn run_file(t: &TestContext, run_id: &str, name: &str) -> String {
+    let o = t.run(&["runs", "show", run_id, "--file", name, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    json(&o)["content"].as_str().unwrap().to_string()
+}
+
+fn branch_file(t: &TestContext, branch: &str, file: &str) -> Option<String> {
+    let repo = git2::Repository::open(t.path()).unwrap();
+    let commit = repo
+        .find_reference(&format!("refs/heads/{branch}"))
+        .ok()?
+        .peel_to_commit()
+        .ok()?;
+    let entry = commit
+        .tree()
+        .ok()?
+        .get_path(std::path::Path::new(file))
+        .ok()?;
+    let blob = repo.find_blob(entry.id()).ok()?;
+    Some(String::from_utf8(blob.content().to_vec()).unwrap())
+}
+
+fn bwrap_present() -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file()))
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            !emulators_required(),
+            "CI needs bubblewrap (`bwrap`) for the sandbox tests"
+        );
+        eprintln!("skipped: bubblewrap is not installed");
+    }
+    found
+}
+
+#[test]
+fn python_fix_runs_the_tests_before_and_after_and_publishes_a_branch() {
+    let s = HttpMock::start();
+    script_model(&s, &[PY_FIX]);
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["until"], "pr");
+    assert_eq!(v["verdict"], "fixed");
+    let tests = &v["test"];
+    assert_eq!(tests["plan"]["command"], "python3 -m pytest");
+    assert_eq!(tests["plan"]["detected"], true);
+    assert_eq!(
+        tests["baseline"]["run"]["results"]["tests"],
+        json!({"tests.test_ops::test_add": "failed", "tests.test_ops::test_mul": "passed"})
+    );
+    assert_eq!(tests["chosen"], 1);
+    let c = &tests["candidates"][0];
+    assert_eq!(c["fixed"], json!(["tests.test_ops::test_add"]));
+    assert_eq!(c["regressions"], json!([]));
+    // Targeted tests first (the test file naming the changed module), then the suite.
+    assert_eq!(c["runs"][0]["label"], "candidate 1 targeted");
+    assert!(
+        c["runs"][0]["command"]
+            .as_str()
+            .unwrap()
+            .ends_with(" tests/test_ops.py")
+    );
+    assert_eq!(c["runs"][1]["label"], "candidate 1");
+    // Published: a branch from the base with the fix, and its description.
+    assert_eq!(v["pr"]["forge"], "local");
+    assert_eq!(
+        branch_file(&t, "autotriage/issue-4", "calc/ops.py").unwrap(),
+        OPS_PY.replace("a - b", "a + b")
+    );
+    let run_id = v["run_id"].as_str().unwrap();
+    let body = run_file(&t, run_id, "pr.md");
+    assert!(body.contains("verdict **fixed**"), "{body}");
+    assert!(
+        body.contains("1 failing → passing (tests.test_ops::test_add)"),
+        "{body}"
+    );
+    assert!(body.contains("Fixes #4"), "{body}");
+    // The user's checkout is untouched; the worktrees are gone.
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("calc/ops.py")).unwrap(),
+        OPS_PY
+    );
+    let wt = t.home.path().join(".cache/autotriage/worktrees");
+    assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 0);
+    // Logs per run, and the fix in memory with its verdict.
+    assert!(run_file(&t, run_id, "tests/baseline.log").contains("1 failed, 1 passed"));
+    let export = stdout(&t.run(&["memory", "export", "--jsonl"]));
+    let fix: Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["type"] == "fix")
+        .expect("a fix record");
+    assert_eq!(fix["verdict"], "fixed");
+    assert_eq!(fix["files"], json!(["calc/ops.py"]));
+    let runs = json(&t.run(&["runs", "show", run_id, "--json"]));
+    assert!(runs["run"]["cost_usd"].as_f64().unwrap() > 0.0);
+
+    // Again: the baseline comes from the cache, the branch is unchanged.
+    let o = run_with(&t, &[], &["fix", "issue.md", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["test"]["baseline"]["cached"], true);
+    assert_eq!(v["pr"]["published"]["status"], "unchanged");
+}
+
+#[test]
+fn a_candidate_that_breaks_another_test_is_rejected() {
+    let s = HttpMock::start();
+    script_model(&s, &[PY_BREAKS_MUL, PY_FIX]);
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 2\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "--until", "test", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let c1 = &v["test"]["candidates"][0];
+    assert_eq!(c1["verdict"], "regression");
+    assert_eq!(c1["regressions"], json!(["tests.test_ops::test_mul"]));
+    // Re-run once to tell a regression from a flaky test.
+    assert_eq!(c1["runs"][1]["label"], "candidate 1 targeted re-run");
+    assert_eq!(v["test"]["candidates"][1]["verdict"], "fixed");
+    assert_eq!(v["test"]["chosen"], 2);
+    // --until test publishes nothing.
+    assert!(branch_file(&t, "autotriage/issue-4", "calc/ops.py").is_none());
+
+    // Only the breaking candidate: exit 3, it is kept for review, nothing published.
+    let s = HttpMock::start();
+    script_model(&s, &[PY_BREAKS_MUL]);
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("no candidate passed the tests"), "{err}");
+    assert!(err.contains("breaks tests.test_ops::test_mul"), "{err}");
+    assert!(
+        err.contains("the best attempt, candidate 1, is kept for review"),
+        "{err}"
+    );
+    assert!(
+        stdout(&o).contains("candidate 1: regression"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(branch_file(&t, "autotriage/issue-4", "calc/ops.py").is_none());
+}
+
+#[test]
+fn rust_fix_opens_a_draft_pr_and_a_killed_run_resumes_without_a_duplicate() {
+    let gh = HttpMock::start();
+    let state: std::sync::Arc<std::sync::Mutex<RepoState>> = Default::default();
+    {
+        let mut s = state.lock().unwrap();
+        let mut tree = std::collections::BTreeMap::new();
+        for (p, c) in [("Cargo.toml", CARGO_TOML), ("src/lib.rs", LIB_RS)] {
+            s.files.insert(p.into(), c.into());
+            let blob = sha(&format!("blob {c}"));
+            s.blobs.insert(blob.clone(), c.into());
+            tree.insert(p.to_string(), blob);
+        }
+        s.trees.insert("tree0".into(), tree);
+        s.commits
+            .insert("base0".into(), ("tree0".into(), String::new()));
+        s.refs.insert("main".into(), "base0".into());
+    }
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/o/r/issues/3"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(issue(
+                3,
+                "clamp() returns lo for values above hi",
+                "`clamp(12, 0, 10)` gives 0; it should give 10 (src/lib.rs).",
+                &["bug"],
+                false,
+            ))),
+    );
+    gh.mount(
+        Mock::given(wiremock::matchers::path_regex("^/repos/o/r(/.*)?$"))
+            .respond_with(FakeRepo(state.clone())),
+    );
+    let model = HttpMock::start();
+    script_model(&model, &[RS_FIX]);
+    let (t, gh_env) = ctx_with(&gh.server);
+    t.git_init("https://github.com/o/r.git");
+    commit_files(
+        t.path(),
+        &[
+            ("Cargo.toml", CARGO_TOML),
+            ("src/lib.rs", LIB_RS),
+            (".gitignore", ".autotriage/\n/target\n/go\n"),
+        ],
+        "init",
+    );
+    // The setup waits for a file the first time, so the run can be killed in the test
+    // stage.
+    let go = t.path().join("go");
+    t.write(
+        "autotriage.yaml",
+        &model_config(
+            &model,
+            &format!(
+                "repair:\n  candidates: 1\ntest:\n  setup: \"[ -f {} ] || sleep 20\"\n  sandbox: off\n",
+                go.display()
+            ),
+        ),
+    );
+    let mut env: Vec<(String, String)> = gh_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    env.extend(toolchain_env());
+
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("autotriage"));
+    cmd.current_dir(t.path())
+        .env_clear()
+        .env("HOME", t.home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args(["fix", "o/r#3", "--json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Wait until the test stage is running, then kill the process outright.
+    let runs = t.path().join(".autotriage/runs");
+    let started = std::time::Instant::now();
+    let run_id = loop {
+        let found = std::fs::read_dir(&runs).ok().and_then(|d| {
+            d.flatten().find_map(|e| {
+                let meta: Value =
+                    serde_json::from_str(&std::fs::read_to_string(e.path().join("run.json")).ok()?)
+                        .ok()?;
+                (meta["stages"]["test"]["status"] == "running")
+                    .then(|| meta["id"].as_str().unwrap().to_string())
+            })
+        });
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the test stage never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "fix ended early");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(state.lock().unwrap().pulls.is_empty());
+    std::fs::write(&go, "").unwrap();
+
+    // Resumed: the same run, no new model call, and one draft PR.
+    let o = run_with(&t, &env, &["fix", "o/r#3", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "resuming the interrupted run {run_id} after its repair stage"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    let v = json(&o);
+    assert_eq!(v["run_id"], run_id.as_str());
+    assert_eq!(model.requests().len(), 1);
+    assert_eq!(v["verdict"], "fixed");
+    assert_eq!(
+        v["test"]["candidates"][0]["fixed"],
+        json!(["src/lib.rs::tests::clamps_high_values"])
+    );
+    assert_eq!(v["test"]["baseline"]["run"]["results"]["source"], "cargo");
+    assert_eq!(v["repair"]["candidates"][0]["diff"], RS_FIX_DIFF);
+    assert_eq!(v["pr"]["forge"], "github");
+    assert_eq!(v["pr"]["url"], "https://github.com/o/r/pull/100");
+    {
+        let s = state.lock().unwrap();
+        assert_eq!(s.pulls.len(), 1);
+        assert_eq!(s.pulls[0]["draft"], true);
+        let body = s.pulls[0]["body"].as_str().unwrap();
+        assert!(body.contains("verdict **fixed**"), "{body}");
+        assert!(
+            body.contains("src/lib.rs::tests::clamps_high_values"),
+            "{body}"
+        );
+    }
+
+    // A new run of the same fix updates the PR; it never opens a second one.
+    let o = run_with(&t, &env, &["fix", "o/r#3", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_ne!(v["run_id"], run_id.as_str());
+    assert_eq!(state.lock().unwrap().pulls.len(), 1);
+    assert_eq!(v["pr"]["url"], "https://github.com/o/r/pull/100");
+}
+
+#[test]
+fn tests_in_the_sandbox_see_no_token_and_no_network() {
+    if !bwrap_present() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let t = python_repo();
+    let probe = format!(
+        "import os\nimport socket\n\n\ndef test_no_token():\n    assert \"GITHUB_TOKEN\" not in os.environ\n    assert \"AWS_SECRET_ACCESS_KEY\" not in os.environ\n\n\ndef test_no_network():\n    s = socket.socket()\n    s.settimeout(3)\n    try:\n        s.connect((\"127.0.0.1\", {port}))\n    except OSError:\n        return\n    raise AssertionError(\"connected\")\n"
+    );
+    let mut patch = String::from(
+        "diff --git a/tests/test_probe.py b/tests/test_probe.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/test_probe.py\n",
+    );
+    patch.push_str(&format!("@@ -0,0 +1,{} @@\n", probe.lines().count()));
+    for l in probe.lines() {
+        patch.push_str(&format!("+{l}\n"));
+    }
+    t.write("probe.diff", &patch);
+    let secrets = vec![
+        (
+            "GITHUB_TOKEN".to_string(),
+            "ghp_secret00000000000000000000000000000".to_string(),
+        ),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_string(),
+        ),
+    ];
+    t.write("autotriage.yaml", "test:\n  sandbox: required\n");
+    let o = run_with(
+        &t,
+        &secrets,
+        &["test", "issue.md", "--patch", "probe.diff", "--json"],
+    );
+    let v = json(&o);
+    let c = &v["test"]["candidates"][0];
+    assert_eq!(v["test"]["sandboxed"], true, "{}", stderr(&o));
+    assert_eq!(
+        c["new_passing"],
+        json!([
+            "tests.test_probe::test_no_network",
+            "tests.test_probe::test_no_token"
+        ]),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(c["new_failing"], json!([]));
+    // They pass without the change as well: they prove nothing about the issue.
+    assert_eq!(c["verdict"], "unproven");
+    assert_eq!(code(&o), 3);
+
+    // Unsandboxed, the environment is still filtered, but the socket connects.
+    t.write("autotriage.yaml", "test:\n  sandbox: off\n");
+    let o = run_with(
+        &t,
+        &secrets,
+        &["test", "issue.md", "--patch", "probe.diff", "--json"],
+    );
+    let c = &json(&o)["test"]["candidates"][0];
+    assert_eq!(
+        c["new_failing"],
+        json!(["tests.test_probe::test_no_network"])
+    );
+    assert_eq!(c["new_passing"], json!(["tests.test_probe::test_no_token"]));
+    drop(listener);
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_hanging_test_command_is_killed_at_the_limit_with_its_children() {
+    let t = python_repo();
+    t.write("fix.diff", "calc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n");
+    let mut modes = vec!["off"];
+    if bwrap_present() {
+        modes.push("required");
+    }
+    for (i, mode) in modes.iter().enumerate() {
+        let marker = format!("{}{}", 7100 + i, std::process::id() % 1000);
+        t.write(
+            "autotriage.yaml",
+            &format!(
+                "test:\n  command: \"sleep {marker} & sleep {marker}\"\n  timeout: 2\n  sandbox: {mode}\n"
+            ),
+        );
+        let started = std::time::Instant::now();
+        let o = t.run(&["test", "issue.md", "--patch", "fix.diff"]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("took longer than test.timeout (2 s)"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(started.elapsed().as_secs() < 30);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            processes_with(&format!("sleep {marker}")),
+            Vec::<String>::new(),
+            "sandbox {mode}: the command's children were left running"
+        );
+    }
+    let wt = t.home.path().join(".cache/autotriage/worktrees");
+    assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 0);
+}
+
+#[test]
+fn bad_input_to_test_is_refused_and_touches_nothing() {
+    let t = python_repo();
+    // A dirty checkout stays as it is.
+    std::fs::write(t.path().join("calc/ops.py"), "# my work in progress\n").unwrap();
+    // A patch that does not apply: exit 2, no run.
+    t.write("stale.diff", "calc/ops.py\n<<<<<<< SEARCH\n    return a / b\n=======\n    return a + b\n>>>>>>> REPLACE\n");
+    let o = t.run(&["test", "issue.md", "--patch", "stale.diff"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("stale.diff"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("make the patch against HEAD"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!t.path().join(".autotriage/runs").exists());
+    // A setup command that fails: its tail is shown.
+    t.write("fix.diff", "calc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n");
+    t.write(
+        "autotriage.yaml",
+        "test:\n  setup: \"echo installing; echo no such package >&2; exit 7\"\n  sandbox: off\n",
+    );
+    let o = t.run(&["test", "issue.md", "--patch", "fix.diff"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("the setup command `echo installing"), "{err}");
+    assert!(err.contains("(exit 7)"), "{err}");
+    assert!(err.contains("no such package"), "{err}");
+    // No test command found: say how to set one.
+    let t2 = TestContext::new();
+    commit_files(t2.path(), &[("main.c", "int main(){return 0;}\n")], "init");
+    t2.write("issue.md", PY_ISSUE);
+    t2.write("fix.diff", "main.c\n<<<<<<< SEARCH\nint main(){return 0;}\n=======\nint main(){return 1;}\n>>>>>>> REPLACE\n");
+    let o = t2.run(&["test", "issue.md", "--patch", "fix.diff"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no test command found"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("test:\n      command:"),
+        "{}",
+        stderr(&o)
+    );
+    // bubblewrap required but absent.
+    t.write("autotriage.yaml", "test:\n  sandbox: required\n");
+    let o = t
+        .cmd()
+        .env("PATH", "/nonexistent")
+        .args(["test", "issue.md", "--patch", "fix.diff"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bubblewrap (`bwrap`) is not on PATH"),
+        "{}",
+        stderr(&o)
+    );
+    // A run whose base commit is not in this checkout and cannot be fetched.
+    let store = t.path().join(".autotriage/runs");
+    let o = t.run(&["runs", "list", "--json"]);
+    let id = json(&o)["runs"][0]["id"].as_str().unwrap().to_string();
+    let meta_path = store.join(&id).join("run.json");
+    let mut meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    meta["base_commit"] = json!("1111111111111111111111111111111111111111");
+    std::fs::write(&meta_path, meta.to_string()).unwrap();
+    std::fs::write(
+        store.join(&id).join("candidates.json"),
+        json!({"candidates": [{"id": 1, "error": null, "duplicate_of": null}], "chosen": 1})
+            .to_string(),
+    )
+    .unwrap();
+    t.write("autotriage.yaml", "test:\n  sandbox: off\n");
+    let o = t.run(&["test", "issue.md", "--run", &id]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("git fetch origin 1111111111111111111111111111111111111111"),
+        "{}",
+        stderr(&o)
+    );
+    // Through all of it, the uncommitted work is as it was.
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("calc/ops.py")).unwrap(),
+        "# my work in progress\n"
+    );
+}
