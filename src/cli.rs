@@ -333,6 +333,9 @@ pub struct FixArgs {
     /// Start a new run even when an interrupted one of the issue could be resumed.
     #[arg(long)]
     pub restart: bool,
+    /// Save every model exchange to this cassette (replay it with `--model replay:FILE`).
+    #[arg(long, value_name = "CASSETTE")]
+    pub record: Option<PathBuf>,
     /// Stop after this stage (default: as far as the setup allows; repair needs a model).
     #[arg(long, value_enum)]
     pub until: Option<FixStage>,

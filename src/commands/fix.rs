@@ -64,7 +64,7 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         .into());
     }
     let session = if (rerank_on && until >= FixStage::Locate) || until >= FixStage::Repair {
-        model_session(EngineArg::Model, None, ctx)?
+        model_session(EngineArg::Model, args.record.as_deref(), ctx)?
     } else {
         None
     };
@@ -1314,7 +1314,9 @@ fn print(ctx: &Ctx, issue: &Issue, run_id: &str, report: &Report<'_>, until: Fix
                 "branch {} {} in {}; description {}",
                 b.branch,
                 b.status,
-                p.repo_dir.as_deref().unwrap_or("the checkout"),
+                p.repo_dir
+                    .as_deref()
+                    .map_or("the checkout", |d| d.trim_end_matches('/')),
                 p.body_path
             ),
             (None, None) => format!("PR {}", p.status),

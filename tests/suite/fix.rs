@@ -610,3 +610,50 @@ fn bad_input_to_test_is_refused_and_touches_nothing() {
         "# my work in progress\n"
     );
 }
+
+#[test]
+fn the_readme_fix_demo_runs_offline_end_to_end() {
+    let t = TestContext::new();
+    let bin_dir = assert_cmd::cargo::cargo_bin("autotriage")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fix-demo/run.sh");
+    let mut cmd = std::process::Command::new(script);
+    cmd.current_dir(t.path())
+        .env_clear()
+        .env("HOME", t.home.path())
+        .env("PATH", path)
+        .env("TMPDIR", t.path())
+        .env("NO_COLOR", "1")
+        .arg("--json");
+    for (k, v) in toolchain_env() {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["ref"], "acme/tempo#12");
+    assert_eq!(v["locate"]["files"][0]["path"], "src/parse.rs");
+    assert_eq!(v["verdict"], "fixed");
+    let c = &v["test"]["candidates"][0];
+    assert_eq!(
+        c["reproduced"],
+        json!(["tests/durations.rs::days_are_24_hours"])
+    );
+    assert_eq!(c["regressions"], json!([]));
+    assert_eq!(v["test"]["baseline"]["run"]["results"]["source"], "cargo");
+    assert_eq!(v["pr"]["published"]["branch"], "autotriage/issue-12");
+    assert_eq!(v["pr"]["published"]["status"], "created");
+    let body = std::fs::read_to_string(v["pr"]["body_path"].as_str().unwrap()).unwrap();
+    assert!(body.contains("Fixes #12"), "{body}");
+    assert!(
+        body.contains("1 new test(s) fail without the fix and pass with it"),
+        "{body}"
+    );
+}
