@@ -135,7 +135,8 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         settings: &settings,
         guard: &guard,
         restart: args.restart,
-        batch: jobs.len() > 1,
+        // A query is a batch even when it finds one issue: one table at the end.
+        batch: jobs.len() > 1 || parsed.iter().any(|(_, r)| matches!(r, IssueRef::Repo(_))),
     };
     let workers = ctx.global.jobs.unwrap_or(1).clamp(1, jobs.len().max(1));
     let next = AtomicUsize::new(0);
@@ -157,7 +158,7 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     results.sort_by_key(|(i, _)| *i);
     let outcomes: Vec<Outcome> = results.into_iter().map(|(_, o)| o).collect();
-    if jobs.len() == 1 {
+    if !plan.batch {
         return match outcomes.into_iter().next() {
             Some(o) => o.error.map_or(Ok(()), Err),
             None => Ok(()),
@@ -490,6 +491,7 @@ fn fix_stages(
     outcome.verdict = "triaged".into();
     let mut report = Report {
         triage: Some(&t),
+        brief: plan.batch,
         ..Default::default()
     };
     if plan.until == FixStage::Triage {
@@ -1202,6 +1204,8 @@ struct Report<'a> {
     candidates: Option<(&'a [Candidate], Option<usize>)>,
     tests: Option<&'a TestReport>,
     published: Option<&'a super::pr::PublishOutcome>,
+    /// In a batch: one line per issue (the table at the end has the rest).
+    brief: bool,
 }
 
 fn print(ctx: &Ctx, issue: &Issue, run_id: &str, report: &Report<'_>, until: FixStage, spent: f64) {
@@ -1220,6 +1224,18 @@ fn print(ctx: &Ctx, issue: &Issue, run_id: &str, report: &Report<'_>, until: Fix
             "spent_usd": (spent * 1e6).round() / 1e6,
         });
         ctx.out.json_line(&line);
+        return;
+    }
+    if report.brief {
+        ctx.out.line(&format!(
+            "{}: {} (run {run_id})",
+            issue.reference(),
+            verdict.unwrap_or(match until {
+                FixStage::Triage => "triaged",
+                FixStage::Locate => "located",
+                _ => "stopped",
+            })
+        ));
         return;
     }
     ctx.out.line(&format!(

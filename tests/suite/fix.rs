@@ -657,3 +657,68 @@ fn the_readme_fix_demo_runs_offline_end_to_end() {
         "{body}"
     );
 }
+
+#[test]
+fn a_batch_runs_in_parallel_and_ends_with_one_table() {
+    let s = HttpMock::start();
+    script_model(&s, &[PY_FIX]);
+    let t = python_repo();
+    t.write(
+        "other.md",
+        "---\nrepo: acme/calc\nnumber: 5\ntitle: mul() should accept strings\nauthor_association: NONE\nlabels: [bug]\n---\nmul('a', 3) should give 'aaa'.\n",
+    );
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "other.md", "--jobs", "2"]);
+    // One fixed, one not eligible (an unknown author): exit 3, as for a single issue.
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let out = stdout(&o);
+    let table: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("issue "))
+        .collect();
+    assert!(table[0].starts_with("issue "), "{out}");
+    assert!(table[1].starts_with("acme/calc#4  fixed "), "{out}");
+    assert!(
+        table[1].contains("branch autotriage/issue-4 (created)"),
+        "{out}"
+    );
+    assert!(table[2].starts_with("acme/calc#5  not eligible "), "{out}");
+    assert!(table[2].contains("not trusted"), "{out}");
+    assert!(table[3].starts_with("2 issues, 1 fixed, $"), "{out}");
+    assert!(
+        stderr(&o).contains("1 of 2 issues got no fix"),
+        "{}",
+        stderr(&o)
+    );
+    // The untrusted issue cost nothing: one model call in all.
+    assert_eq!(s.requests().len(), 1);
+
+    // A label query over the issues in memory.
+    let o = t.run(&["memory", "import", "other.md"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run_with(
+        &t,
+        &[],
+        &[
+            "fix",
+            "acme/calc",
+            "--label",
+            "bug",
+            "--until",
+            "locate",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["summary"].as_array().unwrap().len(), 1);
+    assert_eq!(summary["summary"][0]["ref"], "acme/calc#5");
+    assert_eq!(summary["summary"][0]["verdict"], "located");
+}
