@@ -337,6 +337,13 @@ pub struct Verifier<'a> {
     pub stop: &'a (dyn Fn() -> bool + Sync),
 }
 
+/// A worktree ready for test runs.
+struct Prepared {
+    wt: worktree::Worktree,
+    /// The setup command ran in it.
+    set_up: std::cell::Cell<bool>,
+}
+
 /// The baseline and where it came from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Baseline {
@@ -375,27 +382,50 @@ impl Verifier<'_> {
         self.cache.join(format!("{}-{hex}.json", self.short_base()))
     }
 
-    /// Run `command` on the base with `tree` written over it (or the base itself).
-    fn run_in_worktree(
-        &self,
-        label: &str,
-        tree: Option<Oid>,
-        targets: &[String],
-    ) -> Result<SuiteRun, VerifyError> {
+    /// A worktree at the base with `tree` written over it (or the base itself).
+    fn prepare(&self, label: &str, tree: Option<Oid>) -> Result<Prepared, VerifyError> {
         if (self.stop)() {
             return Err(VerifyError::Interrupted);
         }
         let name = format!("{}-{}", self.prefix, label.replace(' ', "-"));
         let wt = worktree::create(self.repo, self.base, &self.worktrees.join(name))?;
         if let Some(t) = tree {
-            // The tree's objects live in the user's odb or were written to the
-            // worktree's by `apply_patch` on it.
+            // The tree's objects are in the user's object database (`apply_patch`
+            // wrote the new blobs there), which the worktree borrows.
             wt.write_tree(t)?;
         }
+        Ok(Prepared {
+            wt,
+            set_up: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Run `command` on the base with `tree` written over it, in a worktree of its own.
+    fn run_in_worktree(
+        &self,
+        label: &str,
+        tree: Option<Oid>,
+        targets: &[String],
+    ) -> Result<SuiteRun, VerifyError> {
+        let p = self.prepare(label, tree)?;
+        self.run_in(&p, label, targets)
+    }
+
+    /// Run the tests in a prepared worktree; the setup runs once per worktree.
+    fn run_in(
+        &self,
+        p: &Prepared,
+        label: &str,
+        targets: &[String],
+    ) -> Result<SuiteRun, VerifyError> {
+        if (self.stop)() {
+            return Err(VerifyError::Interrupted);
+        }
         let command = detect::instrument(&self.plan.command, self.plan.flavor, targets);
+        let setup = self.plan.setup.as_deref().filter(|_| !p.set_up.get());
         let out = self.runner.run(
-            &wt.dir,
-            self.plan.setup.as_deref(),
+            &p.wt.dir,
+            setup,
             &command,
             Duration::from_secs(self.plan.timeout_seconds),
             self.stop,
@@ -410,6 +440,7 @@ impl Verifier<'_> {
                 tail: s.tail(20),
             });
         }
+        p.set_up.set(true);
         Ok(SuiteRun::from_output(label, &command, out))
     }
 
@@ -513,9 +544,11 @@ impl Verifier<'_> {
                 Err(e) => Err(e),
             }
         };
+        // One worktree for the candidate's targeted run, suite and re-runs.
+        let prepared = self.prepare(&label, Some(tree))?;
         if !targets.is_empty() {
             let Some(run) = step(
-                self.run_in_worktree(&format!("{label} targeted"), Some(tree), &targets),
+                self.run_in(&prepared, &format!("{label} targeted"), &targets),
                 &mut report,
             )?
             else {
@@ -525,11 +558,8 @@ impl Verifier<'_> {
             let broken = cmp.regressions.clone();
             report.runs.push(run);
             if !broken.is_empty() {
-                let rerun = self.run_in_worktree(
-                    &format!("{label} targeted re-run"),
-                    Some(tree),
-                    &targets,
-                )?;
+                let rerun =
+                    self.run_in(&prepared, &format!("{label} targeted re-run"), &targets)?;
                 let still: Vec<String> = broken
                     .iter()
                     .filter(|t| rerun.results.tests.get(*t) != Some(&Outcome::Passed))
@@ -552,7 +582,7 @@ impl Verifier<'_> {
                 }
             }
         }
-        let Some(run) = step(self.run_in_worktree(&label, Some(tree), &[]), &mut report)? else {
+        let Some(run) = step(self.run_in(&prepared, &label, &[]), &mut report)? else {
             return Ok(report);
         };
         if run.timed_out {
@@ -567,7 +597,7 @@ impl Verifier<'_> {
         let mut cmp = compare(baseline, &run.results, run.exit_code.is_some(), true);
         report.runs.push(run);
         if !cmp.regressions.is_empty() {
-            let rerun = self.run_in_worktree(&format!("{label} re-run"), Some(tree), &[])?;
+            let rerun = self.run_in(&prepared, &format!("{label} re-run"), &[])?;
             let (still, flaky): (Vec<String>, Vec<String>) = cmp
                 .regressions
                 .iter()

@@ -230,28 +230,35 @@ impl Sandbox {
             }
             let _ = done_tx.send(());
         });
+        // A waiter thread reaps the child, so its end is seen at once (no polling
+        // delay); this thread watches the clock and Ctrl-C.
+        let (status_tx, status_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = status_tx.send(child.wait());
+        });
+        let deadline = start + timeout;
         let mut timed_out = false;
-        let mut pause = Duration::from_millis(1);
-        let status = loop {
-            if let Some(s) = child.try_wait()? {
-                break Some(s);
-            }
-            if start.elapsed() >= timeout {
+        let mut status = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
                 timed_out = true;
-                break None;
+                break;
             }
-            if stop() {
-                break None;
+            match status_rx.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
+                Ok(s) => {
+                    status = Some(s?);
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !stop() => {}
+                Err(_) => break,
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        };
+        }
         // Whatever happened, nothing the command started outlives it.
         kill_group(pgid);
-        let status = match status {
-            Some(s) => Some(s),
-            None => Some(child.wait()?),
-        };
+        if status.is_none() {
+            status = status_rx.recv().ok().and_then(Result::ok);
+        }
         let seconds = start.elapsed().as_secs_f64();
         // A child that left its group could hold the pipe open: wait a little, not forever.
         let _ = done_rx.recv_timeout(Duration::from_secs(2));
