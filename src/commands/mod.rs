@@ -211,7 +211,14 @@ pub(crate) fn checkout(
                 top.clone()
             }
             // Only issues read from GitHub: a local file's `repo:` may name no real repository.
-            (None, Some(w)) if issue.source.is_none() => return cached_clone(w, ctx),
+            (None, Some(w))
+                if issue
+                    .source
+                    .as_deref()
+                    .is_none_or(|s| s.starts_with("https://") || s.starts_with("http://")) =>
+            {
+                return cached_clone(w, ctx);
+            }
             (None, _) => {
                 return Err(CommandError::usage(format!(
                     "{}: this needs the repository's code, and {} is not in a git checkout\n  fix: run it inside a checkout of {}, or pass --repo-dir DIR",

@@ -200,11 +200,14 @@ fn python_fix_runs_the_tests_before_and_after_and_publishes_a_branch() {
     let runs = json(&t.run(&["runs", "show", run_id, "--json"]));
     assert!(runs["run"]["cost_usd"].as_f64().unwrap() > 0.0);
 
-    // Again: the baseline comes from the cache, the branch is unchanged.
+    // Again: the triage is reused, the baseline comes from the cache, the branch is
+    // unchanged.
     let o = run_with(&t, &[], &["fix", "issue.md", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["test"]["baseline"]["cached"], true);
+    let events = run_file(&t, v["run_id"].as_str().unwrap(), "events.jsonl");
+    assert!(events.contains("reused a triage from memory"), "{events}");
     assert_eq!(v["pr"]["published"]["status"], "unchanged");
 }
 
@@ -721,4 +724,107 @@ fn a_batch_runs_in_parallel_and_ends_with_one_table() {
     assert_eq!(summary["summary"].as_array().unwrap().len(), 1);
     assert_eq!(summary["summary"][0]["ref"], "acme/calc#5");
     assert_eq!(summary["summary"][0]["verdict"], "located");
+}
+
+#[test]
+fn a_test_that_changes_on_a_rerun_is_flaky_not_a_regression() {
+    let s = HttpMock::start();
+    // Fixes add(), and makes test_mul fail on its first run in a worktree only.
+    let flaky = "Fix add.\n\ncalc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n\ntests/test_ops.py\n<<<<<<< SEARCH\ndef test_mul():\n    assert mul(2, 3) == 6\n=======\ndef test_mul():\n    import os\n    first = not os.path.exists(\".ran\")\n    open(\".ran\", \"w\").close()\n    assert not first\n    assert mul(2, 3) == 6\n>>>>>>> REPLACE\n";
+    script_model(&s, &[flaky]);
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\ntest:\n  sandbox: off\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "--until", "test", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let c = &json(&o)["test"]["candidates"][0];
+    assert_eq!(c["verdict"], "fixed");
+    assert_eq!(c["flaky"], json!(["tests.test_ops::test_mul"]));
+    assert_eq!(c["regressions"], json!([]));
+    assert!(
+        c["summary"]
+            .as_str()
+            .unwrap()
+            .contains("flaky: tests.test_ops::test_mul")
+    );
+}
+
+#[test]
+fn outside_a_checkout_a_github_issue_is_tested_in_a_cached_clone() {
+    let gh = HttpMock::start();
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/o/r/issues/3"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(issue(
+                3,
+                "clamp() returns lo for values above hi",
+                "`clamp(12, 0, 10)` gives 0.",
+                &["bug"],
+                false,
+            ))),
+    );
+    gh.mount(
+        Mock::given(wiremock::matchers::path_regex("^/repos/o/r/issues/3/.+$"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([]))),
+    );
+    let (t, gh_env) = ctx_with(&gh.server);
+    // "GitHub" for git: a bare repository on disk.
+    let remotes = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    commit_files(
+        work.path(),
+        &[("Cargo.toml", CARGO_TOML), ("src/lib.rs", LIB_RS)],
+        "init",
+    );
+    let bare = remotes.path().join("o/r.git");
+    git2::build::RepoBuilder::new()
+        .bare(true)
+        .clone(work.path().to_str().unwrap(), &bare)
+        .unwrap();
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "github:\n  clone_url: \"{}/{{repo}}.git\"\ntest:\n  sandbox: off\n",
+            remotes.path().display()
+        ),
+    );
+    t.write("fix.diff", RS_FIX_DIFF);
+    let mut env: Vec<(String, String)> = gh_env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    env.extend(toolchain_env());
+    let o = run_with(
+        &t,
+        &env,
+        &["test", "o/r#3", "--patch", "fix.diff", "--json"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("cloning "), "{}", stderr(&o));
+    let clone = t.home.path().join(".cache/autotriage/repos/o+r");
+    assert!(clone.join("HEAD").exists());
+    let v = json(&o);
+    assert_eq!(v["test"]["verdict"], "fixed");
+    // Again: the clone is fetched, not made anew.
+    let o = run_with(
+        &t,
+        &env,
+        &["test", "o/r#3", "--patch", "fix.diff", "--json"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("fetching "), "{}", stderr(&o));
+    // `runs prune` removes what a killed run left in the worktree cache.
+    let wt = t.home.path().join(".cache/autotriage/worktrees");
+    let run_id = v["run_id"].as_str().unwrap();
+    std::fs::create_dir_all(wt.join(format!("{run_id}-candidate-1"))).unwrap();
+    let o = t.run(&["runs", "prune", "--older-than", "0"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("removed 1 leftover test worktree"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 0);
 }
