@@ -35,11 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bwrap: None,
         pass_env: vec![],
         writable: vec![],
+        readable: vec![],
     };
     let boxed = find_on_path("bwrap").map(|b| Sandbox {
         bwrap: Some(b),
         pass_env: vec![],
         writable: vec![],
+        readable: vec![],
     });
     for script in ["true", "/bin/ls -la /usr/bin"] {
         let direct = stats(

@@ -4,17 +4,18 @@
 //! back and stop cleanly; outside such a loop, or on a second Ctrl-C, the process exits
 //! at once with 130.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static POLLING: AtomicBool = AtomicBool::new(false);
+// How many sections poll now (parallel batch jobs each hold one).
+static POLLING: AtomicUsize = AtomicUsize::new(0);
 
 /// Install the handler once, at start-up.
 pub fn install() {
     // Failing to install (e.g. a handler already set in tests) only loses graceful
     // stopping; default signal behaviour still ends the process.
     let _ = ctrlc::set_handler(|| {
-        if !POLLING.load(Ordering::SeqCst) || INTERRUPTED.swap(true, Ordering::SeqCst) {
+        if POLLING.load(Ordering::SeqCst) == 0 || INTERRUPTED.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
     });
@@ -32,13 +33,13 @@ pub struct Polling(());
 impl Polling {
     /// Enter a section that polls for interruption.
     pub fn enter() -> Self {
-        POLLING.store(true, Ordering::SeqCst);
+        POLLING.fetch_add(1, Ordering::SeqCst);
         Polling(())
     }
 }
 
 impl Drop for Polling {
     fn drop(&mut self) {
-        POLLING.store(false, Ordering::SeqCst);
+        POLLING.fetch_sub(1, Ordering::SeqCst);
     }
 }

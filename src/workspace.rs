@@ -55,15 +55,22 @@ impl Workspace {
     /// The per-user cache: `AUTOTRIAGE_CACHE_DIR`, else `$XDG_CACHE_HOME/autotriage`,
     /// else `~/.cache/autotriage`. Holds clones, worktrees, build output and baselines.
     pub fn cache_dir(&self) -> PathBuf {
-        if let Some(d) = std::env::var_os("AUTOTRIAGE_CACHE_DIR").filter(|d| !d.is_empty()) {
-            return PathBuf::from(d);
-        }
-        if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-            return PathBuf::from(d).join("autotriage");
-        }
-        match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-            Some(h) => PathBuf::from(h).join(".cache/autotriage"),
-            None => self.state_dir().join("cache"),
+        let dir =
+            if let Some(d) = std::env::var_os("AUTOTRIAGE_CACHE_DIR").filter(|d| !d.is_empty()) {
+                PathBuf::from(d)
+            } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+                PathBuf::from(d).join("autotriage")
+            } else {
+                match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+                    Some(h) => PathBuf::from(h).join(".cache/autotriage"),
+                    None => self.state_dir().join("cache"),
+                }
+            };
+        // Absolute: sandboxed commands run with the worktree as their directory.
+        if dir.is_absolute() {
+            dir
+        } else {
+            self.cwd.join(dir)
         }
     }
 

@@ -145,6 +145,10 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {
+                    // After Ctrl-C (seen while a job tests), start nothing new.
+                    if crate::interrupt::requested() {
+                        break;
+                    }
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(job) = jobs.get(i) else { break };
                     let outcome = fix_one(ctx, &plan, session.as_ref(), &engine, job);
@@ -711,6 +715,11 @@ fn fix_stages(
         }),
         base: Some(commit),
     };
+    if run.meta.done("pr") {
+        record(memory, &tests.verdict, None)?;
+        print(ctx, issue, run.id(), &report, plan.until, spent);
+        return Ok(());
+    }
     let published = match job.forge {
         ForgeArg::Github => {
             let target = super::pr::github_target(issue, &issue.reference(), ctx)?;

@@ -120,9 +120,22 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
             let worktrees = if ctx.global.dry_run {
                 Vec::new()
             } else {
+                // Never the worktrees of a run in progress (its issue lock is held).
+                let busy: Vec<String> = store
+                    .list()?
+                    .into_iter()
+                    .filter(|m| {
+                        matches!(
+                            store.reopen(&m.id),
+                            Err(crate::runs::RunStoreError::Busy { .. })
+                        )
+                    })
+                    .map(|m| m.id)
+                    .collect();
                 crate::verify::worktree::prune(
                     &super::test::worktrees_dir(ctx),
                     &removed,
+                    &busy,
                     args.older_than,
                 )
             };

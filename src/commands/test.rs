@@ -63,7 +63,7 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
                     .find(|m| {
                         m.repo == issue.repo
                             && m.number == issue.number
-                            && m.stages.contains_key("repair")
+                            && m.done("repair")
                     })
                     .map(|m| m.id)
                     .ok_or_else(|| {
@@ -222,23 +222,28 @@ pub(crate) fn test_stage(
         &read,
         base,
     )?;
-    let sandbox = crate::verify::sandbox::resolve(cfg.sandbox, &cfg.pass_env)
+    let (sandbox, warning) = crate::verify::sandbox::resolve(cfg.sandbox, &cfg.pass_env)
         .map_err(crate::verify::VerifyError::Sandbox)?;
-    if sandbox.bwrap.is_none() && cfg.sandbox == crate::config::SandboxPolicy::Auto {
-        ctx.out.warn("bubblewrap (`bwrap`) is not installed, so the tests run unsandboxed: with network access and your user's files (install bubblewrap, or set test.sandbox: required to refuse)");
+    if let Some(w) = warning {
+        ctx.out.warn(&w);
     }
     let cache = ctx.workspace.cache_dir();
-    let cargo_target = (plan.flavor == verify::Flavor::Cargo).then(|| {
-        let key = repo
+    let key = short_hash(
+        &repo
             .workdir()
             .unwrap_or_else(|| repo.path())
             .display()
-            .to_string();
-        cache.join("targets").join(short_hash(&key))
-    });
+            .to_string(),
+    );
+    // Build caches shared by the worktrees of one repository, writable in the sandbox.
+    let build_cache = match plan.flavor {
+        verify::Flavor::Cargo => Some(("CARGO_TARGET_DIR", cache.join("targets").join(&key))),
+        verify::Flavor::Go => Some(("GOCACHE", cache.join("go-build").join(&key))),
+        _ => None,
+    };
     let runner = LocalRunner {
         sandbox,
-        cargo_target,
+        build_cache: build_cache.map(|(var, dir)| (var.to_string(), dir)),
     };
     let _polling = crate::interrupt::Polling::enter();
     let stop = || crate::interrupt::requested();
@@ -252,12 +257,13 @@ pub(crate) fn test_stage(
         cache: cache.join("baselines"),
         protected: ctx.config().paths.protected.clone(),
         stop: &stop,
+        base_again: Default::default(),
     };
     run.event(
         "test",
         "decision",
         &format!(
-            "command `{}` ({}{}), setup {}, {} , limit {} s",
+            "command `{}` ({}{}), setup {}, {}, limit {} s",
             plan.command,
             if plan.detected {
                 "detected"
@@ -384,7 +390,7 @@ pub(crate) fn print_lines(ctx: &Ctx, report: &TestReport) {
     ));
     ctx.out.line(&format!(
         "  base {}: {} passing, {} failing{}",
-        &report.base_commit[..12],
+        report.base_commit.get(..12).unwrap_or(&report.base_commit),
         b.results.with(verify::results::Outcome::Passed).len(),
         b.results.with(verify::results::Outcome::Failed).len(),
         if report.baseline.cached {

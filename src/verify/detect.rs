@@ -125,7 +125,7 @@ pub fn is_test_file(path: &str) -> bool {
         .split('/')
         .rev()
         .skip(1)
-        .any(|d| matches!(d, "test" | "tests" | "testing" | "__tests__" | "spec"));
+        .any(|d| matches!(d, "test" | "tests" | "__tests__" | "spec"));
     in_test_dir
         || (name.starts_with("test_") && name.ends_with(".py"))
         || name.ends_with("_test.py")
@@ -134,6 +134,26 @@ pub fn is_test_file(path: &str) -> bool {
         || name.contains(".spec.")
         || name == "tests.rs"
         || name == "conftest.py"
+}
+
+/// A test file, test data, or how tests run (`conftest.py`, `pytest.ini`, `tox.ini`,
+/// `setup.cfg`, a Makefile, jest and mocha config): what a candidate's "tests only"
+/// part holds.
+pub fn is_test_support(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let name = lower.rsplit('/').next().unwrap_or(&lower);
+    is_test_file(path)
+        || lower
+            .split('/')
+            .rev()
+            .skip(1)
+            .any(|d| matches!(d, "testdata" | "test_data" | "fixtures"))
+        || matches!(
+            name,
+            "pytest.ini" | "tox.ini" | "setup.cfg" | "noxfile.py" | "makefile" | "gnumakefile"
+        )
+        || name.starts_with("jest.config")
+        || name.starts_with(".mocharc")
 }
 
 /// The tests to run first for a change: for pytest, the test files the change touches

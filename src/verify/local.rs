@@ -12,9 +12,10 @@ use super::{RunOutput, Runner, VerifyError};
 pub struct LocalRunner {
     /// Isolation.
     pub sandbox: Sandbox,
-    /// `CARGO_TARGET_DIR` shared by the worktrees of one repository, so each candidate
-    /// does not compile the dependencies again (inside the sandbox it is writable too).
-    pub cargo_target: Option<PathBuf>,
+    /// A build cache shared by the worktrees of one repository (`CARGO_TARGET_DIR`,
+    /// `GOCACHE`), so each candidate does not build everything again; writable inside
+    /// the sandbox too.
+    pub build_cache: Option<(String, PathBuf)>,
 }
 
 impl Runner for LocalRunner {
@@ -41,11 +42,26 @@ impl Runner for LocalRunner {
         let junit = dir.join(".git/autotriage-junit.xml");
         let mut env = vec![("AUTOTRIAGE_JUNIT".to_string(), junit.display().to_string())];
         let mut sandbox = self.sandbox.clone();
-        if let Some(t) = &self.cargo_target {
+        if let Some((var, t)) = &self.build_cache {
             std::fs::create_dir_all(t)
                 .map_err(|e| VerifyError::Io(format!("{}: {e}", t.display())))?;
-            env.push(("CARGO_TARGET_DIR".into(), t.display().to_string()));
+            env.push((var.clone(), t.display().to_string()));
             sandbox.writable.push(t.clone());
+        }
+        // Tools that cache under ~/.cache write into the worktree instead (HOME is
+        // read-only in the sandbox).
+        env.push((
+            "XDG_CACHE_HOME".into(),
+            dir.join(".git/xdg-cache").display().to_string(),
+        ));
+        // The objects the worktree borrows stay readable even under the private /tmp.
+        if let Ok(alt) = std::fs::read_to_string(dir.join(".git/objects/info/alternates")) {
+            sandbox
+                .readable
+                .extend(alt.lines().filter(|l| !l.is_empty()).map(PathBuf::from));
+        }
+        if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+            sandbox.readable.push(PathBuf::from(venv));
         }
         let io = |e: std::io::Error| {
             VerifyError::Io(format!("could not run a command in {}: {e}", dir.display()))

@@ -335,6 +335,8 @@ pub struct Verifier<'a> {
     pub protected: Vec<String>,
     /// Ctrl-C.
     pub stop: &'a (dyn Fn() -> bool + Sync),
+    /// The base run a second time, made when a candidate seems to fix a failure.
+    pub base_again: std::cell::OnceCell<Results>,
 }
 
 /// A worktree ready for test runs.
@@ -474,7 +476,11 @@ impl Verifier<'_> {
             run: run.clone(),
             output: run.output.clone(),
         };
-        if let Ok(text) = serde_json::to_string(&cached) {
+        // A run that reported no test at all and failed (a missing tool, a sandbox
+        // that cannot start) is not worth keeping: the next run tries again.
+        let no_tests = run.results.tests.len() == 1
+            && run.results.tests.get(results::EXIT_CODE_TEST) == Some(&Outcome::Failed);
+        if !no_tests && let Ok(text) = serde_json::to_string(&cached) {
             let _ = std::fs::create_dir_all(&self.cache);
             let _ = crate::runs::fs::write_atomic(&file, text.as_bytes());
         }
@@ -546,6 +552,23 @@ impl Verifier<'_> {
         };
         // One worktree for the candidate's targeted run, suite and re-runs.
         let prepared = self.prepare(&label, Some(tree))?;
+        let passed = |run: &SuiteRun, t: &str| {
+            run.results.tests.get(t) == Some(&Outcome::Passed)
+                || (t == results::EXIT_CODE_TEST && run.exit_code == Some(0))
+        };
+        let timed_out = |report: &mut CandidateReport, run: SuiteRun| {
+            report.error = Some(format!(
+                "the tests took longer than test.timeout ({} s)",
+                self.plan.timeout_seconds
+            ));
+            report.summary = format!("timed out after {} s", self.plan.timeout_seconds);
+            report.runs.push(run);
+        };
+        // Targets the candidate deletes cannot be run.
+        let targets: Vec<String> = targets
+            .into_iter()
+            .filter(|t| t.starts_with("./") || t == "." || read_new(t).is_some())
+            .collect();
         if !targets.is_empty() {
             let Some(run) = step(
                 self.run_in(&prepared, &format!("{label} targeted"), &targets),
@@ -554,22 +577,22 @@ impl Verifier<'_> {
             else {
                 return Ok(report);
             };
-            let cmp = compare(baseline, &run.results, run.exit_code.is_some(), false);
-            let broken = cmp.regressions.clone();
+            if run.timed_out {
+                timed_out(&mut report, run);
+                return Ok(report);
+            }
+            // A narrowed run's exit code says little (a path it could not collect, a
+            // coverage threshold): only named tests count here; the suite decides.
+            let mut broken =
+                compare(baseline, &run.results, run.exit_code.is_some(), false).regressions;
+            broken.retain(|t| t != results::EXIT_CODE_TEST);
             report.runs.push(run);
             if !broken.is_empty() {
                 let rerun =
                     self.run_in(&prepared, &format!("{label} targeted re-run"), &targets)?;
-                let still: Vec<String> = broken
-                    .iter()
-                    .filter(|t| rerun.results.tests.get(*t) != Some(&Outcome::Passed))
-                    .cloned()
-                    .collect();
-                report.flaky = broken
-                    .iter()
-                    .filter(|t| !still.contains(t))
-                    .cloned()
-                    .collect();
+                let (still, flaky): (Vec<String>, Vec<String>) =
+                    broken.into_iter().partition(|t| !passed(&rerun, t));
+                report.flaky = flaky;
                 report.runs.push(rerun);
                 if !still.is_empty() {
                     report.regressions = still;
@@ -586,12 +609,7 @@ impl Verifier<'_> {
             return Ok(report);
         };
         if run.timed_out {
-            report.error = Some(format!(
-                "the tests took longer than test.timeout ({} s)",
-                self.plan.timeout_seconds
-            ));
-            report.summary = format!("timed out after {} s", self.plan.timeout_seconds);
-            report.runs.push(run);
+            timed_out(&mut report, run);
             return Ok(report);
         }
         let mut cmp = compare(baseline, &run.results, run.exit_code.is_some(), true);
@@ -602,35 +620,69 @@ impl Verifier<'_> {
                 .regressions
                 .iter()
                 .cloned()
-                .partition(|t| rerun.results.tests.get(t) != Some(&Outcome::Passed));
-            report.flaky.extend(flaky);
+                .partition(|t| !passed(&rerun, t));
+            for t in flaky {
+                if !report.flaky.contains(&t) {
+                    report.flaky.push(t);
+                }
+            }
             cmp.regressions = still;
             report.runs.push(rerun);
+        }
+        // A failure on the base that a second run of the base does not repeat is flaky,
+        // not a fix.
+        if !cmp.fixed.is_empty() {
+            let again = self.base_rerun()?;
+            let (fixed, flaky): (Vec<String>, Vec<String>) = cmp
+                .fixed
+                .into_iter()
+                .partition(|t| again.tests.get(t) != Some(&Outcome::Passed));
+            cmp.fixed = fixed;
+            report.flaky.extend(flaky);
         }
         report.fixed = cmp.fixed;
         report.regressions = cmp.regressions;
         report.still_failing = cmp.still_failing;
         report.new_failing = cmp.new_failing;
         report.new_passing = cmp.new_passing;
-        // Tests the candidate adds must fail without the fix: run them on the base with
-        // only the candidate's test files.
-        if !report.new_passing.is_empty() {
-            let test_only = only_test_files(&cand.diff);
-            if !test_only.is_empty()
-                && let Ok((t_tree, _, _)) =
-                    crate::pr::apply_patch(self.repo, self.base, &test_only, &self.protected)
-            {
-                let run =
-                    self.run_in_worktree(&format!("{label} tests only"), Some(t_tree), &targets)?;
-                for t in &report.new_passing {
-                    match run.results.tests.get(t) {
-                        Some(Outcome::Passed) => report.not_reproduced.push(t.clone()),
-                        Some(Outcome::Failed) => report.reproduced.push(t.clone()),
-                        _ if run.exit_code != Some(0) => report.reproduced.push(t.clone()),
-                        _ => report.not_reproduced.push(t.clone()),
+        // When the candidate changes tests (or how they run), the evidence must come
+        // from its code: run the base with only its test changes. Tests that pass there
+        // do not show the fix; new tests that fail there and pass with it reproduce the
+        // bug.
+        let test_only = only_test_files(&cand.diff);
+        if !test_only.is_empty()
+            && (!report.new_passing.is_empty() || !report.fixed.is_empty())
+            && let Ok((t_tree, _, _)) =
+                crate::pr::apply_patch(self.repo, self.base, &test_only, &self.protected)
+        {
+            let tests_only = step(
+                self.run_in_worktree(&format!("{label} tests only"), Some(t_tree), &[]),
+                &mut report,
+            )?;
+            report.error = None;
+            if let Some(run) = tests_only {
+                let finished = !run.timed_out && run.exit_code.is_some();
+                for t in std::mem::take(&mut report.new_passing) {
+                    if finished && run.results.tests.get(&t) == Some(&Outcome::Failed) {
+                        report.reproduced.push(t.clone());
+                    } else {
+                        report.not_reproduced.push(t.clone());
                     }
+                    report.new_passing.push(t);
                 }
+                let (fixed, by_tests): (Vec<String>, Vec<String>) = report
+                    .fixed
+                    .iter()
+                    .cloned()
+                    .partition(|t| run.results.tests.get(t) != Some(&Outcome::Passed));
+                report.fixed = fixed;
+                report.not_reproduced.extend(by_tests);
                 report.runs.push(run);
+            } else {
+                // Its test changes alone could not be run: nothing they show counts.
+                report
+                    .not_reproduced
+                    .append(&mut report.new_passing.clone());
             }
         }
         report.verdict = if !report.regressions.is_empty() {
@@ -644,6 +696,15 @@ impl Verifier<'_> {
         };
         report.summary = summarize(&report);
         Ok(report)
+    }
+
+    /// A second run of the base (once per stage), to tell flaky failures from real ones.
+    fn base_rerun(&self) -> Result<&Results, VerifyError> {
+        if let Some(r) = self.base_again.get() {
+            return Ok(r);
+        }
+        let run = self.run_in_worktree("baseline re-run", None, &[])?;
+        Ok(self.base_again.get_or_init(|| run.results))
     }
 }
 
@@ -690,7 +751,10 @@ pub fn compare(before: &Results, after: &Results, finished: bool, full: bool) ->
     for (id, now) in &after.tests {
         match (before.tests.get(id), now) {
             (Some(Outcome::Failed), Outcome::Passed) => c.fixed.push(id.clone()),
-            (Some(Outcome::Passed), Outcome::Failed) => c.regressions.push(id.clone()),
+            // Skipping a test that passed hides it: as bad as breaking it.
+            (Some(Outcome::Passed), Outcome::Failed | Outcome::Skipped) => {
+                c.regressions.push(id.clone())
+            }
             (Some(Outcome::Failed), Outcome::Failed) => c.still_failing.push(id.clone()),
             (None, Outcome::Failed) => c.new_failing.push(id.clone()),
             (None, Outcome::Passed) => c.new_passing.push(id.clone()),
@@ -796,7 +860,7 @@ pub fn only_test_files(diff: &str) -> String {
                 .last()
                 .map(|p| p.trim_start_matches("b/"))
                 .unwrap_or("");
-            keep = detect::is_test_file(path);
+            keep = detect::is_test_support(path);
         }
         if keep {
             out.push_str(line);
@@ -828,79 +892,6 @@ pub fn counts(reports: &[CandidateReport]) -> BTreeMap<&'static str, usize> {
         *m.entry(r.verdict.as_str()).or_insert(0) += 1;
     }
     m
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn res(pairs: &[(&str, Outcome)]) -> Results {
-        Results {
-            source: "junit".into(),
-            tests: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        }
-    }
-
-    #[test]
-    fn comparison_sorts_tests_into_fixed_broken_and_new() {
-        use Outcome::*;
-        let before = res(&[("a", Failed), ("b", Passed), ("c", Failed), ("d", Passed)]);
-        let after = res(&[
-            ("a", Passed),
-            ("b", Failed),
-            ("c", Failed),
-            ("e", Passed),
-            ("f", Failed),
-        ]);
-        let c = compare(&before, &after, true, true);
-        assert_eq!(c.fixed, vec!["a"]);
-        // `d` is missing from a run with failures: it counts as broken.
-        assert_eq!(c.regressions, vec!["b", "d"]);
-        assert_eq!(c.still_failing, vec!["c"]);
-        assert_eq!(c.new_failing, vec!["f"]);
-        assert_eq!(c.new_passing, vec!["e"]);
-        // A targeted run leaves most tests out: missing ones are not broken.
-        let c = compare(&before, &after, true, false);
-        assert_eq!(c.regressions, vec!["b"]);
-    }
-
-    #[test]
-    fn the_chosen_candidate_is_fixed_then_smallest() {
-        let mk = |id, verdict, diff_lines| CandidateReport {
-            id,
-            verdict,
-            summary: String::new(),
-            fixed: vec![],
-            regressions: vec![],
-            still_failing: vec![],
-            new_failing: vec![],
-            new_passing: vec![],
-            reproduced: vec![],
-            not_reproduced: vec![],
-            flaky: vec![],
-            diff_lines,
-            error: None,
-            runs: vec![],
-        };
-        let r = vec![
-            mk(1, Verdict::Regression, 2),
-            mk(2, Verdict::Fixed, 9),
-            mk(3, Verdict::Fixed, 4),
-        ];
-        assert_eq!(choose(&r), (Some(3), Some(3)));
-        let r = vec![mk(1, Verdict::Regression, 2), mk(2, Verdict::Unproven, 9)];
-        assert_eq!(choose(&r), (None, Some(2)));
-    }
-
-    #[test]
-    fn only_the_test_files_of_a_patch_are_kept() {
-        let diff = "diff --git a/src/x.py b/src/x.py\n--- a/src/x.py\n+++ b/src/x.py\n@@ -1 +1 @@\n-a\n+b\ndiff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1,2 @@\n x\n+y\n";
-        assert_eq!(
-            only_test_files(diff),
-            "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1,2 @@\n x\n+y\n"
-        );
-        assert_eq!(diff_lines(diff), 3);
-    }
 }
 
 /// `test.json`: the baseline, each candidate's evidence, the chosen one and the verdict.
@@ -987,4 +978,77 @@ pub fn tree_paths(repo: &Repository, commit: Oid) -> Vec<String> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(pairs: &[(&str, Outcome)]) -> Results {
+        Results {
+            source: "junit".into(),
+            tests: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn comparison_sorts_tests_into_fixed_broken_and_new() {
+        use Outcome::*;
+        let before = res(&[("a", Failed), ("b", Passed), ("c", Failed), ("d", Passed)]);
+        let after = res(&[
+            ("a", Passed),
+            ("b", Failed),
+            ("c", Failed),
+            ("e", Passed),
+            ("f", Failed),
+        ]);
+        let c = compare(&before, &after, true, true);
+        assert_eq!(c.fixed, vec!["a"]);
+        // `d` is missing from a run with failures: it counts as broken.
+        assert_eq!(c.regressions, vec!["b", "d"]);
+        assert_eq!(c.still_failing, vec!["c"]);
+        assert_eq!(c.new_failing, vec!["f"]);
+        assert_eq!(c.new_passing, vec!["e"]);
+        // A targeted run leaves most tests out: missing ones are not broken.
+        let c = compare(&before, &after, true, false);
+        assert_eq!(c.regressions, vec!["b"]);
+    }
+
+    #[test]
+    fn the_chosen_candidate_is_fixed_then_smallest() {
+        let mk = |id, verdict, diff_lines| CandidateReport {
+            id,
+            verdict,
+            summary: String::new(),
+            fixed: vec![],
+            regressions: vec![],
+            still_failing: vec![],
+            new_failing: vec![],
+            new_passing: vec![],
+            reproduced: vec![],
+            not_reproduced: vec![],
+            flaky: vec![],
+            diff_lines,
+            error: None,
+            runs: vec![],
+        };
+        let r = vec![
+            mk(1, Verdict::Regression, 2),
+            mk(2, Verdict::Fixed, 9),
+            mk(3, Verdict::Fixed, 4),
+        ];
+        assert_eq!(choose(&r), (Some(3), Some(3)));
+        let r = vec![mk(1, Verdict::Regression, 2), mk(2, Verdict::Unproven, 9)];
+        assert_eq!(choose(&r), (None, Some(2)));
+    }
+
+    #[test]
+    fn only_the_test_files_of_a_patch_are_kept() {
+        let diff = "diff --git a/src/x.py b/src/x.py\n--- a/src/x.py\n+++ b/src/x.py\n@@ -1 +1 @@\n-a\n+b\ndiff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1,2 @@\n x\n+y\n";
+        assert_eq!(
+            only_test_files(diff),
+            "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1,2 @@\n x\n+y\n"
+        );
+        assert_eq!(diff_lines(diff), 3);
+    }
 }

@@ -76,22 +76,83 @@ pub struct Sandbox {
     pub pass_env: Vec<String>,
     /// Folders besides the worktree a sandboxed run may write (a shared build cache).
     pub writable: Vec<PathBuf>,
+    /// Folders under the private `/tmp` a sandboxed run must still read (the objects
+    /// a worktree borrows, a virtualenv).
+    pub readable: Vec<PathBuf>,
 }
 
-/// The sandbox the policy asks for, or why it cannot be had.
-pub fn resolve(policy: SandboxPolicy, pass_env: &[String]) -> Result<Sandbox, String> {
+/// The sandbox the policy asks for, or why it cannot be had; with `auto`, a warning
+/// when the tests will run unsandboxed.
+pub fn resolve(
+    policy: SandboxPolicy,
+    pass_env: &[String],
+) -> Result<(Sandbox, Option<String>), String> {
+    let mut warning = None;
     let bwrap = match policy {
         SandboxPolicy::Off => None,
-        SandboxPolicy::Auto => find_on_path("bwrap"),
-        SandboxPolicy::Required => Some(find_on_path("bwrap").ok_or_else(|| {
-            "test.sandbox is `required`, and bubblewrap (`bwrap`) is not on PATH".to_string()
-        })?),
+        SandboxPolicy::Auto => match find_on_path("bwrap") {
+            None => {
+                warning = Some("bubblewrap (`bwrap`) is not installed, so the tests run unsandboxed: with network access and your user's files (install bubblewrap, or set test.sandbox: required to refuse)".to_string());
+                None
+            }
+            Some(b) => match probe(&b) {
+                Ok(()) => Some(b),
+                Err(e) => {
+                    warning = Some(format!(
+                        "bubblewrap cannot make a sandbox here ({e}), so the tests run unsandboxed (set test.sandbox: required to refuse)"
+                    ));
+                    None
+                }
+            },
+        },
+        SandboxPolicy::Required => {
+            let b = find_on_path("bwrap").ok_or_else(|| {
+                "test.sandbox is `required`, and bubblewrap (`bwrap`) is not on PATH".to_string()
+            })?;
+            probe(&b).map_err(|e| {
+                format!(
+                    "test.sandbox is `required`, and bubblewrap cannot make a sandbox here: {e}"
+                )
+            })?;
+            Some(b)
+        }
     };
-    Ok(Sandbox {
-        bwrap,
-        pass_env: pass_env.to_vec(),
-        writable: Vec::new(),
-    })
+    Ok((
+        Sandbox {
+            bwrap,
+            pass_env: pass_env.to_vec(),
+            writable: Vec::new(),
+            readable: Vec::new(),
+        },
+        warning,
+    ))
+}
+
+/// Whether bubblewrap can make the namespaces it needs (user namespaces may be off).
+fn probe(bwrap: &Path) -> Result<(), String> {
+    let out = Command::new(bwrap)
+        .args([
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--unshare-net",
+            "--unshare-pid",
+            "--die-with-parent",
+            "--",
+            "true",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
 }
 
 /// The first executable `name` on PATH.
@@ -247,7 +308,7 @@ impl Sandbox {
             }
             match status_rx.recv_timeout((deadline - now).min(Duration::from_millis(50))) {
                 Ok(s) => {
-                    status = Some(s?);
+                    status = s.ok();
                     break;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !stop() => {}
@@ -325,6 +386,21 @@ impl Sandbox {
         .iter()
         .map(OsString::from)
         .collect();
+        // Sockets under /run (docker, D-Bus, agents) connect even when read-only.
+        for run in ["/run", "/var/run"] {
+            if std::fs::symlink_metadata(run).is_ok_and(|m| m.is_dir()) {
+                a.extend(["--tmpfs".into(), run.into()]);
+            }
+        }
+        for r in &self.readable {
+            if r.exists() {
+                a.extend([
+                    "--ro-bind".into(),
+                    r.as_os_str().to_owned(),
+                    r.as_os_str().to_owned(),
+                ]);
+            }
+        }
         if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
             for hidden in HIDDEN_UNDER_HOME {
                 let p = home.join(hidden);
@@ -394,6 +470,7 @@ mod tests {
             bwrap: None,
             pass_env: vec![],
             writable: vec![],
+            readable: vec![],
         };
         // SAFETY: the variable is unique to this test; no other test reads it.
         unsafe { std::env::set_var("AUTOTRIAGE_TEST_SECRET_X", "s3cret") };

@@ -119,8 +119,9 @@ fn common_dir(repo: &Repository) -> PathBuf {
 }
 
 /// Remove worktrees under `root` whose names start with one of `run_ids`, or that were
-/// last changed more than `days` days ago. The folders removed.
-pub fn prune(root: &Path, run_ids: &[String], days: u64) -> Vec<PathBuf> {
+/// last changed `days` days ago or earlier, except those of the `busy` runs. The folders
+/// removed.
+pub fn prune(root: &Path, run_ids: &[String], busy: &[String], days: u64) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(root) else {
         return removed;
@@ -134,6 +135,9 @@ pub fn prune(root: &Path, run_ids: &[String], days: u64) -> Vec<PathBuf> {
             .ok()
             .and_then(|t| t.elapsed().ok())
             .is_some_and(|age| age >= limit);
+        if busy.iter().any(|id| name.starts_with(id.as_str())) {
+            continue;
+        }
         if (old || run_ids.iter().any(|id| name.starts_with(id.as_str())))
             && std::fs::remove_dir_all(e.path()).is_ok()
         {

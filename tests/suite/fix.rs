@@ -828,3 +828,29 @@ fn outside_a_checkout_a_github_issue_is_tested_in_a_cached_clone() {
     );
     assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 0);
 }
+
+#[test]
+fn a_candidate_that_edits_the_failing_test_or_skips_one_proves_nothing() {
+    // "Fixes" test_add by changing what it expects.
+    let cheat = "Adjust the test.\n\ntests/test_ops.py\n<<<<<<< SEARCH\n    assert add(2, 3) == 5\n=======\n    assert add(2, 3) == -1\n>>>>>>> REPLACE\n";
+    // Fixes add() but skips test_mul.
+    let skip = "Fix add.\n\ncalc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n\ntests/test_ops.py\n<<<<<<< SEARCH\ndef test_mul():\n=======\nimport pytest\n\n\n@pytest.mark.skip\ndef test_mul():\n>>>>>>> REPLACE\n";
+    let s = HttpMock::start();
+    script_model(&s, &[cheat, skip]);
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 2\ntest:\n  sandbox: off\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "--until", "test", "--json"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let v = json(&o);
+    let c1 = &v["test"]["candidates"][0];
+    assert_eq!(c1["verdict"], "unproven", "{c1}");
+    assert_eq!(c1["fixed"], json!([]));
+    assert_eq!(c1["not_reproduced"], json!(["tests.test_ops::test_add"]));
+    let c2 = &v["test"]["candidates"][1];
+    assert_eq!(c2["verdict"], "regression", "{c2}");
+    assert_eq!(c2["regressions"], json!(["tests.test_ops::test_mul"]));
+    assert_eq!(v["test"]["chosen"], Value::Null);
+}
