@@ -18,7 +18,7 @@ use crate::error::{CommandError, Exit};
 use crate::forge::github::GithubForge;
 use crate::issue::{Issue, IssueRef};
 use crate::locate::{self, LocateSettings, Located, PriorFile, rerank};
-use crate::memory::sqlite::{OpenMode, SqliteMemory};
+use crate::memory::sqlite::OpenMode;
 use crate::memory::{ListFilter, Memory};
 use crate::model::session::Session;
 use crate::model::usage::CallUsage;
@@ -103,7 +103,7 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         }
         let remote = matches!(r, IssueRef::Remote { .. });
         issues.push((
-            super::resolve_one(raw, r, args.from, &memory_ro, &mut github, ctx)?,
+            super::resolve_one(raw, r, args.from, &*memory_ro, &mut github, ctx)?,
             remote,
         ));
     }
@@ -127,7 +127,7 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         });
     }
     let mut memory = ctx.open_memory(OpenMode::Create)?;
-    let engine = build_engine(ctx, &mut memory)?;
+    let engine = build_engine(ctx, &mut *memory)?;
     drop(memory);
     let plan = Plan {
         until,
@@ -257,7 +257,7 @@ fn print_table(ctx: &Ctx, outcomes: &[Outcome]) {
 
 /// Files changed by published or test-proven fixes of similar past issues of the same
 /// repository.
-fn prior(memory: &SqliteMemory, issue: &Issue) -> Result<Vec<PriorFile>> {
+fn prior(memory: &dyn Memory, issue: &Issue) -> Result<Vec<PriorFile>> {
     let text = format!("{} {}", issue.title, issue.body);
     let end = crate::triage::text::floor_char_boundary(&text, 2000);
     let mut out = Vec::new();
@@ -316,7 +316,7 @@ fn fix_one(
         Ok(r) => r,
         Err(p) => p.into_inner(),
     };
-    let started = (|| -> Result<(SqliteMemory, Run)> {
+    let started = (|| -> Result<(crate::memory::AnyMemory, Run)> {
         let memory = ctx.open_memory(OpenMode::Create)?;
         let store = ctx.run_store();
         let head = repo.head()?.peel_to_commit()?.id().to_string();
@@ -368,7 +368,7 @@ fn fix_one(
         plan,
         session,
         engine,
-        &mut memory,
+        &mut *memory,
         job,
         &repo,
         &mut run,
@@ -418,7 +418,7 @@ fn eligibility(ctx: &Ctx, issue: &Issue, t: &crate::triage::Triage) -> Result<()
 }
 
 /// The stored triage of the issue when it is recent enough to reuse.
-fn recent_triage(memory: &SqliteMemory, issue: &Issue) -> Option<crate::triage::Triage> {
+fn recent_triage(memory: &dyn Memory, issue: &Issue) -> Option<crate::triage::Triage> {
     let (at, value) = memory.latest_triage(&issue.repo, issue.number).ok()??;
     let at = chrono::DateTime::parse_from_rfc3339(&at).ok()?;
     let age = chrono::Utc::now().signed_duration_since(at);
@@ -434,7 +434,7 @@ fn fix_stages(
     plan: &Plan<'_>,
     session: Option<&Session>,
     engine: &crate::triage::Engine,
-    memory: &mut SqliteMemory,
+    memory: &mut dyn Memory,
     job: &Job,
     repo: &Repository,
     run: &mut Run,
@@ -644,7 +644,7 @@ fn fix_stages(
             .unwrap_or_default()
     };
     let run_id = run.id().to_string();
-    let record = |memory: &mut SqliteMemory, verdict: &str, url: Option<String>| {
+    let record = |memory: &mut dyn Memory, verdict: &str, url: Option<String>| {
         let Some(id) = tests.chosen.or(tests.best) else {
             return Ok::<(), anyhow::Error>(());
         };
@@ -850,7 +850,7 @@ fn repair_stage(
     ctx: &Ctx,
     plan: &Plan<'_>,
     session: &Session,
-    memory: &SqliteMemory,
+    memory: &dyn Memory,
     issue: &Issue,
     t: &crate::triage::Triage,
     located: &Located,
@@ -1020,7 +1020,7 @@ fn repair_stage(
 
 /// Titles of the past issues whose fixes feed the prior, with their files.
 fn past_fixes(
-    memory: &SqliteMemory,
+    memory: &dyn Memory,
     prior: &[PriorFile],
 ) -> Result<Vec<crate::repair::prompt::PastFix>> {
     let mut out: Vec<crate::repair::prompt::PastFix> = Vec::new();

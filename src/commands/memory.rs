@@ -16,7 +16,7 @@ use crate::forge::{Forge, RecordError};
 use crate::interrupt;
 use crate::issue::{IssueRef, RefError};
 use crate::memory::sqlite::OpenMode;
-use crate::memory::{ExportRecord, ListFilter, Memory, MemoryError};
+use crate::memory::{ExportRecord, ListFilter, MemoryError};
 use crate::runs::now_rfc3339;
 
 /// Run a `memory` subcommand.
@@ -150,7 +150,7 @@ fn import(args: &MemoryImportArgs, ctx: &Ctx) -> Result<()> {
         "updated": counts.updated,
         "other_records": counts.other,
         "failed": failed.len(),
-        "memory": memory.path().display().to_string(),
+        "memory": memory.location(),
     });
     if ctx.out.json {
         ctx.out.json_line(&summary);
@@ -160,7 +160,7 @@ fn import(args: &MemoryImportArgs, ctx: &Ctx) -> Result<()> {
             counts.inserted + counts.updated,
             counts.inserted,
             counts.updated,
-            memory.path().display()
+            memory.location()
         );
         if counts.other > 0 {
             text.push_str(&format!(
@@ -239,7 +239,7 @@ fn show(args: &MemoryRefArgs, ctx: &Ctx) -> Result<()> {
     let Some(issue) = memory.issue(&repo, number)? else {
         return Err(CommandError::usage(format!(
             "{repo}#{number} is not in memory ({})\n  fix: `autotriage memory search TEXT` finds stored issues; `memory import` adds them",
-            memory.path().display()
+            memory.location()
         ))
         .into());
     };
@@ -312,12 +312,12 @@ fn stats(ctx: &Ctx) -> Result<()> {
     let stats = memory.stats()?;
     if ctx.out.json {
         ctx.out
-            .json(&json!({"memory": memory.path().display().to_string(), "stats": stats}));
+            .json(&json!({"memory": memory.location(), "stats": stats}));
         return Ok(());
     }
     ctx.out.line(&format!(
         "memory: {} (schema {})",
-        memory.path().display(),
+        memory.location(),
         stats.schema_version
     ));
     ctx.out.line(&format!(

@@ -105,9 +105,13 @@ impl Ctx {
     }
 
     /// Open memory. `OpenMode::ReadOnly` never creates a missing file.
-    pub fn open_memory(&self, mode: OpenMode) -> Result<SqliteMemory> {
+    pub fn open_memory(&self, mode: OpenMode) -> Result<crate::memory::AnyMemory> {
         match self.config().memory.backend {
-            MemoryBackend::Sqlite => Ok(SqliteMemory::open(&self.memory_path(), mode, self.redactor.clone())?),
+            MemoryBackend::Sqlite => Ok(Box::new(SqliteMemory::open(
+                &self.memory_path(),
+                mode,
+                self.redactor.clone(),
+            )?)),
             MemoryBackend::Dynamodb => Err(CommandError::usage(format!(
                 "memory backend `dynamodb` (set by {}) is not available in this build\n  fix: use the SQLite memory (memory.backend: sqlite, or --memory PATH)",
                 self.loaded.sources.get("memory.backend").map_or("config", String::as_str)
@@ -128,7 +132,7 @@ pub(crate) fn resolve_one(
     raw: &str,
     r: &IssueRef,
     from: SourceArg,
-    memory: &SqliteMemory,
+    memory: &dyn Memory,
     github: &mut Option<GithubForge>,
     ctx: &Ctx,
 ) -> Result<Issue> {

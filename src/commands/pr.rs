@@ -7,7 +7,6 @@ use super::Ctx;
 use crate::cli::PrArgs;
 use crate::error::CommandError;
 use crate::issue::{Issue, IssueRef};
-use crate::memory::Memory;
 use crate::memory::sqlite::OpenMode;
 use crate::pr::{BodyContext, pr_body, publish_local};
 
@@ -19,7 +18,7 @@ fn resolve_issue(args: &PrArgs, ctx: &Ctx) -> Result<Issue> {
         &args.reference,
         &r,
         crate::cli::SourceArg::Auto,
-        &memory,
+        &*memory,
         &mut github,
         ctx,
     )

@@ -22,7 +22,7 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
     let issue = {
         let memory = ctx.open_memory(OpenMode::ReadOnly)?;
         let mut github = None;
-        super::resolve_one(&args.reference, &r, args.from, &memory, &mut github, ctx)?
+        super::resolve_one(&args.reference, &r, args.from, &*memory, &mut github, ctx)?
     };
     let (dir, repo) = super::checkout(&issue, args.repo_dir.as_deref(), ctx)?;
     let store = ctx.run_store();
@@ -119,7 +119,7 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
 
 fn record(ctx: &Ctx, run: &Run) {
     if let Ok(mut m) = ctx.open_memory(OpenMode::Create) {
-        let _ = crate::memory::Memory::record_run(&mut m, &run.meta);
+        let _ = crate::memory::Memory::record_run(&mut *m, &run.meta);
     }
 }
 

@@ -12,7 +12,7 @@ use crate::forge::github::{Applied, GithubForge, ListOptions};
 use crate::forge::{Forge, RecordError};
 use crate::issue::RepoId;
 use crate::issue::{Issue, IssueRef};
-use crate::memory::sqlite::{OpenMode, SqliteMemory};
+use crate::memory::sqlite::OpenMode;
 use crate::memory::{ListFilter, Memory};
 use crate::model::registry;
 use crate::model::replay::Recorder;
@@ -122,7 +122,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         force: ctx.global.force,
     });
     let mut memory = ctx.open_memory(OpenMode::Create)?;
-    let mut engine = build_engine(ctx, &mut memory)?;
+    let mut engine = build_engine(ctx, &mut *memory)?;
     // When GitHub is in use, its label list (with descriptions) says which labels exist.
     if let Some(g) = gh {
         let mut repos: Vec<&str> = items.iter().flatten().map(|i| i.repo.as_str()).collect();
@@ -234,7 +234,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
                         break 'results;
                     }
                 }
-                let result = triage_one(&store, &mut memory, issue, &d, apply_to.as_ref());
+                let result = triage_one(&store, &mut *memory, issue, &d, apply_to.as_ref());
                 pending += 1;
                 if pending >= 100 {
                     memory.end_batch()?;
@@ -478,7 +478,7 @@ fn report_error(ctx: &Ctx, reference: &str, message: &str) {
 }
 
 /// Load the history, reuse or retrain the kind model, build the engine.
-pub fn build_engine(ctx: &Ctx, memory: &mut SqliteMemory) -> Result<Engine> {
+pub fn build_engine(ctx: &Ctx, memory: &mut dyn Memory) -> Result<Engine> {
     let history = memory.all_issues()?;
     let stored = memory
         .get_kv(MODEL_KEY)?
@@ -529,7 +529,7 @@ fn bot_comment(t: &Triage) -> Option<String> {
 
 fn triage_one(
     store: &crate::runs::fs::FsRunStore,
-    memory: &mut SqliteMemory,
+    memory: &mut dyn Memory,
     issue: &Issue,
     d: &Decided,
     apply: Option<&ApplyTo<'_>>,

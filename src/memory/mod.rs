@@ -288,4 +288,15 @@ pub trait Memory {
     fn fixes(&self, repo: &str, number: u64) -> Result<Vec<FixRecord>, MemoryError>;
     /// Everything, as export records, in a stable order.
     fn export(&self) -> Result<Vec<ExportRecord>, MemoryError>;
+    /// Where it lives, for messages: a file path, or `dynamodb:TABLE`.
+    fn location(&self) -> String;
+    /// The newest triage result of an issue with when it was made (RFC 3339).
+    fn latest_triage(
+        &self,
+        repo: &str,
+        number: u64,
+    ) -> Result<Option<(String, serde_json::Value)>, MemoryError>;
 }
+
+/// Any memory backend, chosen in config.
+pub type AnyMemory = Box<dyn Memory + Send>;

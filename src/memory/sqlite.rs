@@ -119,28 +119,6 @@ pub enum OpenMode {
 }
 
 impl SqliteMemory {
-    /// The newest stored triage of an issue with when it was made (RFC 3339).
-    pub fn latest_triage(
-        &self,
-        repo: &str,
-        number: u64,
-    ) -> Result<Option<(String, serde_json::Value)>, MemoryError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT created_at, result FROM triage_results WHERE repo = ?1 AND number = ?2 ORDER BY id DESC LIMIT 1")
-            .map_err(|e| self.err(e))?;
-        let mut rows = stmt
-            .query_map(params![repo, number], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        match rows.next() {
-            Some(Ok((at, text))) => Ok(serde_json::from_str(&text).ok().map(|v| (at, v))),
-            Some(Err(e)) => Err(self.err(e)),
-            None => Ok(None),
-        }
-    }
-
     /// Open (or create) the memory at `path`.
     pub fn open(path: &Path, mode: OpenMode, redactor: Redactor) -> Result<Self, MemoryError> {
         // A missing or empty file reads as an empty memory without being written to.
@@ -777,6 +755,31 @@ impl Memory for SqliteMemory {
 
     fn fixes(&self, repo: &str, number: u64) -> Result<Vec<FixRecord>, MemoryError> {
         self.read_fixes(Some((repo, number)))
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn latest_triage(
+        &self,
+        repo: &str,
+        number: u64,
+    ) -> Result<Option<(String, serde_json::Value)>, MemoryError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT created_at, result FROM triage_results WHERE repo = ?1 AND number = ?2 ORDER BY id DESC LIMIT 1")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query_map(params![repo, number], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        match rows.next() {
+            Some(Ok((at, text))) => Ok(serde_json::from_str(&text).ok().map(|v| (at, v))),
+            Some(Err(e)) => Err(self.err(e)),
+            None => Ok(None),
+        }
     }
 
     fn export(&self) -> Result<Vec<ExportRecord>, MemoryError> {
