@@ -128,6 +128,10 @@ pub enum MemoryCommand {
     Forget(MemoryRefArgs),
     /// Write everything as JSON lines (to stdout or a file).
     Export(MemoryExportArgs),
+    /// Create the memory where it does not exist yet: the DynamoDB table (on-demand
+    /// billing) for `memory.backend: dynamodb`, the SQLite file otherwise. Other
+    /// commands never create a table.
+    Init,
 }
 
 /// `memory import`

@@ -29,6 +29,7 @@ pub fn run(cmd: MemoryCommand, ctx: &Ctx) -> Result<()> {
         MemoryCommand::Stats => stats(ctx),
         MemoryCommand::Forget(args) => forget(&args, ctx),
         MemoryCommand::Export(args) => export(&args, ctx),
+        MemoryCommand::Init => init(ctx),
     }
 }
 
@@ -387,6 +388,35 @@ fn export(args: &MemoryExportArgs, ctx: &Ctx) -> Result<()> {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(text.as_bytes());
         }
+    }
+    Ok(())
+}
+
+/// `memory init`: create the table or file.
+fn init(ctx: &Ctx) -> Result<()> {
+    let (location, created) = match ctx.config().memory.backend {
+        crate::config::MemoryBackend::Dynamodb => {
+            let memory = ctx.dynamo_memory()?;
+            let created = memory.init()?;
+            (crate::memory::Memory::location(&memory), created)
+        }
+        crate::config::MemoryBackend::Sqlite => {
+            let path = ctx.memory_path();
+            let existed = path.exists();
+            let mut memory = ctx.open_memory(OpenMode::Create)?;
+            // The file and its schema are made by the first write: an empty one.
+            memory.upsert_issues(&[], &|| false)?;
+            (memory.location(), !existed)
+        }
+    };
+    if ctx.out.json {
+        ctx.out
+            .json(&json!({"memory": location, "created": created}));
+    } else if created {
+        ctx.out.line(&format!("created {location}"));
+    } else {
+        ctx.out
+            .line(&format!("{location} exists already; nothing changed"));
     }
     Ok(())
 }

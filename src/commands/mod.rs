@@ -112,12 +112,27 @@ impl Ctx {
                 mode,
                 self.redactor.clone(),
             )?)),
-            MemoryBackend::Dynamodb => Err(CommandError::usage(format!(
-                "memory backend `dynamodb` (set by {}) is not available in this build\n  fix: use the SQLite memory (memory.backend: sqlite, or --memory PATH)",
-                self.loaded.sources.get("memory.backend").map_or("config", String::as_str)
-            ))
-            .into()),
+            MemoryBackend::Dynamodb => Ok(Box::new(self.dynamo_memory()?)),
         }
+    }
+
+    /// The DynamoDB memory of `memory.table` (connecting makes no request).
+    pub fn dynamo_memory(&self) -> Result<crate::memory::dynamodb::DynamoMemory> {
+        let m = &self.config().memory;
+        let Some(table) = m.table.clone() else {
+            return Err(CommandError::usage(
+                "memory.backend is dynamodb, and memory.table is unset\n  fix: set memory.table, or pass --memory dynamodb:TABLE",
+            )
+            .into());
+        };
+        Ok(crate::memory::dynamodb::DynamoMemory::connect(
+            &crate::memory::dynamodb::DynamoSettings {
+                table,
+                region: m.region.clone(),
+                endpoint_url: m.endpoint_url.clone(),
+            },
+            self.redactor.clone(),
+        )?)
     }
 
     /// The run store.

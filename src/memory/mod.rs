@@ -2,6 +2,7 @@
 //! results, runs, and learned state such as trained models. The embedded default is
 //! one SQLite file ([`sqlite::SqliteMemory`]).
 
+pub mod dynamodb;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,15 @@ pub enum MemoryError {
         /// What failed.
         detail: String,
     },
+    /// The memory cannot be reached as configured: no region or credentials, a table
+    /// that does not exist.
+    #[error("memory {location}: {detail}")]
+    Unavailable {
+        /// `dynamodb:TABLE`.
+        location: String,
+        /// What is missing and how to fix it.
+        detail: String,
+    },
     /// An import record that cannot be used.
     #[error("{location}: {message}")]
     BadRecord {
@@ -76,7 +86,9 @@ pub enum MemoryError {
 impl ExitCoded for MemoryError {
     fn exit(&self) -> Exit {
         match self {
-            MemoryError::Corrupt { .. } | MemoryError::NewerSchema { .. } => Exit::Usage,
+            MemoryError::Corrupt { .. }
+            | MemoryError::NewerSchema { .. }
+            | MemoryError::Unavailable { .. } => Exit::Usage,
             MemoryError::Interrupted => Exit::Interrupted,
             _ => Exit::Failure,
         }

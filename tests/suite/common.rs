@@ -126,10 +126,34 @@ impl Emulator {
         port_var: &str,
         env: &[(&str, String)],
     ) -> Option<Self> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Self::start_on(program, &|port| {
+            let mut env = env.clone();
+            env.push((port_var.to_string(), port.to_string()));
+            (args.clone(), env)
+        })
+    }
+
+    /// `moto_server` (PyPI `moto[server]`: S3, DynamoDB, CodeBuild) on a free port.
+    pub fn moto() -> Option<Self> {
+        Self::start_on("moto_server", &|port| {
+            (vec!["-p".into(), port.to_string()], Vec::new())
+        })
+    }
+
+    /// Start `program` with the arguments and environment `setup` gives for a port.
+    pub fn start_on(
+        program: &str,
+        setup: &dyn Fn(u16) -> (Vec<String>, Vec<(String, String)>),
+    ) -> Option<Self> {
         let port = free_port();
+        let (args, env) = setup(port);
         let mut cmd = std::process::Command::new(program);
-        cmd.args(args)
-            .env(port_var, port.to_string())
+        cmd.args(&args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         for (k, v) in env {

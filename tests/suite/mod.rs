@@ -1,5 +1,6 @@
 //! Integration tests: the real binary in a sandboxed home and working folder.
 
+mod aws;
 mod cli;
 mod common;
 mod config;

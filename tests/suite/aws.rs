@@ -1,0 +1,322 @@
+//! The team backends against a real AWS emulator (`moto_server`, started here on a free
+//! port): memory on DynamoDB.
+
+use serde_json::{Value, json};
+use wiremock::{Mock, ResponseTemplate};
+
+use autotriage::memory::Memory;
+use autotriage::memory::dynamodb::{DynamoMemory, DynamoSettings};
+
+use crate::suite::common::*;
+
+const AWS_ENV: &[(&str, &str)] = &[
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+fn aws_cmd(t: &TestContext, args: &[&str]) -> std::process::Output {
+    let mut cmd = t.cmd();
+    for (k, v) in AWS_ENV {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn dynamo_config(t: &TestContext, name: &str, url: &str, table: &str) -> String {
+    t.write(
+        name,
+        &format!("memory:\n  backend: dynamodb\n  table: {table}\n  endpoint_url: {url}\n"),
+    );
+    name.to_string()
+}
+
+fn copy_examples(t: &TestContext) {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/issues");
+    std::fs::create_dir_all(t.path().join("issues")).unwrap();
+    for e in std::fs::read_dir(src).unwrap().flatten() {
+        std::fs::copy(e.path(), t.path().join("issues").join(e.file_name())).unwrap();
+    }
+}
+
+/// The triage JSON lines without what differs between two runs (run ids, times).
+fn stable(out: &str) -> Vec<Value> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for k in ["run_id", "run", "created_at", "updated_at", "seconds"] {
+                    m.remove(k);
+                }
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    out.lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            strip(&mut v);
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn memory_on_dynamodb_triages_as_sqlite_does_and_moves_between_backends_losslessly() {
+    let Some(moto) = Emulator::moto() else { return };
+    let t = TestContext::new();
+    copy_examples(&t);
+
+    // SQLite: the reference.
+    let o = aws_cmd(&t, &["memory", "import", "issues"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = aws_cmd(&t, &["triage", "acme/widgets", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let on_sqlite = stable(&stdout(&o));
+    assert_eq!(on_sqlite.len(), 6);
+    let o = aws_cmd(&t, &["memory", "export", "--jsonl", "-o", "sqlite.jsonl"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // DynamoDB: the table is created only when asked.
+    let cfg = dynamo_config(&t, "team.yaml", &moto.url, "autotriage-team");
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "list"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the table autotriage-team does not exist")
+            && stderr(&o).contains("autotriage memory init"),
+        "{}",
+        stderr(&o)
+    );
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "init"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "created dynamodb:autotriage-team");
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "init"]);
+    assert!(stdout(&o).contains("exists already"), "{}", stdout(&o));
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "import", "issues"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("28 new"), "{}", stdout(&o));
+    let o = aws_cmd(&t, &["--config", &cfg, "triage", "acme/widgets", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stable(&stdout(&o)), on_sqlite);
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "stats", "--json"]);
+    let stats = json(&o);
+    assert_eq!(stats["stats"]["issues"], 28);
+    assert_eq!(stats["stats"]["triage_results"], 6);
+    let o = aws_cmd(
+        &t,
+        &[
+            "--config",
+            &cfg,
+            "memory",
+            "search",
+            "crash empty title",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        json(&o)["results"][0]["ref"],
+        "acme/widgets#23",
+        "{}",
+        stdout(&o)
+    );
+
+    // SQLite → DynamoDB → SQLite loses nothing: the exports are identical.
+    let cfg2 = dynamo_config(&t, "fresh.yaml", &moto.url, "autotriage-fresh");
+    assert_eq!(
+        code(&aws_cmd(&t, &["--config", &cfg2, "memory", "init"])),
+        0
+    );
+    let o = aws_cmd(&t, &["--config", &cfg2, "memory", "import", "sqlite.jsonl"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = aws_cmd(
+        &t,
+        &[
+            "--config",
+            &cfg2,
+            "memory",
+            "export",
+            "--jsonl",
+            "-o",
+            "dynamo.jsonl",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let original = std::fs::read_to_string(t.path().join("sqlite.jsonl")).unwrap();
+    let through = std::fs::read_to_string(t.path().join("dynamo.jsonl")).unwrap();
+    assert!(
+        original.lines().any(|l| l.contains("\"type\":\"kv\"")),
+        "the trained model is exported"
+    );
+    assert_eq!(through, original);
+    let o = aws_cmd(
+        &t,
+        &[
+            "--memory",
+            "back.sqlite3",
+            "memory",
+            "import",
+            "dynamo.jsonl",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = aws_cmd(
+        &t,
+        &["--memory", "back.sqlite3", "memory", "export", "--jsonl"],
+    );
+    assert_eq!(stdout(&o), original);
+}
+
+#[test]
+fn two_writers_of_one_issue_are_resolved_by_the_conditional_write() {
+    let Some(moto) = Emulator::moto() else { return };
+    for (k, v) in AWS_ENV {
+        // SAFETY: every test sets these to the same values; nothing reads them racily
+        // with a different expectation.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let settings = DynamoSettings {
+        table: "autotriage-race".into(),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.url.clone()),
+    };
+    let mut one = DynamoMemory::connect(&settings, Default::default()).unwrap();
+    let mut two = DynamoMemory::connect(&settings, Default::default()).unwrap();
+    assert!(one.init().unwrap());
+    let issue = |title: &str| autotriage::issue::Issue {
+        repo: "o/r".into(),
+        number: 7,
+        title: title.into(),
+        ..Default::default()
+    };
+    one.upsert_issues(&[issue("first")], &|| false).unwrap();
+    // Both workers read version 1, both write on top of it: only one write lands.
+    assert_eq!(one.issue_version("o/r", 7).unwrap(), 1);
+    assert_eq!(two.issue_version("o/r", 7).unwrap(), 1);
+    let a = one.issue_item(&issue("from worker one"), "t1").unwrap();
+    let b = two.issue_item(&issue("from worker two"), "t2").unwrap();
+    assert!(one.put_versioned(a, 1).unwrap());
+    assert!(
+        !two.put_versioned(b, 1).unwrap(),
+        "the stale write is refused"
+    );
+    assert_eq!(
+        one.issue("o/r", 7).unwrap().unwrap().title,
+        "from worker one"
+    );
+    // The loser's upsert reads again and writes on top of the winner's version.
+    let counts = two
+        .upsert_issues(&[issue("from worker two")], &|| false)
+        .unwrap();
+    assert_eq!(counts.updated, 1);
+    assert_eq!(one.issue_version("o/r", 7).unwrap(), 3);
+    assert_eq!(
+        one.issue("o/r", 7).unwrap().unwrap().title,
+        "from worker two"
+    );
+    // Learned state larger than one item is split and read back whole.
+    let big = json!({"weights": "x".repeat(700_000)});
+    one.put_kv("model", &big).unwrap();
+    assert_eq!(two.get_kv("model").unwrap().unwrap(), big);
+    one.put_kv("model", &json!({"weights": "small"})).unwrap();
+    assert_eq!(
+        two.get_kv("model").unwrap().unwrap(),
+        json!({"weights": "small"})
+    );
+}
+
+#[test]
+fn a_table_written_by_a_newer_schema_is_refused() {
+    let Some(moto) = Emulator::moto() else { return };
+    let t = TestContext::new();
+    let cfg = dynamo_config(&t, "team.yaml", &moto.url, "autotriage-newer");
+    assert_eq!(code(&aws_cmd(&t, &["--config", &cfg, "memory", "init"])), 0);
+    // A newer autotriage marks the table with its schema.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let conf = aws_sdk_dynamodb::config::Builder::new()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(&moto.url)
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(conf)
+            .put_item()
+            .table_name("autotriage-newer")
+            .item(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S("META".into()),
+            )
+            .item(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S("SCHEMA".into()),
+            )
+            .item(
+                "version",
+                aws_sdk_dynamodb::types::AttributeValue::N("99".into()),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "stats"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has schema version 99, newer than this autotriage understands"),
+        "{}",
+        stderr(&o)
+    );
+    t.write("issue.md", "---\nrepo: o/r\nnumber: 1\ntitle: x\n---\ny\n");
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "import", "issue.md"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}
+
+#[test]
+fn throttling_from_dynamodb_is_retried() {
+    let server = HttpMock::start();
+    let throttled = ResponseTemplate::new(400)
+        .insert_header("content-type", "application/x-amz-json-1.0")
+        .set_body_json(json!({"__type": "com.amazonaws.dynamodb.v20120810#ThrottlingException", "message": "Rate of requests exceeds the allowed throughput."}));
+    server.mount(
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(throttled)
+            .up_to_n_times(2)
+            .with_priority(1),
+    );
+    server.mount(
+        Mock::given(wiremock::matchers::method("POST")).respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/x-amz-json-1.0")
+                .set_body_json(json!({})),
+        ),
+    );
+    let t = TestContext::new();
+    let cfg = dynamo_config(&t, "team.yaml", &server.server.uri(), "autotriage-busy");
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "show", "o/r#1"]);
+    // Two throttled answers, then the schema read and the issue read succeed.
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("o/r#1 is not in memory"),
+        "{}",
+        stderr(&o)
+    );
+    let targets: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        vec!["DynamoDB_20120810.GetItem"; 4],
+        "three tries of the schema read, then the issue"
+    );
+}
