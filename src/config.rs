@@ -267,8 +267,12 @@ pub struct RunsConfig {
     pub backend: RunsBackend,
     /// S3 bucket.
     pub bucket: Option<String>,
-    /// S3 key prefix.
+    /// S3 key prefix (default `autotriage/runs`).
     pub prefix: Option<String>,
+    /// AWS region of the bucket.
+    pub region: Option<String>,
+    /// Endpoint override (emulators, VPC endpoints).
+    pub endpoint_url: Option<String>,
 }
 
 /// Model wire protocols.

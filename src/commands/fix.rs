@@ -318,7 +318,7 @@ fn fix_one(
     };
     let started = (|| -> Result<(crate::memory::AnyMemory, Run)> {
         let memory = ctx.open_memory(OpenMode::Create)?;
-        let store = ctx.run_store();
+        let store = ctx.run_store()?;
         let head = repo.head()?.peel_to_commit()?.id().to_string();
         let resumable = if plan.restart {
             None
@@ -1230,7 +1230,7 @@ fn print(ctx: &Ctx, issue: &Issue, run_id: &str, report: &Report<'_>, until: Fix
             "test": report.tests,
             "pr": report.published,
             "verdict": verdict,
-            "spent_usd": (spent * 1e6).round() / 1e6,
+            "spent_usd": (spent * 1e6).round() / 1e6 + 0.0,
         });
         ctx.out.json_line(&line);
         return;

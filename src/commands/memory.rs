@@ -409,14 +409,29 @@ fn init(ctx: &Ctx) -> Result<()> {
             (memory.location(), !existed)
         }
     };
+    // The team run store is set up by the same command.
+    let bucket = match ctx.config().runs.backend {
+        crate::config::RunsBackend::S3 => {
+            let runs = ctx.s3_runs()?;
+            let created = runs.init()?;
+            Some((format!("s3://{}", runs.bucket), created))
+        }
+        crate::config::RunsBackend::Fs => None,
+    };
     if ctx.out.json {
-        ctx.out
-            .json(&json!({"memory": location, "created": created}));
-    } else if created {
-        ctx.out.line(&format!("created {location}"));
-    } else {
-        ctx.out
-            .line(&format!("{location} exists already; nothing changed"));
+        ctx.out.json(&json!({"memory": location, "created": created, "runs": bucket.as_ref().map(|(b, c)| json!({"bucket": b, "created": c}))}));
+        return Ok(());
+    }
+    let said = |location: &str, created: bool| {
+        if created {
+            format!("created {location}")
+        } else {
+            format!("{location} exists already; nothing changed")
+        }
+    };
+    ctx.out.line(&said(&location, created));
+    if let Some((b, c)) = bucket {
+        ctx.out.line(&said(&b, c));
     }
     Ok(())
 }

@@ -135,9 +135,32 @@ impl Ctx {
         )?)
     }
 
-    /// The run store.
-    pub fn run_store(&self) -> FsRunStore {
-        FsRunStore::new(self.workspace.runs_dir(), self.redactor.clone())
+    /// The run store: the run folder, and with `runs.backend: s3` the bucket too.
+    pub fn run_store(&self) -> Result<FsRunStore> {
+        let local = FsRunStore::new(self.workspace.runs_dir(), self.redactor.clone());
+        match self.config().runs.backend {
+            crate::config::RunsBackend::Fs => Ok(local),
+            crate::config::RunsBackend::S3 => Ok(local.with_remote(self.s3_runs()?)),
+        }
+    }
+
+    /// The S3 run store of `runs.bucket`.
+    pub fn s3_runs(&self) -> Result<crate::runs::s3::S3Runs> {
+        let r = &self.config().runs;
+        let Some(bucket) = r.bucket.clone() else {
+            return Err(CommandError::usage(
+                "runs.backend is s3, and runs.bucket is unset\n  fix: set runs.bucket in autotriage.yaml",
+            )
+            .into());
+        };
+        Ok(crate::runs::s3::S3Runs::connect(
+            &crate::runs::s3::S3Settings {
+                bucket,
+                prefix: r.prefix.clone().unwrap_or_else(|| "autotriage/runs".into()),
+                region: r.region.clone(),
+                endpoint_url: r.endpoint_url.clone(),
+            },
+        )?)
     }
 }
 

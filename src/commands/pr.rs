@@ -76,7 +76,7 @@ fn read_patch(args: &PrArgs, ctx: &Ctx) -> Result<(String, Option<String>)> {
         return Ok((text, None));
     }
     let id = args.run.as_deref().unwrap_or_default();
-    let store = ctx.run_store();
+    let store = ctx.run_store()?;
     let detail = store.show(id)?;
     let read = |name: &str| -> Option<serde_json::Value> {
         detail
@@ -141,7 +141,7 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
         usage: None,
         base: None,
     };
-    let store = ctx.run_store();
+    let store = ctx.run_store()?;
     let outcome = if args.forge == crate::cli::ForgeArg::Github {
         let repo = github_target(&issue, &args.reference, ctx)?;
         let mut run = store.begin(&issue.repo, issue.number, "pr")?;

@@ -8,18 +8,17 @@ use crate::cli::RunsCommand;
 
 /// Run a `runs` subcommand.
 pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
-    let store = ctx.run_store();
+    let store = ctx.run_store()?;
     match cmd {
         RunsCommand::List(args) => {
             let runs: Vec<_> = store.list()?.into_iter().take(args.limit).collect();
             if ctx.out.json {
                 ctx.out
-                    .json(&json!({"store": store.root.display().to_string(), "runs": runs}));
+                    .json(&json!({"store": store.location(), "runs": runs}));
                 return Ok(());
             }
             if runs.is_empty() {
-                ctx.out
-                    .info(&format!("no runs in {}", store.root.display()));
+                ctx.out.info(&format!("no runs in {}", store.location()));
             }
             for r in &runs {
                 let stages: Vec<String> = r
@@ -76,8 +75,13 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
             if let Some(c) = &m.base_commit {
                 ctx.out.line(&format!("base:    {c}"));
             }
-            ctx.out
-                .line(&format!("folder:  {}", store.root.join(&m.id).display()));
+            ctx.out.line(&format!(
+                "folder:  {}",
+                match &store.remote {
+                    Some(r) => format!("{}/{}", r.location(), m.id),
+                    None => store.root.join(&m.id).display().to_string(),
+                }
+            ));
             ctx.out.line("stages:");
             for (name, s) in &m.stages {
                 let status = serde_json::to_value(s.status)
@@ -94,7 +98,8 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
             if let Some(total) = usage.as_ref().map(|u| &u["total"]) {
                 ctx.out.line(&format!(
                     "spend:   ${:.4} ({} tokens in, {} out, {} model calls)",
-                    total["cost_usd"].as_f64().unwrap_or(0.0),
+                    // `+ 0.0` turns a -0.0 sum into 0.0.
+                    total["cost_usd"].as_f64().unwrap_or(0.0) + 0.0,
                     total["input_tokens"],
                     total["output_tokens"],
                     usage

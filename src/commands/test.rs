@@ -25,7 +25,7 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
         super::resolve_one(&args.reference, &r, args.from, &*memory, &mut github, ctx)?
     };
     let (dir, repo) = super::checkout(&issue, args.repo_dir.as_deref(), ctx)?;
-    let store = ctx.run_store();
+    let store = ctx.run_store()?;
     // Inputs: a patch file (a new run from HEAD), or a run's candidates (that run).
     let (mut run, base, candidates) = match &args.patch {
         Some(path) => {

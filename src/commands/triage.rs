@@ -149,7 +149,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
     let mode = args.engine;
     // Ctrl-C finishes the issues in hand, commits memory and stops with 130.
     let _polling = crate::interrupt::Polling::enter();
-    let store = ctx.run_store();
+    let store = ctx.run_store()?;
     let bar = if batch {
         ctx.out.progress(items.len() as u64, "triaging")
     } else if session.is_some() {

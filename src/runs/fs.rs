@@ -25,6 +25,8 @@ pub struct FsRunStore {
     pub root: PathBuf,
     /// Applied to everything written.
     pub redactor: Redactor,
+    /// The bucket every file is also written to, and runs are read from.
+    pub remote: Option<std::sync::Arc<super::s3::S3Runs>>,
 }
 
 /// An open run: its folder, its metadata and the issue lock.
@@ -35,6 +37,7 @@ pub struct Run {
     /// `run.json` as last written.
     pub meta: RunMeta,
     redactor: Redactor,
+    remote: Option<std::sync::Arc<super::s3::S3Runs>>,
     _lock: File,
 }
 
@@ -95,7 +98,26 @@ fn slug(s: &str) -> String {
 impl FsRunStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: PathBuf, redactor: Redactor) -> Self {
-        Self { root, redactor }
+        Self {
+            root,
+            redactor,
+            remote: None,
+        }
+    }
+
+    /// Keep runs in a bucket too (the team store): files are uploaded as written, and
+    /// runs are listed and read from there.
+    pub fn with_remote(mut self, remote: super::s3::S3Runs) -> Self {
+        self.remote = Some(std::sync::Arc::new(remote));
+        self
+    }
+
+    /// Where runs are listed from, for messages.
+    pub fn location(&self) -> String {
+        match &self.remote {
+            Some(r) => r.location(),
+            None => self.root.display().to_string(),
+        }
     }
 
     fn locks_dir(&self) -> PathBuf {
@@ -155,6 +177,7 @@ impl FsRunStore {
             dir,
             meta,
             redactor: self.redactor.clone(),
+            remote: self.remote.clone(),
             _lock: lock,
         })
     }
@@ -162,19 +185,34 @@ impl FsRunStore {
     /// Open an existing run to add to it (a later stage, a resumed `fix`): take the
     /// issue's lock and read `run.json`. Accepts a unique prefix of the id.
     pub fn reopen(&self, id: &str) -> Result<Run, RunStoreError> {
-        let dir = self.resolve(id)?;
+        let dir = match &self.remote {
+            Some(r) => {
+                // A run started on another machine is copied here first.
+                let id = self.resolve_remote(id)?;
+                let dir = self.root.join(&id);
+                if !dir.join("run.json").is_file() {
+                    r.download(&id, &dir)?;
+                }
+                dir
+            }
+            None => self.resolve(id)?,
+        };
         let meta = read_meta(&dir.join("run.json"))?;
         let lock = self.lock(&meta.repo, meta.number)?;
         Ok(Run {
             dir,
             meta,
             redactor: self.redactor.clone(),
+            remote: self.remote.clone(),
             _lock: lock,
         })
     }
 
     /// Every run, newest first. Folders without a readable `run.json` are skipped.
     pub fn list(&self) -> Result<Vec<RunMeta>, RunStoreError> {
+        if let Some(r) = &self.remote {
+            return r.list();
+        }
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -199,6 +237,19 @@ impl FsRunStore {
 
     /// A run's metadata and files. Accepts a unique prefix of the id.
     pub fn show(&self, id: &str) -> Result<RunDetail, RunStoreError> {
+        if let Some(r) = &self.remote {
+            let id = self.resolve_remote(id)?;
+            let bytes = r.get(&id, "run.json")?.unwrap_or_default();
+            let meta: RunMeta =
+                serde_json::from_slice(&bytes).map_err(|e| RunStoreError::Corrupt {
+                    path: format!("{}/{id}/run.json", r.location()),
+                    message: e.to_string(),
+                })?;
+            return Ok(RunDetail {
+                meta,
+                files: r.files(&id)?,
+            });
+        }
         let dir = self.resolve(id)?;
         let meta = read_meta(&dir.join("run.json"))?;
         let mut files = Vec::new();
@@ -209,6 +260,24 @@ impl FsRunStore {
 
     /// Read one file of a run.
     pub fn read_file(&self, id: &str, name: &str) -> Result<String, RunStoreError> {
+        if let Some(r) = &self.remote {
+            let id = self.resolve_remote(id)?;
+            return match r.get(&id, name)? {
+                Some(bytes) if !name.contains("..") => {
+                    Ok(String::from_utf8_lossy(&bytes).into_owned())
+                }
+                _ => Err(RunStoreError::NoSuchFile {
+                    id: id.clone(),
+                    name: name.to_string(),
+                    files: r
+                        .files(&id)?
+                        .into_iter()
+                        .map(|(n, _)| n)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            };
+        }
         let dir = self.resolve(id)?;
         let mut files = Vec::new();
         collect_files(&dir, &dir, &mut files).map_err(io_err(&dir))?;
@@ -227,6 +296,30 @@ impl FsRunStore {
         }
         let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(io_err(&path))
+    }
+
+    /// The full id of a run in the bucket (a unique prefix is accepted).
+    fn resolve_remote(&self, id: &str) -> Result<String, RunStoreError> {
+        let matches: Vec<String> = self
+            .list()?
+            .into_iter()
+            .map(|m| m.id)
+            .filter(|m| m.starts_with(id) && !id.is_empty())
+            .collect();
+        if let Some(exact) = matches.iter().find(|m| *m == id) {
+            return Ok(exact.clone());
+        }
+        match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(RunStoreError::NotFound {
+                id: id.to_string(),
+                store: self.location(),
+            }),
+            many => Err(RunStoreError::Ambiguous {
+                id: id.to_string(),
+                matches: many.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            }),
+        }
     }
 
     fn resolve(&self, id: &str) -> Result<PathBuf, RunStoreError> {
@@ -279,8 +372,13 @@ impl FsRunStore {
                 continue;
             };
             if !dry_run {
+                if let Some(r) = &self.remote {
+                    r.delete(&meta.id)?;
+                }
                 let dir = self.root.join(&meta.id);
-                std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                }
             }
             removed.push(meta.id);
         }
@@ -359,7 +457,16 @@ impl Run {
             message: e.to_string(),
         })?;
         text.push('\n');
-        write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
+        write_atomic(&path, text.as_bytes()).map_err(io_err(&path))?;
+        self.upload(name, text.as_bytes())
+    }
+
+    /// Send a file just written to the bucket, when there is one.
+    fn upload(&self, name: &str, bytes: &[u8]) -> Result<(), RunStoreError> {
+        match &self.remote {
+            Some(r) => r.put(&self.meta.id, name, bytes),
+            None => Ok(()),
+        }
     }
 
     /// Write `usage.json`: every model call of the run and their totals.
@@ -383,7 +490,9 @@ impl Run {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        write_atomic(&path, self.redactor.redact(text).as_bytes()).map_err(io_err(&path))
+        let text = self.redactor.redact(text);
+        write_atomic(&path, text.as_bytes()).map_err(io_err(&path))?;
+        self.upload(name, text.as_bytes())
     }
 
     /// Append one event to `events.jsonl`, redacted.
@@ -411,7 +520,13 @@ impl Run {
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        f.write_all(line.as_bytes()).map_err(io_err(&path))
+        f.write_all(line.as_bytes()).map_err(io_err(&path))?;
+        drop(f);
+        if self.remote.is_some() {
+            let all = std::fs::read(&path).map_err(io_err(&path))?;
+            self.upload("events.jsonl", &all)?;
+        }
+        Ok(())
     }
 
     /// Mark a stage as started.

@@ -3,6 +3,7 @@
 //! ([`fs::FsRunStore`]).
 
 pub mod fs;
+pub mod s3;
 
 use std::collections::BTreeMap;
 
@@ -62,6 +63,19 @@ pub enum RunStoreError {
         /// The lock file.
         lock: String,
     },
+    /// The remote store (S3) failed.
+    #[error("run store: {detail}")]
+    Remote {
+        /// What failed, and what to do.
+        detail: String,
+    },
+    /// The remote store cannot be reached as configured (no region or credentials, a
+    /// bucket that does not exist).
+    #[error("run store: {detail}")]
+    Unavailable {
+        /// What is missing, and how to fix it.
+        detail: String,
+    },
     /// A run file is not what this build understands.
     #[error(
         "{path}: {message}\n  fix: remove the run with `autotriage runs prune` or upgrade autotriage"
@@ -79,7 +93,8 @@ impl ExitCoded for RunStoreError {
         match self {
             RunStoreError::NotFound { .. }
             | RunStoreError::NoSuchFile { .. }
-            | RunStoreError::Ambiguous { .. } => Exit::Usage,
+            | RunStoreError::Ambiguous { .. }
+            | RunStoreError::Unavailable { .. } => Exit::Usage,
             _ => Exit::Failure,
         }
     }

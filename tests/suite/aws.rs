@@ -44,7 +44,14 @@ fn stable(out: &str) -> Vec<Value> {
     fn strip(v: &mut Value) {
         match v {
             Value::Object(m) => {
-                for k in ["run_id", "run", "created_at", "updated_at", "seconds"] {
+                for k in [
+                    "run_id",
+                    "run",
+                    "created_at",
+                    "updated_at",
+                    "seconds",
+                    "search_seconds",
+                ] {
                     m.remove(k);
                 }
                 m.values_mut().for_each(strip);
@@ -319,4 +326,151 @@ fn throttling_from_dynamodb_is_retried() {
         vec!["DynamoDB_20120810.GetItem"; 4],
         "three tries of the schema read, then the issue"
     );
+}
+
+#[test]
+fn runs_on_s3_are_read_from_the_bucket_and_fix_gives_the_same_output() {
+    let Some(moto) = Emulator::moto() else { return };
+    let t = TestContext::new();
+    copy_examples(&t);
+    commit_files(
+        t.path(),
+        &[
+            (
+                "pkg/core.py",
+                "def run_job(job_id):\n    if job_id < 0:\n        raise ValueError(\"job id must be positive\")\n    return job_id * 2\n",
+            ),
+            (
+                "pkg/cli.py",
+                "import sys\n\n\ndef main():\n    print(sys.argv)\n",
+            ),
+            (".gitignore", ".autotriage/\n"),
+        ],
+        "init",
+    );
+    t.write(
+        "bug.md",
+        "---\nrepo: acme/jobs\nnumber: 3\ntitle: job id 0 is accepted\n---\n`run_job(0)` returns 0; ids must be positive.\n```\n  File \"/venv/pkg/core.py\", line 2, in run_job\n```\n",
+    );
+    t.write(
+        "team.yaml",
+        &format!(
+            "memory:\n  backend: dynamodb\n  table: autotriage-runs-test\n  endpoint_url: {0}\nruns:\n  backend: s3\n  bucket: autotriage-runs\n  endpoint_url: {0}\n",
+            moto.url
+        ),
+    );
+    // Not set up yet: say how.
+    let o = aws_cmd(&t, &["--config", "team.yaml", "runs", "list"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the bucket autotriage-runs does not exist")
+            && stderr(&o).contains("memory init"),
+        "{}",
+        stderr(&o)
+    );
+    let o = aws_cmd(&t, &["--config", "team.yaml", "memory", "init"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "created dynamodb:autotriage-runs-test\ncreated s3://autotriage-runs\n"
+    );
+
+    // The same fix (up to locate) on the embedded defaults and on the team backends.
+    let local = aws_cmd(&t, &["fix", "bug.md", "--until", "locate", "--json"]);
+    assert_eq!(code(&local), 0, "{}", stderr(&local));
+    let team = aws_cmd(
+        &t,
+        &[
+            "--config",
+            "team.yaml",
+            "fix",
+            "bug.md",
+            "--until",
+            "locate",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&team), 0, "{}", stderr(&team));
+    let strip = |o: &std::process::Output| {
+        let mut v = stable(&stdout(o));
+        for x in v.iter_mut() {
+            if let Some(l) = x.get_mut("locate").and_then(|l| l.as_object_mut()) {
+                l.remove("index");
+            }
+        }
+        v
+    };
+    assert_eq!(strip(&team), strip(&local));
+    assert_eq!(json(&team)["locate"]["files"][0]["path"], "pkg/core.py");
+    let run_id = json(&team)["run_id"].as_str().unwrap().to_string();
+
+    // The run is in the bucket: read back with no local copy.
+    std::fs::remove_dir_all(t.path().join(".autotriage/runs")).unwrap();
+    let o = aws_cmd(&t, &["--config", "team.yaml", "runs", "list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["store"], "s3://autotriage-runs/autotriage/runs");
+    assert_eq!(v["runs"][0]["id"], run_id.as_str());
+    let o = aws_cmd(
+        &t,
+        &[
+            "--config",
+            "team.yaml",
+            "runs",
+            "show",
+            &run_id[..20],
+            "--file",
+            "context.json",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let context: Value = serde_json::from_str(json(&o)["content"].as_str().unwrap()).unwrap();
+    assert_eq!(context["files"][0]["path"], "pkg/core.py");
+    let names: Vec<String> = json(&o)["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_string())
+        .collect();
+    for f in [
+        "context.json",
+        "events.jsonl",
+        "issue.json",
+        "run.json",
+        "triage.json",
+    ] {
+        assert!(names.contains(&f.to_string()), "{names:?}");
+    }
+    // The run is in the team memory too.
+    let o = aws_cmd(&t, &["--config", "team.yaml", "memory", "stats", "--json"]);
+    assert_eq!(json(&o)["stats"]["runs"], 1);
+}
+
+#[test]
+fn large_run_files_go_to_s3_in_parts() {
+    let Some(moto) = Emulator::moto() else { return };
+    for (k, v) in AWS_ENV {
+        // SAFETY: every test sets these to the same values.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let s3 = autotriage::runs::s3::S3Runs::connect(&autotriage::runs::s3::S3Settings {
+        bucket: "autotriage-big".into(),
+        prefix: "team/runs".into(),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.url.clone()),
+    })
+    .unwrap();
+    assert!(s3.init().unwrap());
+    // 17 MiB: three parts of at most 8 MiB.
+    let big: Vec<u8> = (0..17 * 1024 * 1024)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    s3.put("run-1", "tests/baseline.log", &big).unwrap();
+    assert_eq!(s3.get("run-1", "tests/baseline.log").unwrap().unwrap(), big);
+    assert_eq!(
+        s3.files("run-1").unwrap(),
+        vec![("tests/baseline.log".to_string(), big.len() as u64)]
+    );
+    assert_eq!(s3.get("run-1", "missing.json").unwrap(), None);
 }
