@@ -431,6 +431,12 @@ pub struct TestConfig {
     pub project: Option<String>,
     /// Environment variables passed to test runs besides the built-in allow-list.
     pub pass_env: Vec<String>,
+    /// CodeBuild: the bucket for sources and outputs (default `runs.bucket`).
+    pub bucket: Option<String>,
+    /// CodeBuild: AWS region.
+    pub region: Option<String>,
+    /// CodeBuild: endpoint override for CodeBuild and S3.
+    pub endpoint_url: Option<String>,
 }
 
 impl Default for TestConfig {
@@ -443,6 +449,9 @@ impl Default for TestConfig {
             runner: TestRunner::Local,
             project: None,
             pass_env: Vec::new(),
+            bucket: None,
+            region: None,
+            endpoint_url: None,
         }
     }
 }

@@ -192,9 +192,51 @@ pub(crate) fn preflight(ctx: &Ctx, repo: &Repository, base: Oid) -> Result<()> {
         &read,
         base,
     )?;
-    crate::verify::sandbox::resolve(cfg.sandbox, &cfg.pass_env)
-        .map_err(crate::verify::VerifyError::Sandbox)?;
+    match cfg.runner {
+        crate::config::TestRunner::Local => {
+            crate::verify::sandbox::resolve(cfg.sandbox, &cfg.pass_env)
+                .map_err(crate::verify::VerifyError::Sandbox)?;
+        }
+        crate::config::TestRunner::Codebuild => {
+            codebuild_runner(ctx)?;
+        }
+    }
     Ok(())
+}
+
+/// The CodeBuild runner of `test.project`, `test.bucket` (else `runs.bucket`).
+fn codebuild_runner(ctx: &Ctx) -> Result<crate::verify::codebuild::CodeBuildRunner> {
+    let cfg = &ctx.config().test;
+    let Some(project) = cfg.project.clone() else {
+        return Err(CommandError::usage(
+            "test.runner is codebuild, and test.project is unset\n  fix: set test.project to the CodeBuild project that runs the tests",
+        )
+        .into());
+    };
+    let Some(bucket) = cfg
+        .bucket
+        .clone()
+        .or_else(|| ctx.config().runs.bucket.clone())
+    else {
+        return Err(CommandError::usage(
+            "test.runner is codebuild, and neither test.bucket nor runs.bucket is set\n  fix: set test.bucket to a bucket the project can read and write",
+        )
+        .into());
+    };
+    Ok(crate::verify::codebuild::CodeBuildRunner::connect(
+        &crate::verify::codebuild::CodeBuildSettings {
+            project,
+            bucket,
+            prefix: ctx
+                .config()
+                .runs
+                .prefix
+                .clone()
+                .unwrap_or_else(|| "autotriage".into()),
+            region: cfg.region.clone(),
+            endpoint_url: cfg.endpoint_url.clone(),
+        },
+    )?)
 }
 
 /// The test stage inside a run: the plan, the sandbox, the baseline, each candidate,
@@ -208,12 +250,6 @@ pub(crate) fn test_stage(
 ) -> Result<TestReport> {
     run.stage_started("test")?;
     let cfg = &ctx.config().test;
-    if cfg.runner == crate::config::TestRunner::Codebuild {
-        return Err(CommandError::usage(
-            "test.runner: codebuild is not available in this build yet\n  fix: set test.runner: local",
-        )
-        .into());
-    }
     let read = |p: &str| crate::locate::files::read_at(repo, base, p);
     let plan = TestPlan::for_commit(
         cfg.setup.clone(),
@@ -222,11 +258,6 @@ pub(crate) fn test_stage(
         &read,
         base,
     )?;
-    let (sandbox, warning) = crate::verify::sandbox::resolve(cfg.sandbox, &cfg.pass_env)
-        .map_err(crate::verify::VerifyError::Sandbox)?;
-    if let Some(w) = warning {
-        ctx.out.warn(&w);
-    }
     let cache = ctx.workspace.cache_dir();
     let key = short_hash(
         &repo
@@ -241,9 +272,19 @@ pub(crate) fn test_stage(
         verify::Flavor::Go => Some(("GOCACHE", cache.join("go-build").join(&key))),
         _ => None,
     };
-    let runner = LocalRunner {
-        sandbox,
-        build_cache: build_cache.map(|(var, dir)| (var.to_string(), dir)),
+    let runner: Box<dyn verify::Runner> = match cfg.runner {
+        crate::config::TestRunner::Codebuild => Box::new(codebuild_runner(ctx)?),
+        crate::config::TestRunner::Local => {
+            let (sandbox, warning) = crate::verify::sandbox::resolve(cfg.sandbox, &cfg.pass_env)
+                .map_err(crate::verify::VerifyError::Sandbox)?;
+            if let Some(w) = warning {
+                ctx.out.warn(&w);
+            }
+            Box::new(LocalRunner {
+                sandbox,
+                build_cache: build_cache.map(|(var, dir)| (var.to_string(), dir)),
+            })
+        }
     };
     let _polling = crate::interrupt::Polling::enter();
     let stop = || crate::interrupt::requested();
@@ -251,7 +292,7 @@ pub(crate) fn test_stage(
         repo,
         base,
         plan: &plan,
-        runner: &runner,
+        runner: runner.as_ref(),
         worktrees: cache.join("worktrees"),
         prefix: run.id().to_string(),
         cache: cache.join("baselines"),
@@ -274,7 +315,7 @@ pub(crate) fn test_stage(
                 .to_string()
                 .to_lowercase(),
             plan.setup.as_deref().unwrap_or("none"),
-            verify::Runner::describe(&runner),
+            runner.describe(),
             plan.timeout_seconds
         ),
         json!(null),
@@ -345,7 +386,7 @@ pub(crate) fn test_stage(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let report = TestReport::new(base, plan, &runner, baseline, reports);
+    let report = TestReport::new(base, plan, runner.as_ref(), baseline, reports);
     run.write_json("test.json", &report)?;
     let error = report
         .chosen

@@ -10,6 +10,7 @@
 //!   changes on a re-run is reported flaky instead);
 //! - `error`: it could not be tested (no longer applies, setup failed, time limit).
 
+pub mod codebuild;
 pub mod detect;
 pub mod local;
 pub mod results;

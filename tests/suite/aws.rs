@@ -474,3 +474,223 @@ fn large_run_files_go_to_s3_in_parts() {
     );
     assert_eq!(s3.get("run-1", "missing.json").unwrap(), None);
 }
+
+/// A stand-in for the CodeBuild fleet (moto completes builds without running them): it
+/// watches the bucket for uploaded sources, reads the code in each, and writes the
+/// outputs a real build of it would: pytest's JUnit XML, the log and the exit code.
+fn fake_build_agent(
+    url: String,
+    bucket: &'static str,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&url)
+            .force_path_style(true)
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(conf);
+        let mut handled: Vec<String> = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let keys: Vec<String> = rt
+                .block_on(s3.list_objects_v2().bucket(bucket).send())
+                .map(|o| {
+                    o.contents()
+                        .iter()
+                        .filter_map(|c| c.key().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for key in keys.iter().filter(|k| k.ends_with("/source.zip")) {
+                if handled.contains(key) {
+                    continue;
+                }
+                let bytes = rt.block_on(async {
+                    let o = s3
+                        .get_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .send()
+                        .await
+                        .unwrap();
+                    o.body.collect().await.unwrap().into_bytes().to_vec()
+                });
+                let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+                let names: Vec<String> = zip.file_names().map(String::from).collect();
+                assert!(!names.iter().any(|n| n.starts_with(".git/")), "{names:?}");
+                let mut ops = String::new();
+                std::io::Read::read_to_string(&mut zip.by_name("calc/ops.py").unwrap(), &mut ops)
+                    .unwrap();
+                let fixed = ops.contains("a + b");
+                let add = if fixed {
+                    "<testcase classname=\"tests.test_ops\" name=\"test_add\"/>".to_string()
+                } else {
+                    "<testcase classname=\"tests.test_ops\" name=\"test_add\"><failure message=\"assert -1 == 5\"/></testcase>".to_string()
+                };
+                let junit = format!(
+                    "<testsuites><testsuite name=\"pytest\">{add}<testcase classname=\"tests.test_ops\" name=\"test_mul\"/></testsuite></testsuites>"
+                );
+                let out = key.trim_end_matches("source.zip");
+                for (name, body) in [
+                    ("setup-exit-code", "0\n".to_string()),
+                    ("exit-code", if fixed { "0\n" } else { "1\n" }.to_string()),
+                    (
+                        "output.log",
+                        format!("ran the tests on CodeBuild; fixed: {fixed}\n"),
+                    ),
+                    ("junit.xml", junit),
+                ] {
+                    rt.block_on(
+                        s3.put_object()
+                            .bucket(bucket)
+                            .key(format!("{out}out/{name}"))
+                            .body(aws_sdk_s3::primitives::ByteStream::from(body.into_bytes()))
+                            .send(),
+                    )
+                    .unwrap();
+                }
+                handled.push(key.clone());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        handled
+    })
+}
+
+#[test]
+fn a_codebuild_run_goes_start_poll_result_with_the_same_verdict() {
+    let Some(moto) = Emulator::moto() else { return };
+    let t = TestContext::new();
+    commit_files(
+        t.path(),
+        &[
+            ("calc/__init__.py", ""),
+            (
+                "calc/ops.py",
+                "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",
+            ),
+            (
+                "tests/test_ops.py",
+                "from calc.ops import add, mul\n\n\ndef test_add():\n    assert add(2, 3) == 5\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n",
+            ),
+            ("pyproject.toml", "[tool.pytest.ini_options]\n"),
+        ],
+        "init",
+    );
+    t.write(
+        "issue.md",
+        "---\nrepo: acme/calc\nnumber: 4\ntitle: add() subtracts\n---\nadd(2, 3) is -1.\n",
+    );
+    t.write("fix.diff", "calc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n");
+    // The bucket and the project exist beforehand (made by the team's infrastructure).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let creds =
+            aws_sdk_codebuild::config::Credentials::new("testing", "testing", None, None, "test");
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::new()
+                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .endpoint_url(&moto.url)
+                .force_path_style(true)
+                .credentials_provider(creds.clone())
+                .build(),
+        );
+        s3.create_bucket()
+            .bucket("autotriage-builds")
+            .send()
+            .await
+            .unwrap();
+        let cb = aws_sdk_codebuild::Client::from_conf(
+            aws_sdk_codebuild::config::Builder::new()
+                .behavior_version(aws_sdk_codebuild::config::BehaviorVersion::latest())
+                .region(aws_sdk_codebuild::config::Region::new("us-east-1"))
+                .endpoint_url(&moto.url)
+                .credentials_provider(creds)
+                .build(),
+        );
+        use aws_sdk_codebuild::types::*;
+        cb.create_project()
+            .name("autotriage-tests")
+            .source(
+                ProjectSource::builder()
+                    .r#type(SourceType::S3)
+                    .location("autotriage-builds/placeholder.zip")
+                    .build()
+                    .unwrap(),
+            )
+            .artifacts(
+                ProjectArtifacts::builder()
+                    .r#type(ArtifactsType::NoArtifacts)
+                    .build()
+                    .unwrap(),
+            )
+            .environment(
+                ProjectEnvironment::builder()
+                    .r#type(EnvironmentType::LinuxContainer)
+                    .image("aws/codebuild/standard:7.0")
+                    .compute_type(ComputeType::BuildGeneral1Small)
+                    .build()
+                    .unwrap(),
+            )
+            .service_role("arn:aws:iam::123456789012:role/autotriage-codebuild")
+            .send()
+            .await
+            .unwrap();
+    });
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "test:\n  runner: codebuild\n  project: autotriage-tests\n  bucket: autotriage-builds\n  endpoint_url: {}\n",
+            moto.url
+        ),
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let agent = fake_build_agent(moto.url.clone(), "autotriage-builds", done.clone());
+    let o = aws_cmd(&t, &["test", "issue.md", "--patch", "fix.diff", "--json"]);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let builds = agent.join().unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["test"]["runner"], "CodeBuild project autotriage-tests");
+    assert_eq!(v["test"]["verdict"], "fixed");
+    assert_eq!(
+        v["test"]["baseline"]["run"]["results"]["tests"],
+        json!({"tests.test_ops::test_add": "failed", "tests.test_ops::test_mul": "passed"})
+    );
+    let c = &v["test"]["candidates"][0];
+    assert_eq!(c["fixed"], json!(["tests.test_ops::test_add"]));
+    assert_eq!(c["runs"][0]["label"], "candidate 1 targeted");
+    // The baseline, the candidate's targeted run and suite, and the base re-run.
+    assert_eq!(builds.len(), 4, "{builds:?}");
+    let log = {
+        let id = v["run_id"].as_str().unwrap();
+        let o = t.run(&["runs", "show", id, "--file", "tests/baseline.log", "--json"]);
+        json(&o)["content"].as_str().unwrap().to_string()
+    };
+    assert!(
+        log.contains("ran the tests on CodeBuild; fixed: false"),
+        "{log}"
+    );
+
+    // A project that does not exist: exit 2, naming it.
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "test:\n  runner: codebuild\n  project: nowhere\n  bucket: autotriage-builds\n  endpoint_url: {}\n",
+            moto.url
+        ),
+    );
+    let o = aws_cmd(&t, &["test", "issue.md", "--patch", "fix.diff"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the CodeBuild project nowhere does not exist"),
+        "{}",
+        stderr(&o)
+    );
+}
