@@ -264,6 +264,15 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
     })?;
     bar.finish_and_clear();
     memory.end_batch()?;
+    if let Some(io) = memory.io_counts() {
+        ctx.out.debug(&format!(
+            "memory {}: {} read requests, {} write requests, {:.0} ms waiting on them",
+            memory.location(),
+            io.reads,
+            io.writes,
+            io.millis
+        ));
+    }
     if let Some(s) = &session {
         ctx.out.info(&format!(
             "model {}: spent ${:.4} in this command",

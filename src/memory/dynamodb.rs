@@ -60,6 +60,7 @@ pub struct DynamoMemory {
     table: String,
     runtime: tokio::runtime::Runtime,
     redactor: Redactor,
+    io: std::sync::Mutex<super::IoCounts>,
 }
 
 impl DynamoMemory {
@@ -92,6 +93,7 @@ impl DynamoMemory {
             table,
             runtime,
             redactor,
+            io: Default::default(),
         })
     }
 
@@ -167,6 +169,18 @@ impl DynamoMemory {
         }
     }
 
+    /// Count a request and the time it took.
+    fn count(&self, write: bool, started: std::time::Instant) {
+        if let Ok(mut io) = self.io.lock() {
+            if write {
+                io.writes += 1;
+            } else {
+                io.reads += 1;
+            }
+            io.millis += started.elapsed().as_secs_f64() * 1000.0;
+        }
+    }
+
     fn sdk_error<E, R>(&self, action: &str, e: SdkError<E, R>) -> MemoryError
     where
         E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug,
@@ -224,6 +238,7 @@ impl DynamoMemory {
     }
 
     fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, MemoryError> {
+        let started = std::time::Instant::now();
         let out = self
             .runtime
             .block_on(
@@ -235,6 +250,7 @@ impl DynamoMemory {
                     .send(),
             )
             .map_err(|e| self.sdk_error("GetItem", e))?;
+        self.count(false, started);
         Ok(out.item)
     }
 
@@ -242,7 +258,9 @@ impl DynamoMemory {
     /// only if absent). `Ok(false)`-like conflicts come back as `Err(None)` through
     /// [`DynamoMemory::put_versioned`].
     fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<(), MemoryError> {
-        self.runtime
+        let started = std::time::Instant::now();
+        let result = self
+            .runtime
             .block_on(async {
                 let mut req = self
                     .client
@@ -258,7 +276,9 @@ impl DynamoMemory {
                 req.send().await
             })
             .map(|_| ())
-            .map_err(|e| self.sdk_error("PutItem", e))
+            .map_err(|e| self.sdk_error("PutItem", e));
+        self.count(true, started);
+        result
     }
 
     /// Write an issue item only if the stored one is still at `expected` (0: absent).
@@ -268,6 +288,7 @@ impl DynamoMemory {
             "version".into(),
             AttributeValue::N((expected + 1).to_string()),
         );
+        let started = std::time::Instant::now();
         let result = self.runtime.block_on(async {
             let req = self
                 .client
@@ -282,6 +303,7 @@ impl DynamoMemory {
             };
             req.send().await
         });
+        self.count(true, started);
         match result {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(s)) if s.err().is_conditional_check_failed_exception() => {
@@ -332,6 +354,7 @@ impl DynamoMemory {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
+            let started = std::time::Instant::now();
             let page = self
                 .runtime
                 .block_on(
@@ -346,6 +369,7 @@ impl DynamoMemory {
                         .send(),
                 )
                 .map_err(|e| self.sdk_error("Query", e))?;
+            self.count(false, started);
             out.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -360,6 +384,7 @@ impl DynamoMemory {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
+            let started = std::time::Instant::now();
             let page = self
                 .runtime
                 .block_on(
@@ -371,6 +396,7 @@ impl DynamoMemory {
                         .send(),
                 )
                 .map_err(|e| self.sdk_error("Scan", e))?;
+            self.count(false, started);
             out.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
@@ -381,6 +407,7 @@ impl DynamoMemory {
     }
 
     fn delete(&self, pk: &str, sk: &str) -> Result<(), MemoryError> {
+        self.count(true, std::time::Instant::now());
         self.runtime
             .block_on(
                 self.client
@@ -997,6 +1024,10 @@ impl Memory for DynamoMemory {
 
     fn location(&self) -> String {
         format!("dynamodb:{}", self.table)
+    }
+
+    fn io_counts(&self) -> Option<super::IoCounts> {
+        self.io.lock().ok().map(|io| *io)
     }
 
     fn latest_triage(

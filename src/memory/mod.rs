@@ -302,12 +302,27 @@ pub trait Memory {
     fn export(&self) -> Result<Vec<ExportRecord>, MemoryError>;
     /// Where it lives, for messages: a file path, or `dynamodb:TABLE`.
     fn location(&self) -> String;
+    /// Requests made so far, for a remote memory.
+    fn io_counts(&self) -> Option<IoCounts> {
+        None
+    }
     /// The newest triage result of an issue with when it was made (RFC 3339).
     fn latest_triage(
         &self,
         repo: &str,
         number: u64,
     ) -> Result<Option<(String, serde_json::Value)>, MemoryError>;
+}
+
+/// Requests a remote memory made.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IoCounts {
+    /// Read requests (GetItem, Query and Scan pages).
+    pub reads: u64,
+    /// Write requests (PutItem, DeleteItem).
+    pub writes: u64,
+    /// Time spent waiting on them, ms.
+    pub millis: f64,
 }
 
 /// Any memory backend, chosen in config.
