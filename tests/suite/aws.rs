@@ -694,3 +694,65 @@ fn a_codebuild_run_goes_start_poll_result_with_the_same_verdict() {
         stderr(&o)
     );
 }
+
+#[test]
+fn bad_aws_setup_is_explained() {
+    let server = HttpMock::start();
+    server.mount(
+        Mock::given(wiremock::matchers::method("POST")).respond_with(
+            ResponseTemplate::new(400)
+                .insert_header("content-type", "application/x-amz-json-1.0")
+                .set_body_json(json!({"__type": "com.amazon.coral.service#AccessDeniedException", "message": "User: arn:aws:iam::1:user/ci is not authorized to perform: dynamodb:GetItem"})),
+        ),
+    );
+    let t = TestContext::new();
+    let cfg = dynamo_config(&t, "team.yaml", &server.server.uri(), "autotriage-locked");
+    // Access denied: the action is named.
+    let o = aws_cmd(&t, &["--config", &cfg, "memory", "show", "o/r#1"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("access denied to dynamodb:GetItem on table autotriage-locked"),
+        "{}",
+        stderr(&o)
+    );
+    // No region anywhere: say how to set one.
+    let o = t
+        .cmd()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .args(["--config", &cfg, "memory", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no AWS region is set"),
+        "{}",
+        stderr(&o)
+    );
+    // `--memory dynamodb:TABLE` is the shorthand for the backend and the table.
+    t.write(
+        "endpoint.yaml",
+        &format!("memory:\n  endpoint_url: {}\n", server.server.uri()),
+    );
+    let o = aws_cmd(
+        &t,
+        &[
+            "--config",
+            "endpoint.yaml",
+            "--memory",
+            "dynamodb:other-table",
+            "memory",
+            "stats",
+        ],
+    );
+    assert!(
+        stderr(&o).contains("on table other-table"),
+        "{}",
+        stderr(&o)
+    );
+    // runs.backend s3 without a bucket.
+    t.write("runs.yaml", "runs:\n  backend: s3\n");
+    let o = aws_cmd(&t, &["--config", "runs.yaml", "runs", "list"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("runs.bucket"), "{}", stderr(&o));
+}
