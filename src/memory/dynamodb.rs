@@ -139,6 +139,20 @@ impl DynamoMemory {
                             .send(),
                     )
                     .map_err(|e| self.sdk_error("CreateTable", e))?;
+                // A new table takes a while to become ACTIVE on AWS.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                loop {
+                    let d = self
+                        .runtime
+                        .block_on(self.client.describe_table().table_name(&self.table).send())
+                        .map_err(|e| self.sdk_error("DescribeTable", e))?;
+                    let active = d.table().and_then(|t| t.table_status()).map(|s| s.as_str())
+                        == Some("ACTIVE");
+                    if active || std::time::Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
                 true
             }
             Err(e) => return Err(self.sdk_error("DescribeTable", e)),
@@ -205,7 +219,19 @@ impl DynamoMemory {
                     ),
                 );
             }
-            Some("AccessDeniedException") | Some("UnrecognizedClientException") => format!(
+            Some("UnrecognizedClientException")
+            | Some("ExpiredTokenException")
+            | Some("InvalidSignatureException") => {
+                return unavailable(
+                    &self.table,
+                    format!(
+                        "the AWS credentials were refused ({}: {})\n  fix: check AWS_PROFILE / AWS_ACCESS_KEY_ID, or run `aws sso login`",
+                        code.as_deref().unwrap_or(""),
+                        message.unwrap_or_default()
+                    ),
+                );
+            }
+            Some("AccessDeniedException") => format!(
                 "access denied to dynamodb:{action} on table {}: {}\n  fix: allow dynamodb:{action} on the table for these credentials (AWS_PROFILE / AWS_ACCESS_KEY_ID)",
                 self.table,
                 message.unwrap_or_default()
@@ -323,7 +349,11 @@ impl DynamoMemory {
 
     /// The item for an issue (redacted), without its version.
     pub fn issue_item(&self, issue: &Issue, seen_at: &str) -> Result<Item, MemoryError> {
-        let issue = self.redactor.redact_value(issue);
+        let mut issue = self.redactor.redact_value(issue);
+        // What the SQLite memory does not keep is not kept here either: the backends
+        // hold the same records (and a stored trust decision could go stale).
+        issue.trigger_label_added_by = None;
+        issue.locked = false;
         let mut item = keys(&repo_pk(&issue.repo), &issue_sk(issue.number));
         item.insert("data".into(), AttributeValue::S(to_json(&issue)?));
         item.insert("seen_at".into(), AttributeValue::S(seen_at.into()));
@@ -446,7 +476,21 @@ impl DynamoMemory {
         self.redactor.redact_json(&mut result);
         let mut item = keys(
             &repo_pk(repo),
-            &format!("TRIAGE#{number:012}#{created_at}#{}", run_id.unwrap_or("-")),
+            &format!(
+                "TRIAGE#{number:012}#{created_at}#{}",
+                match run_id {
+                    Some(r) => r.to_string(),
+                    // Without a run id, results of one second are told apart (as SQLite
+                    // keeps each NULL-run row).
+                    None => format!(
+                        "-{:09}",
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.subsec_nanos())
+                            .unwrap_or(0)
+                    ),
+                }
+            ),
         );
         let record = serde_json::json!({
             "repo": repo, "number": number, "run_id": run_id,
@@ -497,25 +541,29 @@ impl DynamoMemory {
         if chunks.is_empty() {
             chunks.push("");
         }
-        // Later parts first, part 0 (which names the count) last: a reader never sees a
-        // count whose parts are not all written.
-        for (i, chunk) in chunks.iter().enumerate().rev() {
-            let mut item = keys(&format!("KV#{key}"), &format!("PART#{i:04}"));
+        // The parts go under a new generation; the HEAD item naming it is written last,
+        // so a reader sees the old value or the new one, never a mix, and a crash
+        // midway leaves the old value whole. Older generations are removed after.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let generation = format!("{nanos:020}");
+        let pk = format!("KV#{key}");
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut item = keys(&pk, &format!("PART#{generation}#{i:04}"));
             item.insert("data".into(), AttributeValue::S((*chunk).to_string()));
-            if i == 0 {
-                item.insert("parts".into(), AttributeValue::N(chunks.len().to_string()));
-                item.insert("updated_at".into(), AttributeValue::S(updated_at.into()));
-            }
             self.put(item, None)?;
         }
-        // Parts beyond the new count belong to an older, longer value.
-        for item in self.query(&format!("KV#{key}"), "PART#")? {
-            let n: usize = sk_of(&item)
-                .trim_start_matches("PART#")
-                .parse()
-                .unwrap_or(0);
-            if n >= chunks.len() {
-                self.delete(&format!("KV#{key}"), &sk_of(&item))?;
+        let mut head = keys(&pk, "HEAD");
+        head.insert("generation".into(), AttributeValue::S(generation.clone()));
+        head.insert("parts".into(), AttributeValue::N(chunks.len().to_string()));
+        head.insert("updated_at".into(), AttributeValue::S(updated_at.into()));
+        self.put(head, None)?;
+        for item in self.query(&pk, "PART#")? {
+            let sk = sk_of(&item);
+            if !sk.starts_with(&format!("PART#{generation}#")) {
+                self.delete(&pk, &sk)?;
             }
         }
         Ok(())
@@ -525,23 +573,36 @@ impl DynamoMemory {
         &self,
         key: &str,
     ) -> Result<Option<(serde_json::Value, String)>, MemoryError> {
-        let parts = self.query(&format!("KV#{key}"), "PART#")?;
-        let Some(first) = parts.iter().find(|i| sk_of(i) == "PART#0000") else {
-            return Ok(None);
+        let pk = format!("KV#{key}");
+        // A writer may replace the value between reading HEAD and its parts: read again.
+        let mut joined = String::new();
+        let mut head_item = None;
+        for _ in 0..3 {
+            let Some(head) = self.get(&pk, "HEAD")? else {
+                return Ok(None);
+            };
+            let generation = text_of(&head, "generation");
+            let count = num(&head, "parts").unwrap_or(1) as usize;
+            let mut parts = self.query(&pk, &format!("PART#{generation}#"))?;
+            parts.sort_by_key(sk_of);
+            if parts.len() == count {
+                joined = parts.iter().filter_map(|i| text(i, "data")).collect();
+                head_item = Some(head);
+                break;
+            }
+        }
+        let Some(first) = head_item else {
+            return Err(MemoryError::Corrupt {
+                path: self.location().into(),
+                detail: format!("learned state {key} kept changing while it was read"),
+            });
         };
-        let count = num(first, "parts").unwrap_or(1) as usize;
-        let mut sorted: Vec<&Item> = parts.iter().collect();
-        sorted.sort_by_key(|i| sk_of(i));
-        let text: String = sorted
-            .iter()
-            .take(count)
-            .filter_map(|i| text(i, "data"))
-            .collect();
+        let text = joined;
         let value = serde_json::from_str(&text).map_err(|e| MemoryError::Corrupt {
             path: self.location().into(),
             detail: format!("learned state {key} does not parse: {e}"),
         })?;
-        Ok(Some((value, text_of(first, "updated_at"))))
+        Ok(Some((value, text_of(&first, "updated_at"))))
     }
 }
 
@@ -790,17 +851,22 @@ impl Memory for DynamoMemory {
         let weights = [3.0, 1.0, 1.0];
         let (k1, b) = (1.2, 0.75);
         let mut hits: Vec<(f64, usize)> = Vec::new();
-        for (di, d) in docs.iter().enumerate() {
-            let mut score = 0.0;
-            for q in &query {
+        let idfs: Vec<Option<f64>> = query
+            .iter()
+            .map(|q| {
                 let df = docs
                     .iter()
                     .filter(|d| d.iter().any(|f| f.contains(q)))
                     .count() as f64;
-                if df == 0.0 {
+                (df > 0.0).then(|| ((n - df + 0.5) / (df + 0.5) + 1.0).ln())
+            })
+            .collect();
+        for (di, d) in docs.iter().enumerate() {
+            let mut score = 0.0;
+            for (q, idf) in query.iter().zip(&idfs) {
+                let Some(idf) = *idf else {
                     continue;
-                }
-                let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+                };
                 for f in 0..3 {
                     let tf = d[f].iter().filter(|w| *w == q).count() as f64;
                     if tf > 0.0 {
@@ -955,7 +1021,7 @@ impl Memory for DynamoMemory {
             if pk == "RUN" {
                 runs.push(from_item::<RunMeta>(item, &self.table)?);
             } else if let Some(key) = pk.strip_prefix("KV#") {
-                if sk == "PART#0000" {
+                if sk == "HEAD" {
                     kv_keys.push(key.to_string());
                 }
             } else if sk.starts_with("ISSUE#") {

@@ -190,7 +190,17 @@ impl FsRunStore {
                 // A run started on another machine is copied here first.
                 let id = self.resolve_remote(id)?;
                 let dir = self.root.join(&id);
-                if !dir.join("run.json").is_file() {
+                // The bucket has the newest state when another machine went on with it.
+                let local = read_meta(&dir.join("run.json")).ok();
+                let remote: Option<RunMeta> = r
+                    .get(&id, "run.json")?
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                let stale = match (&local, &remote) {
+                    (None, _) => true,
+                    (Some(l), Some(rm)) => rm.updated_at > l.updated_at,
+                    (Some(_), None) => false,
+                };
+                if stale {
                     r.download(&id, &dir)?;
                 }
                 dir

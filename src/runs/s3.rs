@@ -37,6 +37,7 @@ pub struct S3Runs {
     /// The bucket.
     pub bucket: String,
     prefix: String,
+    region: Option<String>,
 }
 
 fn remote(detail: String) -> RunStoreError {
@@ -77,6 +78,7 @@ impl S3Runs {
             runtime,
             bucket: s.bucket.clone(),
             prefix: s.prefix.trim_matches('/').to_string(),
+            region: config.region().map(|r| r.to_string()),
         })
     }
 
@@ -116,7 +118,16 @@ impl S3Runs {
                     self.bucket
                 ),
             },
-            Some("AccessDenied") | Some("InvalidAccessKeyId") | Some("SignatureDoesNotMatch") => {
+            Some("InvalidAccessKeyId") | Some("SignatureDoesNotMatch") | Some("ExpiredToken") => {
+                RunStoreError::Unavailable {
+                    detail: format!(
+                        "the AWS credentials were refused by S3 ({}: {})\n  fix: check AWS_PROFILE / AWS_ACCESS_KEY_ID, or run `aws sso login`",
+                        code.as_deref().unwrap_or(""),
+                        message.unwrap_or_default()
+                    ),
+                }
+            }
+            Some("AccessDenied") => {
                 remote(format!(
                     "access denied to s3:{action} on s3://{}/{}: {}\n  fix: allow s3:{action} on the bucket for these credentials",
                     self.bucket,
@@ -148,11 +159,22 @@ impl S3Runs {
         let exists = self
             .runtime
             .block_on(self.client.head_bucket().bucket(&self.bucket).send());
-        if exists.is_ok() {
-            return Ok(false);
+        match exists {
+            Ok(_) => return Ok(false),
+            // Only a bucket that is not there is made; a refusal is reported.
+            Err(SdkError::ServiceError(s)) if s.err().is_not_found() => {}
+            Err(e) => return Err(self.error("HeadBucket", e)),
+        }
+        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        if let Some(r) = self.region.as_deref().filter(|r| *r != "us-east-1") {
+            req = req.create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(r))
+                    .build(),
+            );
         }
         self.runtime
-            .block_on(self.client.create_bucket().bucket(&self.bucket).send())
+            .block_on(req.send())
             .map_err(|e| self.error("CreateBucket", e))?;
         Ok(true)
     }
@@ -219,7 +241,8 @@ impl S3Runs {
                         .build(),
                 );
             }
-            self.client
+            let done = self
+                .client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&key)
@@ -230,9 +253,21 @@ impl S3Runs {
                         .build(),
                 )
                 .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.error("CompleteMultipartUpload", e))
+                .await;
+            match done {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let _ = self
+                        .client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(&key)
+                        .upload_id(&upload_id)
+                        .send()
+                        .await;
+                    Err(self.error("CompleteMultipartUpload", e))
+                }
+            }
         })
     }
 
@@ -328,6 +363,13 @@ impl S3Runs {
     /// Copy a run's files into `dir` (to resume it here).
     pub fn download(&self, id: &str, dir: &Path) -> Result<(), RunStoreError> {
         for (name, _) in self.files(id)? {
+            // Only plain relative names: a key cannot write outside the run folder.
+            let plain = Path::new(&name)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain {
+                continue;
+            }
             if let Some(bytes) = self.get(id, &name)? {
                 let path = dir.join(&name);
                 if let Some(parent) = path.parent() {
@@ -347,7 +389,10 @@ impl S3Runs {
 
     /// Delete a run's files.
     pub fn delete(&self, id: &str) -> Result<(), RunStoreError> {
-        for (name, _) in self.files(id)? {
+        // `run.json` last: a delete cut short leaves a run still listed, to prune again.
+        let mut files = self.files(id)?;
+        files.sort_by_key(|(n, _)| n == "run.json");
+        for (name, _) in files {
             self.runtime
                 .block_on(
                     self.client

@@ -96,17 +96,32 @@ impl CodeBuildRunner {
         }
     }
 
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
+    /// An output of a build; `None` when it wrote none.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VerifyError> {
         self.runtime.block_on(async {
-            let o = self
+            match self
                 .s3
                 .get_object()
                 .bucket(&self.settings.bucket)
                 .key(key)
                 .send()
                 .await
-                .ok()?;
-            o.body.collect().await.ok().map(|b| b.into_bytes().to_vec())
+            {
+                Ok(o) => o
+                    .body
+                    .collect()
+                    .await
+                    .map(|b| Some(b.into_bytes().to_vec()))
+                    .map_err(|e| failed(format!("s3:GetObject {key}: {e}"))),
+                Err(aws_sdk_s3::error::SdkError::ServiceError(e)) if e.err().is_no_such_key() => {
+                    Ok(None)
+                }
+                Err(e) => Err(failed(format!(
+                    "s3:GetObject s3://{}/{key}: {}",
+                    self.settings.bucket,
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))),
+            }
         })
     }
 
@@ -120,15 +135,21 @@ impl CodeBuildRunner {
 /// The buildspec: the setup, then the tests, each with its exit code and log kept as
 /// artifacts (`out/`), so a failing test is a result, not a failed build.
 pub fn buildspec(setup: Option<&str>, command: &str) -> String {
-    let mut commands = vec!["mkdir -p autotriage-out".to_string()];
+    // An absolute JUnit path, so a command that changes directory still writes it.
+    let mut commands = vec![
+        "mkdir -p autotriage-out".to_string(),
+        "export AUTOTRIAGE_JUNIT=\"$PWD/autotriage-out/junit.xml\"".to_string(),
+    ];
     match setup {
+        // On lines of their own, so a trailing comment or a heredoc in the command
+        // cannot swallow the redirection and the exit code.
         Some(s) => commands.push(format!(
-            "( {s} ) > autotriage-out/setup.log 2>&1; echo $? > autotriage-out/setup-exit-code"
+            "(\n{s}\n) > autotriage-out/setup.log 2>&1; echo $? > autotriage-out/setup-exit-code"
         )),
         None => commands.push("echo 0 > autotriage-out/setup-exit-code".into()),
     }
     commands.push(format!(
-        "if [ \"$(cat autotriage-out/setup-exit-code)\" = 0 ]; then ( {command} ) > autotriage-out/output.log 2>&1; echo $? > autotriage-out/exit-code; fi"
+        "if [ \"$(cat autotriage-out/setup-exit-code)\" = 0 ]; then (\n{command}\n) > autotriage-out/output.log 2>&1; echo $? > autotriage-out/exit-code; fi"
     ));
     let spec = serde_json::json!({
         "version": 0.2,
@@ -155,16 +176,24 @@ pub fn zip_dir(dir: &Path) -> Result<Vec<u8>, VerifyError> {
     for entry in walker {
         let entry = entry.map_err(|e| io(&e))?;
         let path = entry.path();
-        if !path.is_file() {
+        // Regular files only: a symlink (to ~/.ssh, say) is never followed off the tree.
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::symlink_metadata(path)
+                .map(|m| m.permissions().mode())
+                .unwrap_or(0o644)
+        };
         let rel = path
             .strip_prefix(dir)
             .map_err(|e| io(&e))?
             .to_string_lossy()
             .replace('\\', "/");
         let bytes = std::fs::read(path).map_err(|e| io(&e))?;
-        out.start_file(rel, options).map_err(|e| io(&e))?;
+        out.start_file(rel, options.unix_permissions(mode))
+            .map_err(|e| io(&e))?;
         out.write_all(&bytes).map_err(|e| io(&e))?;
     }
     let cursor = out.finish().map_err(|e| io(&e))?;
@@ -277,32 +306,51 @@ impl Runner for CodeBuildRunner {
                 self.stop_build(&id);
                 break "STOPPED".to_string();
             }
-            let got = self
+            let got = match self
                 .runtime
                 .block_on(self.codebuild.batch_get_builds().ids(&id).send())
-                .map_err(|e| {
-                    failed(format!(
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    // Nothing is left running behind an error.
+                    self.stop_build(&id);
+                    return Err(failed(format!(
                         "codebuild:BatchGetBuilds: {}",
                         aws_sdk_codebuild::error::DisplayErrorContext(&e)
-                    ))
-                })?;
-            let status = got
+                    )));
+                }
+            };
+            let Some(status) = got
                 .builds()
                 .first()
                 .and_then(|b| b.build_status())
                 .map(|s| s.as_str().to_string())
-                .unwrap_or_else(|| "IN_PROGRESS".into());
+            else {
+                self.stop_build(&id);
+                return Err(failed(format!("build {id} is not known to CodeBuild")));
+            };
             if status != "IN_PROGRESS" {
                 break status;
             }
             wait = (wait.mul_f32(1.5)).min(self.poll.1);
         };
         let seconds = start.elapsed().as_secs_f64();
-        let read = |name: &str| {
-            self.get(&self.key(&token, &format!("out/{name}")))
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        let read = |name: &str| -> Result<Option<String>, VerifyError> {
+            Ok(self
+                .get(&self.key(&token, &format!("out/{name}")))?
+                .map(|b| String::from_utf8_lossy(&b).into_owned()))
         };
-        let code = |name: &str| read(name).and_then(|t| t.trim().parse::<i32>().ok());
+        let code = |name: &str| -> Result<Option<i32>, VerifyError> {
+            Ok(read(name)?.and_then(|t| t.trim().parse::<i32>().ok()))
+        };
+        let setup_exit = code("setup-exit-code")?;
+        let exit = code("exit-code")?;
+        // A build that broke (no exit code from our commands) is not a test result.
+        if !timed_out && setup_exit.is_none() && exit.is_none() {
+            return Err(failed(format!(
+                "build {id} ended {status} without running the commands (see its log in the CodeBuild console)"
+            )));
+        }
         let exec = |cmd: &str, exit: Option<i32>, output: String| Exec {
             command: cmd.to_string(),
             exit_code: if timed_out { None } else { exit },
@@ -313,9 +361,8 @@ impl Runner for CodeBuildRunner {
             sandboxed: true,
         };
         let mut out = RunOutput::default();
-        let setup_exit = code("setup-exit-code");
         if let Some(s) = setup {
-            out.setup = Some(exec(s, setup_exit, read("setup.log").unwrap_or_default()));
+            out.setup = Some(exec(s, setup_exit, read("setup.log")?.unwrap_or_default()));
             if setup_exit != Some(0) && !timed_out {
                 if setup_exit.is_none()
                     && let Some(e) = out.setup.as_mut()
@@ -326,15 +373,67 @@ impl Runner for CodeBuildRunner {
                 return Ok(out);
             }
         }
-        let exit = code("exit-code");
-        let mut output = read("output.log").unwrap_or_default();
+        let mut output = read("output.log")?.unwrap_or_default();
         if exit.is_none() {
             output.push_str(&format!(
                 "\n[CodeBuild build {id} ended {status} without the test command's exit code]\n"
             ));
         }
         out.test = Some(exec(command, exit, output));
-        out.junit = read("junit.xml");
+        out.junit = read("junit.xml")?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_buildspec_keeps_exit_codes_whatever_the_commands_hold() {
+        let spec = buildspec(Some("pip install -e . # editable"), "pytest -k 'a: b'");
+        let v: serde_yaml::Value = serde_yaml::from_str(&spec).unwrap_or_default();
+        let commands: Vec<String> = v["phases"]["build"]["commands"]
+            .as_sequence()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|c| c.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(commands.len(), 4, "{spec}");
+        assert_eq!(
+            commands[2],
+            "(\npip install -e . # editable\n) > autotriage-out/setup.log 2>&1; echo $? > autotriage-out/setup-exit-code"
+        );
+        assert!(commands[3].contains("(\npytest -k 'a: b'\n) > autotriage-out/output.log"));
+        assert_eq!(
+            v["artifacts"]["base-directory"].as_str(),
+            Some("autotriage-out")
+        );
+    }
+
+    #[test]
+    fn the_zip_holds_regular_files_with_their_modes_and_no_git()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir()?;
+        std::fs::create_dir_all(d.path().join(".git"))?;
+        std::fs::write(d.path().join(".git/config"), "x")?;
+        std::fs::write(d.path().join("run.sh"), "#!/bin/sh\n")?;
+        std::fs::set_permissions(
+            d.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )?;
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("secret"))?;
+        let bytes = zip_dir(d.path()).map_err(|e| e.to_string())?;
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes))?;
+        let names: Vec<String> = z.file_names().map(String::from).collect();
+        assert_eq!(names, vec!["run.sh".to_string()]);
+        assert_eq!(
+            z.by_name("run.sh")?.unix_mode().map(|m| m & 0o777),
+            Some(0o755)
+        );
+        Ok(())
     }
 }
