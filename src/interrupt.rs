@@ -16,6 +16,7 @@ pub fn install() {
     // stopping; default signal behaviour still ends the process.
     let _ = ctrlc::set_handler(|| {
         if POLLING.load(Ordering::SeqCst) == 0 || INTERRUPTED.swap(true, Ordering::SeqCst) {
+            crate::verify::sandbox::kill_all();
             std::process::exit(130);
         }
     });

@@ -274,6 +274,9 @@ impl Sandbox {
         // The parent's copies of the pipe's write end close with the command.
         drop(cmd);
         let pgid = child.id() as i32;
+        if let Ok(mut g) = LIVE_GROUPS.lock() {
+            g.push(pgid);
+        }
         let captured = Arc::new(Mutex::new(Capped::default()));
         let sink = Arc::clone(&captured);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
@@ -317,6 +320,9 @@ impl Sandbox {
         }
         // Whatever happened, nothing the command started outlives it.
         kill_group(pgid);
+        if let Ok(mut g) = LIVE_GROUPS.lock() {
+            g.retain(|x| *x != pgid);
+        }
         if status.is_none() {
             status = status_rx.recv().ok().and_then(Result::ok);
         }
@@ -433,6 +439,19 @@ impl Sandbox {
             "--".into(),
         ]);
         a
+    }
+}
+
+/// Process groups of the commands running now, killed if the process must exit at once
+/// (a second Ctrl-C): an unsandboxed test's children would otherwise outlive it.
+static LIVE_GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kill every test command still running (called just before a forced exit).
+pub fn kill_all() {
+    if let Ok(groups) = LIVE_GROUPS.lock() {
+        for g in groups.iter() {
+            kill_group(*g);
+        }
     }
 }
 

@@ -854,3 +854,53 @@ fn a_candidate_that_edits_the_failing_test_or_skips_one_proves_nothing() {
     assert_eq!(c2["regressions"], json!(["tests.test_ops::test_mul"]));
     assert_eq!(v["test"]["chosen"], Value::Null);
 }
+
+#[test]
+fn ctrl_c_during_the_tests_stops_them_and_leaves_a_resumable_run() {
+    let t = python_repo();
+    t.write("fix.diff", "calc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n");
+    let marker = format!("{}", 7300 + std::process::id() % 1000);
+    t.write(
+        "autotriage.yaml",
+        &format!("test:\n  command: \"sleep {marker} & sleep {marker}\"\n  sandbox: off\n"),
+    );
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("autotriage"))
+        .current_dir(t.path())
+        .env_clear()
+        .env("HOME", t.home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["test", "issue.md", "--patch", "fix.diff"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while processes_with(&format!("sleep {marker}")).is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the test command never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        processes_with(&format!("sleep {marker}")),
+        Vec::<String>::new()
+    );
+    // The run says where it stopped; the worktree is gone.
+    let runs = json(&t.run(&["runs", "list", "--json"]));
+    let stage = &runs["runs"][0]["stages"]["test"];
+    assert_eq!(stage["status"], "failed");
+    assert_eq!(stage["error"], "interrupted");
+    let wt = t.home.path().join(".cache/autotriage/worktrees");
+    assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 0);
+}
