@@ -864,7 +864,7 @@ fn ctrl_c_during_the_tests_stops_them_and_leaves_a_resumable_run() {
         "autotriage.yaml",
         &format!("test:\n  command: \"sleep {marker} & sleep {marker}\"\n  sandbox: off\n"),
     );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("autotriage"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("autotriage"))
         .current_dir(t.path())
         .env_clear()
         .env("HOME", t.home.path())
