@@ -51,17 +51,8 @@ impl S3Runs {
             .enable_all()
             .build()
             .map_err(|e| remote(format!("could not start the AWS client: {e}")))?;
-        let config = runtime.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
-            if let Some(r) = &s.region {
-                loader = loader.region(aws_config::Region::new(r.clone()));
-            }
-            if let Some(u) = &s.endpoint_url {
-                loader = loader.endpoint_url(u);
-            }
-            loader.load().await
-        });
+        let config =
+            crate::aws::load_config(&runtime, s.region.as_deref(), s.endpoint_url.as_deref());
         if config.region().is_none() {
             return Err(RunStoreError::Unavailable {
                 detail: format!(

@@ -57,17 +57,11 @@ impl CodeBuildRunner {
             .enable_all()
             .build()
             .map_err(|e| failed(format!("could not start the AWS client: {e}")))?;
-        let config = runtime.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
-            if let Some(r) = &settings.region {
-                loader = loader.region(aws_config::Region::new(r.clone()));
-            }
-            if let Some(u) = &settings.endpoint_url {
-                loader = loader.endpoint_url(u);
-            }
-            loader.load().await
-        });
+        let config = crate::aws::load_config(
+            &runtime,
+            settings.region.as_deref(),
+            settings.endpoint_url.as_deref(),
+        );
         if config.region().is_none() {
             return Err(VerifyError::Sandbox(
                 "test.runner is codebuild, and no AWS region is set (test.region, AWS_REGION)"
