@@ -118,6 +118,22 @@ fn branch_file(t: &TestContext, branch: &str, file: &str) -> Option<String> {
     Some(String::from_utf8(blob.content().to_vec()).unwrap())
 }
 
+/// Whether `python3 -m pytest` runs here (a skip locally, a failure in CI).
+fn pytest_present() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-m", "pytest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !emulators_required(),
+            "CI needs pytest (`pip install pytest`) for the test-stage tests"
+        );
+        eprintln!("skipped: pytest is not installed");
+    }
+    ok
+}
+
 fn bwrap_present() -> bool {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join("bwrap").is_file()))
@@ -134,6 +150,9 @@ fn bwrap_present() -> bool {
 
 #[test]
 fn python_fix_runs_the_tests_before_and_after_and_publishes_a_branch() {
+    if !pytest_present() {
+        return;
+    }
     let s = HttpMock::start();
     script_model(&s, &[PY_FIX]);
     let t = python_repo();
@@ -213,6 +232,9 @@ fn python_fix_runs_the_tests_before_and_after_and_publishes_a_branch() {
 
 #[test]
 fn a_candidate_that_breaks_another_test_is_rejected() {
+    if !pytest_present() {
+        return;
+    }
     let s = HttpMock::start();
     script_model(&s, &[PY_BREAKS_MUL, PY_FIX]);
     let t = python_repo();
@@ -409,7 +431,7 @@ fn rust_fix_opens_a_draft_pr_and_a_killed_run_resumes_without_a_duplicate() {
 
 #[test]
 fn tests_in_the_sandbox_see_no_token_and_no_network() {
-    if !bwrap_present() {
+    if !bwrap_present() || !pytest_present() {
         return;
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -663,6 +685,9 @@ fn the_readme_fix_demo_runs_offline_end_to_end() {
 
 #[test]
 fn a_batch_runs_in_parallel_and_ends_with_one_table() {
+    if !pytest_present() {
+        return;
+    }
     let s = HttpMock::start();
     script_model(&s, &[PY_FIX]);
     let t = python_repo();
@@ -728,6 +753,9 @@ fn a_batch_runs_in_parallel_and_ends_with_one_table() {
 
 #[test]
 fn a_test_that_changes_on_a_rerun_is_flaky_not_a_regression() {
+    if !pytest_present() {
+        return;
+    }
     let s = HttpMock::start();
     // Fixes add(), and makes test_mul fail on its first run in a worktree only.
     let flaky = "Fix add.\n\ncalc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n\ntests/test_ops.py\n<<<<<<< SEARCH\ndef test_mul():\n    assert mul(2, 3) == 6\n=======\ndef test_mul():\n    import os\n    first = not os.path.exists(\".ran\")\n    open(\".ran\", \"w\").close()\n    assert not first\n    assert mul(2, 3) == 6\n>>>>>>> REPLACE\n";
@@ -831,6 +859,9 @@ fn outside_a_checkout_a_github_issue_is_tested_in_a_cached_clone() {
 
 #[test]
 fn a_candidate_that_edits_the_failing_test_or_skips_one_proves_nothing() {
+    if !pytest_present() {
+        return;
+    }
     // "Fixes" test_add by changing what it expects.
     let cheat = "Adjust the test.\n\ntests/test_ops.py\n<<<<<<< SEARCH\n    assert add(2, 3) == 5\n=======\n    assert add(2, 3) == -1\n>>>>>>> REPLACE\n";
     // Fixes add() but skips test_mul.
