@@ -20,3 +20,11 @@ pub fn load_config(
         loader.load().await
     })
 }
+
+/// Whether an SDK error (its `Debug` text) says no credentials could be loaded: the
+/// chain found none, or a provider in it (SSO, the instance metadata) failed.
+pub fn credentials_missing(debug: &str) -> bool {
+    debug.contains("CredentialsNotLoaded")
+        || debug.contains("NoCredentials")
+        || debug.contains("ProviderError")
+}

@@ -234,10 +234,7 @@ impl DynamoMemory {
                 "dynamodb:{action} failed: {c}: {}",
                 message.unwrap_or_default()
             ),
-            None if debug.contains("CredentialsNotLoaded")
-                || debug.contains("NoCredentials")
-                || debug.contains("ProviderError") =>
-            {
+            None if crate::aws::credentials_missing(&debug) => {
                 return unavailable(
                     &self.table,
                     "no AWS credentials could be loaded\n  fix: set AWS_PROFILE (and run `aws sso login` for SSO profiles), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
@@ -689,14 +686,6 @@ fn summary(issue: &Issue) -> IssueSummary {
     }
 }
 
-/// Lower-case words of two or more characters, as the SQLite memory's search uses.
-fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 2)
-        .map(str::to_lowercase)
-        .collect()
-}
-
 impl Memory for DynamoMemory {
     fn begin_batch(&mut self) -> Result<(), MemoryError> {
         Ok(())
@@ -828,7 +817,7 @@ impl Memory for DynamoMemory {
     fn search(&self, text: &str, limit: usize) -> Result<Vec<SearchHit>, MemoryError> {
         // BM25 over title (weight 3), body and labels, as the SQLite memory's FTS5
         // ranks; scores mapped to 0..1 the same way.
-        let mut query = words(text);
+        let mut query = super::search_words(text);
         query.sort();
         query.dedup();
         if query.is_empty() {
@@ -837,7 +826,13 @@ impl Memory for DynamoMemory {
         let issues = self.all_issues()?;
         let docs: Vec<[Vec<String>; 3]> = issues
             .iter()
-            .map(|i| [words(&i.title), words(&i.body), words(&i.labels.join(" "))])
+            .map(|i| {
+                [
+                    super::search_words(&i.title),
+                    super::search_words(&i.body),
+                    super::search_words(&i.labels.join(" ")),
+                ]
+            })
             .collect();
         let n = docs.len().max(1) as f64;
         let avg: [f64; 3] =

@@ -314,6 +314,15 @@ pub trait Memory {
     ) -> Result<Option<(String, serde_json::Value)>, MemoryError>;
 }
 
+/// The words memory search matches on: lower-cased runs of letters and digits, two
+/// characters or more. Both backends use it, so they agree on what a query means.
+pub(crate) fn search_words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2)
+        .map(str::to_lowercase)
+        .collect()
+}
+
 /// Requests a remote memory made.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct IoCounts {

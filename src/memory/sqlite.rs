@@ -336,11 +336,7 @@ fn db_err(path: &Path, e: rusqlite::Error) -> MemoryError {
 
 /// An FTS5 query that ORs the words of free text (quoted, so no operator injection).
 fn fts_query(text: &str) -> Option<String> {
-    let mut words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() >= 2)
-        .map(str::to_lowercase)
-        .collect();
+    let mut words = super::search_words(text);
     words.sort();
     words.dedup();
     words.truncate(256);

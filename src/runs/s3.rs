@@ -127,7 +127,7 @@ impl S3Runs {
                 ))
             }
             Some(c) => remote(format!("s3:{action} failed: {c}: {}", message.unwrap_or_default())),
-            None if debug.contains("CredentialsNotLoaded") || debug.contains("ProviderError") => {
+            None if crate::aws::credentials_missing(&debug) => {
                 RunStoreError::Unavailable {
                     detail: "no AWS credentials could be loaded\n  fix: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
                 }
