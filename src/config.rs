@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_yaml::Value;
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 
 /// The name of the per-repository config file.
 pub const FILE_NAME: &str = "autotriage.yaml";
@@ -41,9 +41,9 @@ pub enum ConfigError {
     },
 }
 
-impl ExitCoded for ConfigError {
-    fn exit(&self) -> Exit {
-        Exit::Usage
+impl HasKind for ConfigError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Config
     }
 }
 
@@ -371,8 +371,13 @@ pub struct GithubConfig {
     pub api_url: String,
     /// Labels put on the pull requests `pr` opens.
     pub pr_labels: Vec<String>,
-    /// Create a configured label the repository lacks (else it is skipped, and said).
+    /// Create a label we apply (triage labels and `pr_labels`) that the repository
+    /// lacks; off, such a label is skipped and the reason names it.
     pub create_labels: bool,
+    /// The login our token acts as, for tokens that cannot ask `GET /user` (a GitHub
+    /// App installation token, such as an Action's `GITHUB_TOKEN`:
+    /// `github-actions[bot]`). Our comments are the ones this login wrote.
+    pub bot_login: Option<String>,
     /// Where `fix` and `test` clone a repository from when no checkout is at hand;
     /// `{repo}` becomes `owner/name`.
     pub clone_url: String,
@@ -384,6 +389,7 @@ impl Default for GithubConfig {
             api_url: "https://api.github.com".into(),
             pr_labels: Vec::new(),
             create_labels: false,
+            bot_login: None,
             clone_url: "https://github.com/{repo}.git".into(),
         }
     }

@@ -1,57 +1,74 @@
-//! Exit codes and the mapping from library errors to them.
+//! What kind of failure an error is, and the error a command raises itself.
 //!
-//! Library modules return their own typed errors; the binary edge wraps them in
-//! `anyhow` and asks [`exit_code_for`] which code the chain deserves.
+//! This module imports nothing from the rest of the crate: every module's typed error
+//! says which [`ErrorKind`] it is (through [`HasKind`]), `commands::error_kind` finds
+//! the kind of an error chain, and only `main.rs` turns a kind into an exit code (the
+//! table in the README).
 
 use std::fmt;
 
-/// The process exit codes DESIGN.md fixes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Runtime failure, including a batch where some items failed.
-    Failure = 1,
-    /// Usage, config, a bad ref, or an unreadable input named on the command line.
-    Usage = 2,
-    /// The issue is not eligible or no candidate passed.
-    NotEligible = 3,
-    /// Interrupted by Ctrl-C.
-    Interrupted = 130,
+/// What kind of failure happened; the binary maps each kind to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Bad flags, a bad reference, or an unreadable input named on the command line.
+    Usage,
+    /// The configuration is wrong.
+    Config,
+    /// Credentials are missing, or the service refused them (401/403 of the token).
+    Credentials,
+    /// The repository or issue does not exist (or the token cannot see it).
+    NotFound,
+    /// The issue is not eligible, or no candidate was proven.
+    NotEligible,
+    /// Interrupted by the user.
+    Interrupted,
+    /// The network failed after the retries.
+    Network,
+    /// The service answered with an error: 5xx, 422, a rate limit that did not lift.
+    Service,
+    /// Some writes were made and others failed; what was written is reported.
+    Partial,
+    /// Any other runtime failure.
+    Runtime,
 }
 
-/// Errors that know which exit code they deserve.
-pub trait ExitCoded {
-    /// The exit code this error maps to.
-    fn exit(&self) -> Exit;
+/// Errors that know which kind of failure they are.
+pub trait HasKind {
+    /// The kind of this error.
+    fn kind(&self) -> ErrorKind;
 }
 
-/// A failure raised directly by a command with a chosen exit code.
+/// A failure raised directly by a command, with its kind.
 #[derive(Debug)]
 pub struct CommandError {
-    /// The exit code.
-    pub exit: Exit,
+    /// The kind of failure.
+    pub kind: ErrorKind,
     /// What happened and what to do.
     pub message: String,
 }
 
 impl CommandError {
-    /// A usage error (exit 2).
+    /// A usage error.
     pub fn usage(message: impl Into<String>) -> Self {
-        Self {
-            exit: Exit::Usage,
-            message: message.into(),
-        }
+        Self::new(ErrorKind::Usage, message)
     }
-    /// A runtime failure (exit 1).
+    /// A runtime failure.
     pub fn failure(message: impl Into<String>) -> Self {
-        Self {
-            exit: Exit::Failure,
-            message: message.into(),
-        }
+        Self::new(ErrorKind::Runtime, message)
     }
-    /// Interrupted by the user (exit 130).
+    /// Interrupted by the user.
     pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Interrupted, message)
+    }
+    /// The issue is not eligible, or nothing was proven.
+    pub fn not_eligible(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotEligible, message)
+    }
+    /// An error of any kind.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            exit: Exit::Interrupted,
+            kind,
             message: message.into(),
         }
     }
@@ -65,49 +82,8 @@ impl fmt::Display for CommandError {
 
 impl std::error::Error for CommandError {}
 
-impl ExitCoded for CommandError {
-    fn exit(&self) -> Exit {
-        self.exit
+impl HasKind for CommandError {
+    fn kind(&self) -> ErrorKind {
+        self.kind
     }
-}
-
-/// The exit code for an error chain: the first typed error found decides; anything
-/// else is a runtime failure.
-pub fn exit_code_for(err: &anyhow::Error) -> Exit {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<CommandError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::issue::RefError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::forge::ForgeError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::memory::MemoryError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::runs::RunStoreError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::model::ModelError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::pr::PatchError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::locate::LocateError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::forge::github_pr::PrError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::verify::VerifyError>() {
-            return e.exit();
-        }
-    }
-    Exit::Failure
 }

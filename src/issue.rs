@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 
 /// The forms a reference may take, shown whenever one is rejected.
 pub const ACCEPTED_FORMS: &str = "\
@@ -56,9 +56,9 @@ pub enum RefError {
     },
 }
 
-impl ExitCoded for RefError {
-    fn exit(&self) -> Exit {
-        Exit::Usage
+impl HasKind for RefError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Usage
     }
 }
 

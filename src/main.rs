@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use autotriage::cli::Cli;
 use autotriage::config::Overrides;
+use autotriage::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 
@@ -45,7 +46,17 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("error: {}", redactor.redact(&message));
-            ExitCode::from(autotriage::error::exit_code_for(&err) as u8)
+            ExitCode::from(exit_code(autotriage::commands::error_kind(&err)))
         }
+    }
+}
+
+/// The exit code of each kind of failure: the table in the README.
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Usage | ErrorKind::Config | ErrorKind::Credentials | ErrorKind::NotFound => 2,
+        ErrorKind::NotEligible => 3,
+        ErrorKind::Interrupted => 130,
+        ErrorKind::Network | ErrorKind::Service | ErrorKind::Partial | ErrorKind::Runtime => 1,
     }
 }

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::Ctx;
 use super::triage::{build_engine, model_session};
-use crate::cli::{EngineArg, FixArgs, FixStage, ForgeArg};
-use crate::error::{CommandError, Exit};
+use crate::cli::{EngineArg, FixArgs, FixStage, ForgeArg, SourceArg};
+use crate::error::{CommandError, ErrorKind};
 use crate::forge::github::GithubForge;
 use crate::issue::{Issue, IssueRef};
 use crate::locate::{self, LocateSettings, Located, PriorFile, rerank};
@@ -96,16 +96,27 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
                 if let Some((repo, n)) = crate::issue::parse_key(&s.reference)
                     && let Some(issue) = memory_ro.issue(&repo, n)?
                 {
+                    let issue =
+                        live_for_trust(raw, issue, args.from, &*memory_ro, &mut github, ctx)?;
                     issues.push((issue, true));
                 }
             }
             continue;
         }
         let remote = matches!(r, IssueRef::Remote { .. });
-        issues.push((
-            super::resolve_one(raw, r, args.from, &*memory_ro, &mut github, ctx)?,
-            remote,
-        ));
+        let in_memory = match r {
+            IssueRef::Remote { repo, number } => {
+                memory_ro.issue(&repo.to_string(), *number)?.is_some()
+            }
+            _ => false,
+        };
+        let issue = super::resolve_one(raw, r, args.from, &*memory_ro, &mut github, ctx)?;
+        let issue = if in_memory && args.from != SourceArg::Github {
+            live_for_trust(raw, issue, args.from, &*memory_ro, &mut github, ctx)?
+        } else {
+            issue
+        };
+        issues.push((issue, remote));
     }
     drop(memory_ro);
     let mut jobs: Vec<Job> = Vec::new();
@@ -177,13 +188,13 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     let only_not_eligible = failed.iter().all(|o| {
         o.error
             .as_ref()
-            .is_some_and(|e| crate::error::exit_code_for(e) == Exit::NotEligible)
+            .is_some_and(|e| super::error_kind(e) == ErrorKind::NotEligible)
     });
     Err(CommandError {
-        exit: if only_not_eligible {
-            Exit::NotEligible
+        kind: if only_not_eligible {
+            ErrorKind::NotEligible
         } else {
-            Exit::Failure
+            ErrorKind::Runtime
         },
         message: format!("{} of {} issues got no fix", failed.len(), outcomes.len()),
     }
@@ -388,7 +399,7 @@ fn fix_one(
         for stage in running {
             let _ = run.stage_finished(&stage, Some(&format!("{e:#}")));
         }
-        if crate::error::exit_code_for(e) == Exit::NotEligible && outcome.verdict == "error" {
+        if super::error_kind(e) == ErrorKind::NotEligible && outcome.verdict == "error" {
             outcome.verdict = "not eligible".into();
         }
         if plan.batch {
@@ -398,6 +409,42 @@ fn fix_one(
     let _ = memory.record_run(&run.meta);
     outcome.error = result.err();
     outcome
+}
+
+/// The live issue for a memory copy of a GitHub issue: who may trigger a fix (the
+/// author's association, who added the trigger label and their permission) is read
+/// from GitHub at every `fix`, never from memory. A triage may be reused; a trust
+/// decision may not. Issues from local files are returned as they are.
+fn live_for_trust(
+    raw: &str,
+    issue: Issue,
+    from: SourceArg,
+    memory: &dyn Memory,
+    github: &mut Option<crate::forge::github::GithubForge>,
+    ctx: &Ctx,
+) -> Result<Issue> {
+    if !super::from_github(&issue) {
+        return Ok(issue);
+    }
+    if from == SourceArg::Memory {
+        if ctx.global.force {
+            return Ok(issue);
+        }
+        return Err(CommandError::not_eligible(format!(
+            "{raw}: {} is a GitHub issue, and whether it may be fixed is decided from the live issue, which --from memory does not read\n  fix: drop --from memory (GITHUB_TOKEN is needed), or run with --force to skip the trust check",
+            issue.reference()
+        ))
+        .into());
+    }
+    let Some(repo) = super::triage::github_repo(&issue.repo) else {
+        return Ok(issue);
+    };
+    let r = IssueRef::Remote {
+        repo,
+        number: issue.number,
+    };
+    // Read from GitHub only: memory is not consulted.
+    super::resolve_one(raw, &r, SourceArg::Github, memory, github, ctx)
 }
 
 /// The trust policy and the kind, before any model writes code for the issue.
@@ -567,7 +614,7 @@ fn fix_stages(
         report.located = Some(&located);
         print(ctx, issue, run.id(), &report, plan.until, spent);
         return Err(CommandError {
-            exit: Exit::NotEligible,
+            kind: ErrorKind::NotEligible,
             message: format!(
                 "{}: not eligible for a fix: {why}\n  fix: a maintainer can add the `{}` label, or run with --force",
                 issue.reference(),
@@ -644,7 +691,10 @@ fn fix_stages(
             .unwrap_or_default()
     };
     let run_id = run.id().to_string();
-    let record = |memory: &mut dyn Memory, verdict: &str, url: Option<String>| {
+    let record = |memory: &mut dyn Memory,
+                  verdict: &str,
+                  url: Option<String>,
+                  published: Option<&crate::pr::Published>| {
         let Some(id) = tests.chosen.or(tests.best) else {
             return Ok::<(), anyhow::Error>(());
         };
@@ -656,12 +706,18 @@ fn fix_stages(
             verdict: verdict.into(),
             pr_url: url,
             created_at: crate::runs::now_rfc3339(),
+            branch: published.map(|p| p.branch.clone()),
+            commits: published
+                .map(|p| p.commit.clone())
+                .filter(|c| !c.is_empty())
+                .into_iter()
+                .collect(),
         })?;
         Ok(())
     };
     report.tests = Some(&tests);
     let Some(chosen) = tests.chosen else {
-        record(memory, &tests.verdict, None)?;
+        record(memory, &tests.verdict, None, None)?;
         print(ctx, issue, run.id(), &report, plan.until, spent);
         let best = tests
             .best
@@ -675,13 +731,13 @@ fn fix_stages(
             })
             .unwrap_or_default();
         return Err(CommandError {
-            exit: Exit::NotEligible,
+            kind: ErrorKind::NotEligible,
             message: format!("no candidate passed the tests: {}{best}", tests.summary),
         }
         .into());
     };
     if plan.until == FixStage::Test || ctx.global.dry_run {
-        record(memory, &tests.verdict, None)?;
+        record(memory, &tests.verdict, None, None)?;
         print(ctx, issue, run.id(), &report, plan.until, spent);
         return Ok(());
     }
@@ -716,7 +772,7 @@ fn fix_stages(
         base: Some(commit),
     };
     if run.meta.done("pr") {
-        record(memory, &tests.verdict, None)?;
+        record(memory, &tests.verdict, None, None)?;
         print(ctx, issue, run.id(), &report, plan.until, spent);
         return Ok(());
     }
@@ -733,16 +789,24 @@ fn fix_stages(
             .as_ref()
             .map(|p| format!("branch {} ({})", p.branch, p.status))
     });
-    record(memory, &tests.verdict, published.url.clone())?;
+    record(
+        memory,
+        &tests.verdict,
+        published.url.clone(),
+        published.published.as_ref(),
+    )?;
     report.published = Some(&published);
     print(ctx, issue, run.id(), &report, plan.until, spent);
-    Ok(())
+    match super::pr::partial(&published) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// The error for a repair that left nothing to test.
 fn no_candidate(run_id: &str, candidates: &[Candidate], reviewed: bool) -> anyhow::Error {
     CommandError {
-        exit: Exit::NotEligible,
+        kind: ErrorKind::NotEligible,
         message: if reviewed {
             format!(
                 "no candidate accepted; they stay in the run for later (`autotriage runs show {run_id}`)"

@@ -19,7 +19,7 @@ use anyhow::Result;
 use crate::cli::SourceArg;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Config, Loaded, Locations, MemoryBackend, Overrides};
-use crate::error::CommandError;
+use crate::error::{CommandError, ErrorKind, HasKind};
 use crate::forge::Forge;
 use crate::forge::github::{GithubForge, ListOptions};
 use crate::forge::local::LocalForge;
@@ -31,6 +31,33 @@ use crate::runs::fs::FsRunStore;
 use crate::workspace::Workspace;
 
 pub use output::Output;
+
+/// The kind of an error chain: the first typed error in it decides; anything else is
+/// a runtime failure. The binary maps the kind to an exit code.
+pub fn error_kind(err: &anyhow::Error) -> ErrorKind {
+    fn of<E: HasKind + std::error::Error + 'static>(
+        cause: &(dyn std::error::Error + 'static),
+    ) -> Option<ErrorKind> {
+        cause.downcast_ref::<E>().map(HasKind::kind)
+    }
+    for cause in err.chain() {
+        let kind = of::<CommandError>(cause)
+            .or_else(|| of::<crate::config::ConfigError>(cause))
+            .or_else(|| of::<crate::issue::RefError>(cause))
+            .or_else(|| of::<crate::forge::ForgeError>(cause))
+            .or_else(|| of::<crate::forge::github_pr::PrError>(cause))
+            .or_else(|| of::<crate::memory::MemoryError>(cause))
+            .or_else(|| of::<crate::runs::RunStoreError>(cause))
+            .or_else(|| of::<crate::model::ModelError>(cause))
+            .or_else(|| of::<crate::pr::PatchError>(cause))
+            .or_else(|| of::<crate::locate::LocateError>(cause))
+            .or_else(|| of::<crate::verify::VerifyError>(cause));
+        if let Some(kind) = kind {
+            return kind;
+        }
+    }
+    ErrorKind::Runtime
+}
 
 /// Everything a command needs: flags, config, where things live, output.
 pub struct Ctx {
@@ -164,6 +191,15 @@ impl Ctx {
     }
 }
 
+/// True when the issue was read from GitHub (its source is an API URL), so its live
+/// state can be read again.
+pub(crate) fn from_github(issue: &Issue) -> bool {
+    issue
+        .source
+        .as_deref()
+        .is_some_and(|s| s.starts_with("https://") || s.starts_with("http://"))
+}
+
 /// The one issue behind a reference: a local file, memory, or GitHub (`from` says
 /// which); a reference to many issues is a usage error.
 pub(crate) fn resolve_one(
@@ -188,12 +224,7 @@ pub(crate) fn resolve_one(
                 .into());
             }
             if github.is_none() {
-                let mut g = GithubForge::new(
-                    &ctx.config().github.api_url,
-                    ctx.config().retry.max_wait,
-                    ListOptions::default(),
-                )?;
-                g.trigger_label = ctx.config().trust.trigger_label.clone();
+                let mut g = GithubForge::from_config(ctx.config(), ListOptions::default())?;
                 let out = ctx.out.clone();
                 g.on_wait = Box::new(move |m| out.info(m));
                 *github = Some(g);

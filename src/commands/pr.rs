@@ -5,10 +5,10 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::cli::PrArgs;
-use crate::error::CommandError;
+use crate::error::{CommandError, ErrorKind};
 use crate::issue::{Issue, IssueRef};
 use crate::memory::sqlite::OpenMode;
-use crate::pr::{BodyContext, pr_body, publish_local};
+use crate::pr::{BodyContext, LocalPublish, Ours, pr_body, publish_local};
 
 fn resolve_issue(args: &PrArgs, ctx: &Ctx) -> Result<Issue> {
     let r = IssueRef::parse(&args.reference, &ctx.ref_context())?;
@@ -129,6 +129,8 @@ pub(crate) struct PublishOutcome {
     pub run_id: String,
     /// GitHub's side in full (requests made, labels, the comment).
     pub github: Option<serde_json::Value>,
+    /// What failed after the branch was written (a partial publish).
+    pub problems: Vec<String>,
 }
 
 /// Run `pr`.
@@ -155,12 +157,19 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
             .clone()
             .ok_or_else(|| CommandError::usage("`pr` publishes into a git checkout, and this directory is not in one\n  fix: run it inside the repository's clone"))?;
         // Check first: nothing is written (not even a run) if the patch does not apply.
+        let ours = ours(ctx, &issue)?;
         publish_local(
-            &repo_dir,
-            &issue,
-            &patch,
-            &ctx.config().paths.protected,
-            true,
+            &LocalPublish {
+                repo_dir: &repo_dir,
+                issue: &issue,
+                patch: &patch,
+                protected: &ctx.config().paths.protected,
+                dry_run: true,
+                base: None,
+                ours: &ours,
+                run_id: "",
+            },
+            &mut |_, _| Ok(()),
         )?;
         let mut run = store.begin(&issue.repo, issue.number, "pr")?;
         run.write_json("issue.json", &issue)?;
@@ -168,6 +177,96 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
         finish(ctx, &run, &issue, out)?
     };
     print_outcome(ctx, &issue, &outcome, Some(&args.reference));
+    match partial(&outcome) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A publish that finished with problems (labels, the link comment) is a partial
+/// publish: what was written stands, and the command fails with the rest listed.
+pub(crate) fn partial(out: &PublishOutcome) -> Option<anyhow::Error> {
+    (!out.problems.is_empty()).then(|| {
+        CommandError::new(
+            ErrorKind::Partial,
+            format!(
+                "published {}, but not everything: {}\n  fix: see the messages above; run the command again to finish (it updates what is there)",
+                out.url.as_deref().unwrap_or("the branch"),
+                out.problems.join("; ")
+            ),
+        )
+        .into()
+    })
+}
+
+/// What we published for an issue before: the commits we made and the branch we last
+/// used, from memory's fix records and from every run folder's `pr.json`.
+pub(crate) fn ours(ctx: &Ctx, issue: &Issue) -> Result<Ours> {
+    let mut ours = Ours::default();
+    let memory = ctx.open_memory(OpenMode::ReadOnly)?;
+    for fix in memory.fixes(&issue.repo, issue.number)? {
+        ours.commits.extend(fix.commits);
+        if fix.branch.is_some() {
+            ours.branch = fix.branch;
+        }
+    }
+    let store = ctx.run_store()?;
+    let mut runs: Vec<crate::runs::RunMeta> = store
+        .list()?
+        .into_iter()
+        .filter(|m| m.repo == issue.repo && m.number == issue.number)
+        .collect();
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    for meta in runs {
+        let Ok(text) = store.read_file(&meta.id, "pr.json") else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        for at in ["", "/pr/published"] {
+            let field = |name: &str| {
+                v.pointer(&format!("{at}/{name}"))
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+            };
+            if let Some(c) = field("commit") {
+                ours.commits.push(c);
+                if ours.branch.is_none() {
+                    ours.branch = field("branch");
+                }
+            }
+        }
+    }
+    ours.commits.sort();
+    ours.commits.dedup();
+    Ok(ours)
+}
+
+/// Record a commit of ours in memory before a branch is moved to it.
+fn record_commit(ctx: &Ctx, issue: &Issue, run_id: &str, branch: &str, commit: &str) -> Result<()> {
+    let mut memory = ctx.open_memory(OpenMode::Create)?;
+    let mut commits = memory
+        .fixes(&issue.repo, issue.number)?
+        .into_iter()
+        .find(|f| f.run_id == run_id)
+        .map(|f| f.commits)
+        .unwrap_or_default();
+    if !commits.iter().any(|c| c == commit) {
+        commits.push(commit.to_string());
+    }
+    memory.record_fix(&crate::memory::FixRecord {
+        repo: issue.repo.clone(),
+        number: issue.number,
+        run_id: run_id.to_string(),
+        files: Vec::new(),
+        verdict: "publishing".into(),
+        pr_url: None,
+        created_at: crate::runs::now_rfc3339(),
+        branch: Some(branch.to_string()),
+        commits,
+    })?;
     Ok(())
 }
 
@@ -191,6 +290,11 @@ fn finish(
             verdict: "published".into(),
             pr_url: out.url.clone(),
             created_at: crate::runs::now_rfc3339(),
+            branch: Some(p.branch.clone()),
+            commits: (!p.commit.is_empty())
+                .then(|| p.commit.clone())
+                .into_iter()
+                .collect(),
         })?;
     }
     Ok(out)
@@ -231,14 +335,19 @@ pub(crate) fn publish_local_stage(
     let protected = &ctx.config().paths.protected;
     run.stage_started("pr")?;
     let result = (|| -> Result<PublishOutcome> {
-        let preview = crate::pr::publish_local_at(
+        let ours = ours(ctx, issue)?;
+        let run_id = run.id().to_string();
+        let request = |dry_run: bool| LocalPublish {
             repo_dir,
             issue,
-            inputs.patch,
+            patch: inputs.patch,
             protected,
-            true,
-            inputs.base,
-        )?;
+            dry_run,
+            base: inputs.base,
+            ours: &ours,
+            run_id: &run_id,
+        };
+        let preview = publish_local(&request(true), &mut |_, _| Ok(()))?;
         let body_ctx = BodyContext {
             triage: triage_summary(ctx, issue)?,
             tests: inputs.tests.clone(),
@@ -258,14 +367,14 @@ pub(crate) fn publish_local_stage(
         if !confirm(ctx, &pr_body(issue, &preview, &body_ctx), &question) {
             return Err(CommandError::failure("nothing written: declined").into());
         }
-        let published = crate::pr::publish_local_at(
-            repo_dir,
-            issue,
-            inputs.patch,
-            protected,
-            ctx.global.dry_run,
-            inputs.base,
-        )?;
+        let published = publish_local(&request(ctx.global.dry_run), &mut |branch, commit| {
+            run.write_json(
+                "pr.json",
+                &json!({"branch": branch, "commit": commit, "status": "publishing", "forge": "local"}),
+            )
+            .map_err(|e| e.to_string())?;
+            record_commit(ctx, issue, &run_id, branch, commit).map_err(|e| format!("{e:#}"))
+        })?;
         let body = pr_body(issue, &published, &body_ctx);
         run.write_text("pr.md", &body)?;
         run.write_json("pr.json", &json!({"branch": published.branch, "commit": published.commit, "base": published.base, "status": published.status, "files": published.files, "forge": "local", "repo_dir": repo_dir.display().to_string()}))?;
@@ -284,6 +393,7 @@ pub(crate) fn publish_local_stage(
             body_path: run.dir.join("pr.md").display().to_string(),
             run_id: run.id().to_string(),
             github: None,
+            problems: Vec::new(),
         })
     })();
     run.stage_finished(
@@ -304,11 +414,8 @@ pub(crate) fn publish_github(
 ) -> Result<PublishOutcome> {
     run.stage_started("pr")?;
     let result = (|| -> Result<PublishOutcome> {
-        let forge = crate::forge::github::GithubForge::new(
-            &ctx.config().github.api_url,
-            ctx.config().retry.max_wait,
-            Default::default(),
-        )?;
+        let forge =
+            crate::forge::github::GithubForge::from_config(ctx.config(), Default::default())?;
         let run_id = run.id().to_string();
         let triage = triage_summary(ctx, issue)?;
         let body = |p: &crate::pr::Published| {
@@ -324,6 +431,19 @@ pub(crate) fn publish_github(
             )
         };
         let gh = &ctx.config().github;
+        let ours = ours(ctx, issue)?;
+        let run_dir = run.dir.clone();
+        let redactor = ctx.redactor.clone();
+        let record = |branch: &str, commit: &str| -> Result<(), String> {
+            crate::runs::fs::write_atomic(
+                &run_dir.join("pr.json"),
+                redactor
+                    .redact(&json!({"branch": branch, "commit": commit, "status": "publishing", "forge": "github"}).to_string())
+                    .as_bytes(),
+            )
+            .map_err(|e| format!("cannot record the commit in {}: {e}", run_dir.display()))?;
+            record_commit(ctx, issue, &run_id, branch, commit).map_err(|e| format!("{e:#}"))
+        };
         let request = |dry_run: bool| crate::forge::github_pr::PrRequest {
             repo,
             issue,
@@ -333,6 +453,9 @@ pub(crate) fn publish_github(
             labels: &gh.pr_labels,
             create_labels: gh.create_labels,
             dry_run,
+            ours: &ours,
+            run_id: &run_id,
+            record: &record,
         };
         if !ctx.global.dry_run && ctx.out.interactive && !ctx.global.yes && !ctx.out.json {
             // Preview (reads only), then ask.
@@ -374,6 +497,7 @@ pub(crate) fn publish_github(
             body_path: run.dir.join("pr.md").display().to_string(),
             run_id: run.id().to_string(),
             github: serde_json::to_value(&done).ok(),
+            problems: done.problems.clone(),
         })
     })();
     run.stage_finished(

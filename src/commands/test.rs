@@ -105,7 +105,7 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
     print_report(ctx, &issue, run.id(), &report);
     if report.chosen.is_none() {
         return Err(CommandError {
-            exit: crate::error::Exit::NotEligible,
+            kind: crate::error::ErrorKind::NotEligible,
             message: format!(
                 "no candidate passed ({}); the results are in run {}",
                 report.verdict,

@@ -120,6 +120,7 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         forge,
         dry_run: ctx.global.dry_run,
         force: ctx.global.force,
+        create_labels: ctx.config().github.create_labels,
     });
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     let mut engine = build_engine(ctx, &mut *memory)?;
@@ -311,9 +312,8 @@ fn github_forge<'a>(
     ctx: &Ctx,
 ) -> Result<&'a GithubForge> {
     if slot.is_none() {
-        let mut g = GithubForge::new(
-            &ctx.config().github.api_url,
-            ctx.config().retry.max_wait,
+        let mut g = GithubForge::from_config(
+            ctx.config(),
             ListOptions {
                 state: Some(args.state.clone()),
                 label: args.label.clone(),
@@ -323,7 +323,6 @@ fn github_forge<'a>(
         )?;
         let out = ctx.out.clone();
         g.on_wait = Box::new(move |m| out.info(m));
-        g.trigger_label = ctx.config().trust.trigger_label.clone();
         *slot = Some(g);
     }
     slot.as_ref()
@@ -517,6 +516,7 @@ struct ApplyTo<'a> {
     forge: &'a GithubForge,
     dry_run: bool,
     force: bool,
+    create_labels: bool,
 }
 
 /// The bot comment for a triage: what is missing and the likely duplicate, under the
@@ -625,6 +625,7 @@ fn triage_one(
                     bot_comment(&t).as_deref(),
                     crate::triage::missing::COMMENT_MARKER,
                     a.dry_run,
+                    a.create_labels,
                 )
             };
             match result {
@@ -783,6 +784,12 @@ fn print_triage(
                 .map(|u| format!(" {u}"))
                 .unwrap_or_default()
         ));
+        if !a.labels_skipped.is_empty() {
+            ctx.out.line(&format!(
+                "  not applied: {} — the repository has no such label (create it, or set github.create_labels: true)",
+                a.labels_skipped.join(", ")
+            ));
+        }
     }
     ctx.out.line(&ctx.out.dim(&format!("  run: {run_id}")));
 }

@@ -40,6 +40,9 @@ pub struct GithubForge {
     pub trigger_label: String,
     /// Told about waits (rate limits, retries), for stderr.
     pub on_wait: Box<dyn Fn(&str) + Send + Sync>,
+    /// `github.bot_login`: our login when `GET /user` is refused.
+    pub bot_login: Option<String>,
+    identity: std::sync::Mutex<Option<String>>,
 }
 
 /// The token: `GITHUB_TOKEN`, then `GH_TOKEN`, then `gh auth token`.
@@ -64,23 +67,41 @@ fn http_fail(what: &str, status: u16, body: &str) -> ForgeError {
     let fix = match status {
         401 => "the token was refused: check GITHUB_TOKEN / GH_TOKEN (or `gh auth login`)",
         403 => {
-            "the token lacks a scope for this (issues need `repo` for private repositories), or access is blocked"
+            "the token lacks a scope or permission for this (issues need `repo` for private repositories; writes need write access), or access is blocked"
         }
         404 => {
             "the repository or issue does not exist, or it is private and the token cannot see it"
         }
+        422 => "GitHub refused the request as it stands; nothing else was changed by it",
         _ => "try again later",
     };
-    ForgeError::NotFound {
+    ForgeError::Http {
         reference: what.to_string(),
+        status,
         message: format!("GitHub answered HTTP {status}: {message}\n  fix: {fix}"),
     }
+}
+
+/// One path segment, percent-encoded: a label name such as `a/b?c` or `🐛 bug` stays
+/// one segment of the request path.
+pub fn segment(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+        .to_string()
+        .replace("%2D", "-")
+        .replace("%2E", ".")
+        .replace("%5F", "_")
+        .replace("%7E", "~")
+}
+
+/// A repository path (`src/a b.rs`), each segment percent-encoded, the `/` kept.
+pub fn path_segments(path: &str) -> String {
+    path.split('/').map(segment).collect::<Vec<_>>().join("/")
 }
 
 impl GithubForge {
     /// A forge for `api_url` with the token from the environment.
     pub fn new(api_url: &str, max_wait_secs: u64, list: ListOptions) -> Result<Self, ForgeError> {
-        let token = token().ok_or_else(|| ForgeError::Unsupported {
+        let token = token().ok_or_else(|| ForgeError::Credentials {
             reference: api_url.to_string(),
             message:
                 "no GitHub token\n  fix: export GITHUB_TOKEN (or GH_TOKEN), or run `gh auth login`"
@@ -113,7 +134,25 @@ impl GithubForge {
             list,
             trigger_label: "autotriage:fix".into(),
             on_wait: Box::new(|_| {}),
+            bot_login: None,
+            identity: std::sync::Mutex::new(None),
         })
+    }
+
+    /// A forge for the configured GitHub (`github.*`, `trust.trigger_label`,
+    /// `retry.max_wait`).
+    pub fn from_config(
+        config: &crate::config::Config,
+        list: ListOptions,
+    ) -> Result<Self, ForgeError> {
+        let mut forge = Self::new(&config.github.api_url, config.retry.max_wait, list)?;
+        forge.trigger_label = config.trust.trigger_label.clone();
+        forge.bot_login = config
+            .github
+            .bot_login
+            .clone()
+            .filter(|l| !l.trim().is_empty());
+        Ok(forge)
     }
 
     /// GET a URL (absolute, or a path under the API URL), retrying what is worth
@@ -186,12 +225,15 @@ impl GithubForge {
             };
             let Some((delay, why)) = wait else { continue };
             if attempt >= 6 || started.elapsed() + delay > self.max_wait {
-                return Err(ForgeError::NotFound {
-                    reference: what.to_string(),
-                    message: format!(
-                        "{why}; gave up after {attempt} attempts (retry.max_wait {} s)\n  fix: try again later",
-                        self.max_wait.as_secs()
-                    ),
+                let message = format!(
+                    "{why}; gave up after {attempt} attempts (retry.max_wait {} s)\n  fix: try again later",
+                    self.max_wait.as_secs()
+                );
+                let reference = what.to_string();
+                return Err(if result.is_err() {
+                    ForgeError::Network { reference, message }
+                } else {
+                    ForgeError::Exhausted { reference, message }
                 });
             }
             (self.on_wait)(&format!(
@@ -450,6 +492,13 @@ fn to_issue(repo: &RepoId, v: &Value) -> Option<Issue> {
 pub struct Applied {
     /// Labels added (ones the issue already had are not re-added).
     pub labels_added: Vec<String>,
+    /// Labels the triage chose that the repository lacks, not applied
+    /// (`github.create_labels` is off).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels_skipped: Vec<String>,
+    /// Labels created in the repository first (`github.create_labels: true`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels_created: Vec<String>,
     /// `created`, `updated`, `unchanged` or `none` (nothing to say).
     pub comment: String,
     /// The bot comment's web URL, when there is one.
@@ -461,6 +510,18 @@ pub struct Applied {
     /// Why nothing was written (a closed or locked issue without `--force`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+}
+
+/// Which of the labels we want to apply the repository has, and what to do with the
+/// others: create them (`github.create_labels`) or skip them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelPlan {
+    /// The labels to apply, spelled as the repository spells them.
+    pub apply: Vec<String>,
+    /// Labels to create first (only with `github.create_labels`).
+    pub create: Vec<String>,
+    /// Labels the repository lacks, skipped.
+    pub skipped: Vec<String>,
 }
 
 impl GithubForge {
@@ -480,6 +541,7 @@ impl GithubForge {
         let result = self.runtime.block_on(async {
             let resp = match method {
                 "PATCH" => self.octo._patch(url.as_str(), Some(body)).await?,
+                "DELETE" => self.octo._delete(url.as_str(), Some(body)).await?,
                 _ => self.octo._post(url.as_str(), Some(body)).await?,
             };
             let status = resp.status().as_u16();
@@ -489,7 +551,7 @@ impl GithubForge {
         match result {
             Ok((200..=299, text)) => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),
             Ok((status, text)) => Err(http_fail(what, status, &text)),
-            Err(e) => Err(ForgeError::NotFound {
+            Err(e) => Err(ForgeError::Network {
                 reference: what.into(),
                 message: format!(
                     "{method} {url} failed: {e}\n  fix: run the command again; it checks what was written before writing"
@@ -498,9 +560,80 @@ impl GithubForge {
         }
     }
 
-    /// Write a triage to the issue: add its labels the issue lacks, and create or
-    /// update the one bot comment (found by `marker`). Check-then-act throughout, so a
-    /// re-run changes nothing that is already right.
+    /// The login our token acts as: `GET /user`, or `github.bot_login` where that is
+    /// refused (App installation tokens). Asked once per forge.
+    pub fn identity(&self) -> Result<String, ForgeError> {
+        let mut cached = match self.identity.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(login) = cached.as_ref() {
+            return Ok(login.clone());
+        }
+        let login = match self.get("GET /user", "/user") {
+            Ok((v, _)) => v.get("login").and_then(Value::as_str).map(String::from),
+            // A 401 is a bad token: say so rather than guessing an identity.
+            Err(e @ ForgeError::Http { status: 401, .. }) => return Err(e),
+            Err(ForgeError::Http { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let login = login
+            .filter(|l| !l.is_empty())
+            .or_else(|| self.bot_login.clone())
+            .ok_or_else(|| ForgeError::Credentials {
+                reference: "GET /user".into(),
+                message: "GitHub did not say which login this token acts as (App installation tokens, such as an Action's GITHUB_TOKEN, cannot ask), so autotriage cannot tell its own comments from other people's\n  fix: set `github.bot_login` in autotriage.yaml to the login the token writes as (an Action: `github-actions[bot]`; an App: `NAME[bot]`)".into(),
+            })?;
+        *cached = Some(login.clone());
+        Ok(login)
+    }
+
+    /// The labels of `wanted` the repository has (spelled its way); the others are
+    /// created when `create` is set, else skipped. One listing of the labels.
+    pub fn plan_labels(
+        &self,
+        repo: &RepoId,
+        wanted: &[String],
+        create: bool,
+    ) -> Result<LabelPlan, ForgeError> {
+        let have = self.labels(repo)?;
+        let mut plan = LabelPlan::default();
+        for label in wanted {
+            if plan.apply.iter().any(|l| l.eq_ignore_ascii_case(label)) {
+                continue;
+            }
+            match have.iter().find(|(n, _)| n.eq_ignore_ascii_case(label)) {
+                Some((name, _)) => plan.apply.push(name.clone()),
+                None if create => {
+                    plan.create.push(label.clone());
+                    plan.apply.push(label.clone());
+                }
+                None => plan.skipped.push(label.clone()),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Create the labels of a plan that are to be created.
+    pub fn create_labels(&self, repo: &RepoId, names: &[String]) -> Result<u32, ForgeError> {
+        let mut requests = 0;
+        for name in names {
+            self.write(
+                "POST",
+                &repo.to_string(),
+                &format!("/repos/{}/{}/labels", repo.owner, repo.name),
+                &serde_json::json!({"name": name, "color": "ededed", "description": "Added by autotriage"}),
+            )?;
+            requests += 1;
+        }
+        Ok(requests)
+    }
+
+    /// Write a triage to the issue: add its labels the issue lacks (only ones the
+    /// repository has, unless `create_labels`), and create or update our one comment
+    /// (found by `marker` *and* our login). Check-then-act throughout, so a re-run
+    /// changes nothing that is already right.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &self,
         repo: &RepoId,
@@ -509,6 +642,7 @@ impl GithubForge {
         comment: Option<&str>,
         marker: &str,
         dry_run: bool,
+        create_labels: bool,
     ) -> Result<Applied, ForgeError> {
         let what = format!("{repo}#{number}");
         let base = format!("/repos/{}/{}/issues/{number}", repo.owner, repo.name);
@@ -516,6 +650,10 @@ impl GithubForge {
             dry_run,
             ..Default::default()
         };
+        // Who we are first: no write happens before we can tell our comment apart.
+        if comment.is_some() {
+            self.identity()?;
+        }
         let (current, _) = self.get(&what, &base)?;
         applied.requests += 1;
         let have: Vec<String> = current
@@ -525,19 +663,29 @@ impl GithubForge {
             .flatten()
             .filter_map(|l| l.get("name").and_then(Value::as_str).map(String::from))
             .collect();
-        applied.labels_added = labels
+        let missing: Vec<String> = labels
             .iter()
             .filter(|l| !have.iter().any(|h| h.eq_ignore_ascii_case(l)))
             .cloned()
             .collect();
-        if !applied.labels_added.is_empty() && !dry_run {
-            self.write(
-                "POST",
-                &what,
-                &format!("{base}/labels"),
-                &serde_json::json!({"labels": applied.labels_added}),
-            )?;
+        if !missing.is_empty() {
+            let plan = self.plan_labels(repo, &missing, create_labels)?;
             applied.requests += 1;
+            applied.labels_skipped = plan.skipped;
+            applied.labels_added = plan.apply;
+            applied.labels_created = plan.create;
+        }
+        if !dry_run {
+            applied.requests += self.create_labels(repo, &applied.labels_created)?;
+            if !applied.labels_added.is_empty() {
+                self.write(
+                    "POST",
+                    &what,
+                    &format!("{base}/labels"),
+                    &serde_json::json!({"labels": applied.labels_added}),
+                )?;
+                applied.requests += 1;
+            }
         }
         let (state, url, requests) = self.upsert_comment(repo, number, comment, marker, dry_run)?;
         applied.comment = state;
@@ -546,9 +694,10 @@ impl GithubForge {
         Ok(applied)
     }
 
-    /// Create or update the one comment carrying `marker` (nothing when `text` is
-    /// `None`). Returns its state (`created`, `updated`, `unchanged`, `none`), its URL
-    /// and the requests made.
+    /// Create or update our one comment carrying `marker` (nothing when `text` is
+    /// `None`). Ours means written by our login *and* starting with the marker; a
+    /// comment by anyone else is never edited, whatever it contains. Returns its state
+    /// (`created`, `updated`, `unchanged`, `none`), its URL and the requests made.
     pub fn upsert_comment(
         &self,
         repo: &RepoId,
@@ -557,6 +706,10 @@ impl GithubForge {
         marker: &str,
         dry_run: bool,
     ) -> Result<(String, Option<String>, u32), ForgeError> {
+        let Some(text) = text else {
+            return Ok(("none".into(), None, 0));
+        };
+        let me = self.identity()?;
         let what = format!("{repo}#{number}");
         let base = format!("/repos/{}/{}/issues/{number}", repo.owner, repo.name);
         let mut requests = 0;
@@ -567,7 +720,11 @@ impl GithubForge {
             requests += 1;
             for c in page.as_array().into_iter().flatten() {
                 let body = c.get("body").and_then(Value::as_str).unwrap_or("");
-                if body.contains(marker)
+                let author = c.pointer("/user/login").and_then(Value::as_str);
+                let ours = author.is_some_and(|a| a.eq_ignore_ascii_case(&me))
+                    && body.trim_start().starts_with(marker);
+                if ours
+                    && existing.is_none()
                     && let Some(id) = c.get("id").and_then(Value::as_u64)
                 {
                     existing = Some((
@@ -580,12 +737,11 @@ impl GithubForge {
             url = next;
         }
         let html = |v: &Value| v.get("html_url").and_then(Value::as_str).map(String::from);
-        Ok(match (text, existing) {
-            (None, _) => ("none".into(), None, requests),
-            (Some(t), Some((_, body, url))) if body.trim() == t.trim() => {
+        Ok(match existing {
+            Some((_, body, url)) if body.trim() == text.trim() => {
                 ("unchanged".into(), url, requests)
             }
-            (Some(t), Some((id, _, url))) => {
+            Some((id, _, url)) => {
                 if dry_run {
                     ("updated".into(), url, requests)
                 } else {
@@ -593,12 +749,12 @@ impl GithubForge {
                         "PATCH",
                         &what,
                         &format!("/repos/{}/{}/issues/comments/{id}", repo.owner, repo.name),
-                        &serde_json::json!({"body": t}),
+                        &serde_json::json!({"body": text}),
                     )?;
                     ("updated".into(), html(&v).or(url), requests + 1)
                 }
             }
-            (Some(t), None) => {
+            None => {
                 if dry_run {
                     ("created".into(), None, requests)
                 } else {
@@ -606,7 +762,7 @@ impl GithubForge {
                         "POST",
                         &what,
                         &format!("{base}/comments"),
-                        &serde_json::json!({"body": t}),
+                        &serde_json::json!({"body": text}),
                     )?;
                     ("created".into(), html(&v), requests + 1)
                 }

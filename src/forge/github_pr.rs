@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::ForgeError;
-use super::github::GithubForge;
+use super::github::{GithubForge, path_segments};
 use crate::issue::{Issue, RepoId};
-use crate::pr::{PatchError, Published, apply_patch, branch_name, patch_paths};
+use crate::pr::{Ours, PatchError, Published, apply_patch, branch_candidates, patch_paths};
 
 /// `pr` failures on GitHub.
 #[derive(Debug, thiserror::Error)]
@@ -26,11 +26,11 @@ pub enum PrError {
     Patch(#[from] PatchError),
 }
 
-impl crate::error::ExitCoded for PrError {
-    fn exit(&self) -> crate::error::Exit {
+impl crate::error::HasKind for PrError {
+    fn kind(&self) -> crate::error::ErrorKind {
         match self {
-            PrError::Forge(e) => e.exit(),
-            PrError::Patch(e) => e.exit(),
+            PrError::Forge(e) => e.kind(),
+            PrError::Patch(e) => e.kind(),
         }
     }
 }
@@ -52,6 +52,13 @@ pub struct GithubPr {
     pub labels_added: Vec<String>,
     /// Configured labels the repository lacks, skipped (`github.create_labels: false`).
     pub labels_skipped: Vec<String>,
+    /// Labels created in the repository first (`github.create_labels: true`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels_created: Vec<String>,
+    /// What failed after the branch was written (labels, the link comment): the rest
+    /// was finished, and the command reports these as a partial publish.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     /// API requests made.
     pub requests: u32,
 }
@@ -79,6 +86,12 @@ pub struct PrRequest<'a> {
     pub create_labels: bool,
     /// Write nothing.
     pub dry_run: bool,
+    /// What we published before: which commits and branch are ours.
+    pub ours: &'a Ours,
+    /// The run, named in the commit's trailer.
+    pub run_id: &'a str,
+    /// Told the branch and the commit before the branch is moved to it.
+    pub record: &'a dyn Fn(&str, &str) -> Result<(), String>,
 }
 
 impl GithubForge {
@@ -94,11 +107,17 @@ impl GithubForge {
             labels,
             create_labels,
             dry_run,
+            ours,
+            run_id,
+            record,
         } = *req;
         let what = format!("{repo}#{}", issue.number);
         let r = format!("/repos/{}/{}", repo.owner, repo.name);
         let mut out = GithubPr::default();
         let paths = patch_paths(patch, protected)?;
+        // Who we are, before any write: our PR and our comment are told apart by it.
+        let me = self.identity()?;
+        out.requests += 1;
 
         let (info, _) = self.get(&what, &r)?;
         let default = info
@@ -125,7 +144,7 @@ impl GithubForge {
         let scratch = Repository::init_bare(tmp.path()).map_err(git)?;
         let mut index = Index::new().map_err(git)?;
         for path in &paths {
-            let url = format!("{r}/contents/{path}?ref={base}");
+            let url = format!("{r}/contents/{}?ref={base}", path_segments(path));
             let content = match self.get(&what, &url) {
                 Ok((v, _)) => {
                     out.requests += 1;
@@ -142,7 +161,7 @@ impl GithubForge {
                     )
                 }
                 // A file the patch creates does not exist yet.
-                Err(ForgeError::NotFound { message, .. }) if message.contains("HTTP 404") => None,
+                Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(e.into()),
             };
             if let Some(bytes) = content {
@@ -193,22 +212,36 @@ impl GithubForge {
                 Err(_) => entries.push((f.path.clone(), None)),
             }
         }
-        let branch = branch_name(issue.number);
-        let existing = match self.get(&what, &format!("{r}/git/ref/heads/{branch}")) {
-            Ok((v, _)) => v
-                .pointer("/object/sha")
-                .and_then(Value::as_str)
-                .map(String::from),
-            Err(ForgeError::NotFound { message, .. }) if message.contains("HTTP 404") => None,
-            Err(e) => return Err(e.into()),
+        // Our branch: the first of the family that is free or whose head is ours.
+        let mut chosen: Option<(String, Option<String>)> = None;
+        let mut foreign = Vec::new();
+        for name in branch_candidates(issue.number, ours) {
+            out.requests += 1;
+            match self.branch_head(&what, &r, &name)? {
+                None => {
+                    chosen = Some((name, None));
+                    break;
+                }
+                Some(head) if ours.owns(&head) => {
+                    chosen = Some((name, Some(head)));
+                    break;
+                }
+                Some(_) => foreign.push(name),
+            }
+        }
+        let Some((branch, existing)) = chosen else {
+            return Err(PatchError::NoBranch {
+                tried: foreign.join(", "),
+            }
+            .into());
         };
-        out.requests += 1;
         let mut published = Published {
             branch: branch.clone(),
             commit: String::new(),
             base: base.clone(),
             status: String::new(),
             files: files.clone(),
+            note: (!foreign.is_empty()).then(|| crate::pr::foreign_note(&foreign)),
         };
         if dry_run {
             published.status = if existing.is_some() {
@@ -263,6 +296,7 @@ impl GithubForge {
         };
         match current {
             Some(sha) => {
+                (record)(&branch, &sha).map_err(PatchError::Git)?;
                 published.commit = sha;
                 published.status = "unchanged".into();
             }
@@ -271,7 +305,7 @@ impl GithubForge {
                     "POST",
                     &what,
                     &format!("{r}/git/commits"),
-                    &json!({"message": format!("Fix #{}: {}", issue.number, issue.title), "tree": tree_sha, "parents": [base]}),
+                    &json!({"message": crate::pr::commit_message(issue, run_id), "tree": tree_sha, "parents": [base]}),
                 )?;
                 out.requests += 1;
                 published.commit = c
@@ -279,7 +313,22 @@ impl GithubForge {
                     .and_then(Value::as_str)
                     .unwrap_or("")
                     .to_string();
-                if existing.is_some() {
+                // Recorded before the branch points at it: a crash between the two
+                // never leaves a commit of ours that a later run would take for
+                // someone else's.
+                (record)(&branch, &published.commit).map_err(PatchError::Git)?;
+                if let Some(old) = &existing {
+                    // Looked at again right before moving it: only our own head is
+                    // ever replaced.
+                    out.requests += 1;
+                    let now = self.branch_head(&what, &r, &branch)?;
+                    if now.as_deref() != Some(old.as_str()) {
+                        return Err(PatchError::Git(format!(
+                            "{branch} changed while we were publishing (now {}); nothing was overwritten\n  fix: run the command again",
+                            now.as_deref().unwrap_or("deleted")
+                        ))
+                        .into());
+                    }
                     self.write(
                         "PATCH",
                         &what,
@@ -300,38 +349,56 @@ impl GithubForge {
             }
         }
 
-        // The draft PR: update the open one for this branch, else create it.
+        // The draft PR: update our open one for this branch, else create it. An open
+        // PR someone else made from the branch is left as it is.
         let description = body(&published);
-        let title = format!("Fix #{}: {}", issue.number, issue.title);
+        let title = crate::pr::quote::pr_title(issue.number, &issue.title);
         let (open, _) = self.get(
             &what,
             &format!("{r}/pulls?head={}:{branch}&state=open", repo.owner),
         )?;
         out.requests += 1;
-        let pr = match open
-            .as_array()
-            .and_then(|a| a.first())
-            .and_then(|p| p.get("number"))
-            .and_then(Value::as_u64)
-        {
-            Some(n) => {
+        let existing_pr = open.as_array().and_then(|a| a.first()).map(|p| {
+            (
+                p.get("number").and_then(Value::as_u64),
+                p.pointer("/user/login")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        });
+        let pr = match existing_pr {
+            Some((Some(n), author)) if author.eq_ignore_ascii_case(&me) => {
                 out.pr_status = "updated".into();
                 out.requests += 1;
-                self.write(
+                Some(self.write(
                     "PATCH",
                     &what,
                     &format!("{r}/pulls/{n}"),
                     &json!({"title": title, "body": description}),
-                )?
+                )?)
+            }
+            Some((n, author)) => {
+                out.pr_status = "left alone".into();
+                out.problems.push(format!(
+                    "an open pull request{} from {branch} was opened by {author}, not by us ({me}); it was left as it is and the issue was not linked to it",
+                    n.map(|n| format!(" #{n}")).unwrap_or_default()
+                ));
+                None
             }
             None => {
                 out.pr_status = "created".into();
                 out.requests += 1;
-                self.write("POST", &what, &format!("{r}/pulls"), &json!({"title": title, "head": branch, "base": default, "body": description, "draft": true}))?
+                Some(self.write("POST", &what, &format!("{r}/pulls"), &json!({"title": title, "head": branch, "base": default, "body": description, "draft": true}))?)
             }
+        };
+        let Some(pr) = pr else {
+            out.published = Some(published);
+            return Ok(out);
         };
         out.number = pr.get("number").and_then(Value::as_u64);
         out.url = pr.get("html_url").and_then(Value::as_str).map(String::from);
+        // From here on the PR exists: a failure is reported, and the rest still done.
         if let Some(n) = out.number
             && !labels.is_empty()
         {
@@ -342,35 +409,34 @@ impl GithubForge {
                 .flatten()
                 .filter_map(|l| l.get("name").and_then(Value::as_str).map(String::from))
                 .collect();
-            let mut add = Vec::new();
-            for l in labels
+            let wanted: Vec<String> = labels
                 .iter()
                 .filter(|l| !have.iter().any(|h| h.eq_ignore_ascii_case(l)))
-            {
-                out.requests += 1;
-                match self.get(&what, &format!("{r}/labels/{}", l.replace(' ', "%20"))) {
-                    Ok(_) => add.push(l.clone()),
-                    Err(ForgeError::NotFound { message, .. }) if message.contains("HTTP 404") => {
-                        if create_labels {
-                            self.write("POST", &what, &format!("{r}/labels"), &json!({"name": l, "color": "ededed", "description": "Added by autotriage"}))?;
-                            out.requests += 1;
-                            add.push(l.clone());
-                        } else {
-                            out.labels_skipped.push(l.clone());
-                        }
+                .cloned()
+                .collect();
+            if !wanted.is_empty() {
+                let labelled = (|| -> Result<(), ForgeError> {
+                    let plan = self.plan_labels(repo, &wanted, create_labels)?;
+                    out.requests += 1;
+                    out.labels_skipped = plan.skipped;
+                    out.requests += self.create_labels(repo, &plan.create)?;
+                    out.labels_created = plan.create;
+                    if !plan.apply.is_empty() {
+                        self.write(
+                            "POST",
+                            &what,
+                            &format!("{r}/issues/{n}/labels"),
+                            &json!({"labels": plan.apply}),
+                        )?;
+                        out.requests += 1;
+                        out.labels_added = plan.apply;
                     }
-                    Err(e) => return Err(e.into()),
+                    Ok(())
+                })();
+                if let Err(e) = labelled {
+                    out.problems
+                        .push(format!("labelling the pull request failed: {e}"));
                 }
-            }
-            if !add.is_empty() {
-                self.write(
-                    "POST",
-                    &what,
-                    &format!("{r}/issues/{n}/labels"),
-                    &json!({"labels": add}),
-                )?;
-                out.requests += 1;
-                out.labels_added = add;
             }
         }
         let link = format!(
@@ -378,11 +444,36 @@ impl GithubForge {
             crate::pr::PR_MARKER,
             out.url.as_deref().unwrap_or("(no URL)")
         );
-        let (state, _, requests) =
-            self.upsert_comment(repo, issue.number, Some(&link), crate::pr::PR_MARKER, false)?;
-        out.comment = state;
-        out.requests += requests;
+        match self.upsert_comment(repo, issue.number, Some(&link), crate::pr::PR_MARKER, false) {
+            Ok((state, _, requests)) => {
+                out.comment = state;
+                out.requests += requests;
+            }
+            Err(e) => {
+                out.comment = "failed".into();
+                out.problems.push(format!(
+                    "the comment linking the issue to the PR failed: {e}"
+                ));
+            }
+        }
         out.published = Some(published);
         Ok(out)
+    }
+
+    /// The head commit of `branch`, or `None` when it does not exist.
+    fn branch_head(
+        &self,
+        what: &str,
+        repo_path: &str,
+        branch: &str,
+    ) -> Result<Option<String>, ForgeError> {
+        match self.get(what, &format!("{repo_path}/git/ref/heads/{branch}")) {
+            Ok((v, _)) => Ok(v
+                .pointer("/object/sha")
+                .and_then(Value::as_str)
+                .map(String::from)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

@@ -9,7 +9,7 @@ pub mod local;
 
 use std::path::PathBuf;
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 use crate::issue::{Issue, IssueRef};
 
 /// One record of a batch that could not be read; the rest of the batch goes on.
@@ -57,6 +57,40 @@ pub enum ForgeError {
         /// What was looked for.
         message: String,
     },
+    /// GitHub (or another forge's API) answered with an error status.
+    #[error("{reference}: {message}")]
+    Http {
+        /// What was being read or written.
+        reference: String,
+        /// The HTTP status.
+        status: u16,
+        /// What the server said, and what to do.
+        message: String,
+    },
+    /// The server could not be reached, after the retries.
+    #[error("{reference}: {message}")]
+    Network {
+        /// What was being read or written.
+        reference: String,
+        /// What failed, and what to do.
+        message: String,
+    },
+    /// The retries ran out (rate limits, server errors).
+    #[error("{reference}: {message}")]
+    Exhausted {
+        /// What was being read or written.
+        reference: String,
+        /// What failed, and what to do.
+        message: String,
+    },
+    /// No credentials, or no identity to act as.
+    #[error("{reference}: {message}")]
+    Credentials {
+        /// What needed them.
+        reference: String,
+        /// What is missing, and how to provide it.
+        message: String,
+    },
     /// This forge cannot serve the reference.
     #[error("{reference}: {message}")]
     Unsupported {
@@ -67,9 +101,30 @@ pub enum ForgeError {
     },
 }
 
-impl ExitCoded for ForgeError {
-    fn exit(&self) -> Exit {
-        Exit::Usage
+impl HasKind for ForgeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ForgeError::Http {
+                status: 401 | 403, ..
+            }
+            | ForgeError::Credentials { .. } => ErrorKind::Credentials,
+            ForgeError::Http {
+                status: 404 | 410, ..
+            }
+            | ForgeError::NotFound { .. } => ErrorKind::NotFound,
+            ForgeError::Http { .. } | ForgeError::Exhausted { .. } => ErrorKind::Service,
+            ForgeError::Network { .. } => ErrorKind::Network,
+            ForgeError::Unreadable { .. }
+            | ForgeError::Malformed { .. }
+            | ForgeError::Unsupported { .. } => ErrorKind::Usage,
+        }
+    }
+}
+
+impl ForgeError {
+    /// True for an HTTP 404 answer (a file, branch or label that does not exist).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ForgeError::Http { status: 404, .. })
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Instant;
 use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 use context::{Context, ContextQuery};
 use evidence::Clues;
 use index::{CodeIndex, PathTable, SearchField};
@@ -103,11 +103,11 @@ impl LocateError {
     }
 }
 
-impl ExitCoded for LocateError {
-    fn exit(&self) -> Exit {
+impl HasKind for LocateError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            LocateError::Config { .. } => Exit::Usage,
-            _ => Exit::Failure,
+            LocateError::Config { .. } => ErrorKind::Usage,
+            _ => ErrorKind::Runtime,
         }
     }
 }

@@ -10,12 +10,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 use crate::issue::Issue;
 use crate::runs::RunMeta;
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Memory failures. None of them touches the file: a memory that cannot be read is
 /// reported, never repaired or replaced silently.
@@ -83,14 +83,14 @@ pub enum MemoryError {
     },
 }
 
-impl ExitCoded for MemoryError {
-    fn exit(&self) -> Exit {
+impl HasKind for MemoryError {
+    fn kind(&self) -> ErrorKind {
         match self {
             MemoryError::Corrupt { .. }
             | MemoryError::NewerSchema { .. }
-            | MemoryError::Unavailable { .. } => Exit::Usage,
-            MemoryError::Interrupted => Exit::Interrupted,
-            _ => Exit::Failure,
+            | MemoryError::Unavailable { .. } => ErrorKind::Usage,
+            MemoryError::Interrupted => ErrorKind::Interrupted,
+            _ => ErrorKind::Runtime,
         }
     }
 }
@@ -240,6 +240,14 @@ pub struct FixRecord {
     pub pr_url: Option<String>,
     /// When.
     pub created_at: String,
+    /// The branch it was published on (`autotriage/issue-N`, or `-2`… when that name
+    /// held someone else's work).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The commits we made for it: a branch whose commits past the base are all in
+    /// this list is ours to update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<String>,
 }
 
 /// The memory backend interface.

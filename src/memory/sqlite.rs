@@ -92,6 +92,8 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo, number, run_id)
     );
     "#,
+    // 4: the branch and commits a fix published, so later runs know which are ours.
+    "ALTER TABLE fixes ADD COLUMN branch TEXT; ALTER TABLE fixes ADD COLUMN commits TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// Memory in a SQLite file.
@@ -452,7 +454,7 @@ impl SqliteMemory {
 
     fn insert_fix(conn: &Connection, fix: &FixRecord) -> rusqlite::Result<usize> {
         conn.execute(
-            "INSERT OR REPLACE INTO fixes (repo, number, run_id, files, verdict, pr_url, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR REPLACE INTO fixes (repo, number, run_id, files, verdict, pr_url, created_at, branch, commits) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 fix.repo,
                 fix.number,
@@ -460,16 +462,18 @@ impl SqliteMemory {
                 serde_json::to_string(&fix.files).unwrap_or_else(|_| "[]".into()),
                 fix.verdict,
                 fix.pr_url,
-                fix.created_at
+                fix.created_at,
+                fix.branch,
+                serde_json::to_string(&fix.commits).unwrap_or_else(|_| "[]".into())
             ],
         )
     }
 
     fn read_fixes(&self, filter: Option<(&str, u64)>) -> Result<Vec<FixRecord>, MemoryError> {
         let sql = if filter.is_some() {
-            "SELECT repo, number, run_id, files, verdict, pr_url, created_at FROM fixes WHERE repo = ?1 AND number = ?2 ORDER BY created_at, run_id"
+            "SELECT repo, number, run_id, files, verdict, pr_url, created_at, branch, commits FROM fixes WHERE repo = ?1 AND number = ?2 ORDER BY created_at, run_id"
         } else {
-            "SELECT repo, number, run_id, files, verdict, pr_url, created_at FROM fixes ORDER BY repo, number, created_at, run_id"
+            "SELECT repo, number, run_id, files, verdict, pr_url, created_at, branch, commits FROM fixes ORDER BY repo, number, created_at, run_id"
         };
         let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let map = |r: &rusqlite::Row<'_>| {
@@ -482,6 +486,8 @@ impl SqliteMemory {
                 verdict: r.get(4)?,
                 pr_url: r.get(5)?,
                 created_at: r.get(6)?,
+                branch: r.get(7)?,
+                commits: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
             })
         };
         let rows = match filter {

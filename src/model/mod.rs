@@ -15,7 +15,7 @@ pub mod usage;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 
 /// Who said it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,13 +293,19 @@ impl ModelError {
     }
 }
 
-impl ExitCoded for ModelError {
-    fn exit(&self) -> Exit {
+impl HasKind for ModelError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            ModelError::Config(_) | ModelError::MissingKey { .. } | ModelError::Cassette(_) => {
-                Exit::Usage
+            ModelError::Config(_) | ModelError::Cassette(_) => ErrorKind::Config,
+            ModelError::MissingKey { .. } => ErrorKind::Credentials,
+            ModelError::Http {
+                status: 401 | 403, ..
+            } => ErrorKind::Credentials,
+            ModelError::Http { .. } => ErrorKind::Service,
+            ModelError::Connect { .. } | ModelError::Timeout { .. } | ModelError::Reset { .. } => {
+                ErrorKind::Network
             }
-            _ => Exit::Failure,
+            _ => ErrorKind::Runtime,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! branch in the checkout (no checkout of it, so the user's working tree and
 //! uncommitted work are untouched) plus `pr.md` in the run folder.
 
+pub mod quote;
+
 use std::path::Path;
 
 use git2::{Oid, Repository, Signature};
@@ -12,7 +14,7 @@ use serde::Serialize;
 
 use crate::repair::{ApplyError, EditReport, PathGuard};
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 use crate::issue::Issue;
 
 /// The hidden marker of the PR body and the issue comment that links to it.
@@ -49,16 +51,24 @@ pub enum PatchError {
     /// The patch changes nothing.
     #[error("the patch changes no file\n  fix: pass a diff with at least one change")]
     Empty,
+    /// Every branch name of our family holds someone else's work.
+    #[error(
+        "every branch name tried ({tried}) holds commits that are not ours; nothing was written\n  fix: delete or rename the stale branches, then run again"
+    )]
+    NoBranch {
+        /// The names tried.
+        tried: String,
+    },
     /// A git operation failed.
     #[error("git: {0}")]
     Git(String),
 }
 
-impl ExitCoded for PatchError {
-    fn exit(&self) -> Exit {
+impl HasKind for PatchError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            PatchError::Git(_) => Exit::Failure,
-            _ => Exit::Usage,
+            PatchError::Git(_) | PatchError::NoBranch { .. } => ErrorKind::Runtime,
+            _ => ErrorKind::Usage,
         }
     }
 }
@@ -218,6 +228,9 @@ pub struct Published {
     pub status: String,
     /// Files changed.
     pub files: Vec<FileChange>,
+    /// Why the branch is not `autotriage/issue-N` (it held someone else's work).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// The branch name for an issue.
@@ -225,40 +238,119 @@ pub fn branch_name(number: u64) -> String {
     format!("autotriage/issue-{number}")
 }
 
-/// Commit the patched tree on `autotriage/issue-N` from HEAD, without touching the
-/// working tree. Re-running with the same patch on the same base changes nothing.
-pub fn publish_local(
-    repo_dir: &Path,
-    issue: &Issue,
-    patch: &str,
-    protected: &[String],
-    dry_run: bool,
-) -> Result<Published, PatchError> {
-    publish_local_at(repo_dir, issue, patch, protected, dry_run, None)
+/// What we published for an issue before: the commits we made (from run folders'
+/// `pr.json` and memory's fix records) and the branch we last used. A branch is ours
+/// to update only when its head is one of these commits: each of our commits sits
+/// directly on a base commit, so the head being ours means every commit past the base
+/// is ours. A branch with no record is never ours.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ours {
+    /// Commit SHAs we made.
+    pub commits: Vec<String>,
+    /// The branch we last published on.
+    pub branch: Option<String>,
 }
 
-/// [`publish_local`] from `base` (default HEAD): the commit a fix was tested on.
-pub fn publish_local_at(
-    repo_dir: &Path,
-    issue: &Issue,
-    patch: &str,
-    protected: &[String],
-    dry_run: bool,
-    base: Option<Oid>,
+impl Ours {
+    /// True when `sha` is a commit we made.
+    pub fn owns(&self, sha: &str) -> bool {
+        !sha.is_empty() && self.commits.iter().any(|c| c.eq_ignore_ascii_case(sha))
+    }
+}
+
+/// How many branch names are tried before giving up (`autotriage/issue-N`, `-2`, …).
+pub const BRANCH_TRIES: usize = 20;
+
+/// The branch names to try, in order: the one we used last, then
+/// `autotriage/issue-N`, `autotriage/issue-N-2`, … Only names of that family are used,
+/// so a recorded name can never point us at somebody else's branch.
+pub fn branch_candidates(number: u64, ours: &Ours) -> Vec<String> {
+    let base = branch_name(number);
+    let family: Vec<String> = std::iter::once(base.clone())
+        .chain((2..=BRANCH_TRIES).map(|i| format!("{base}-{i}")))
+        .collect();
+    let first = ours.branch.as_ref().filter(|b| family.contains(b)).cloned();
+    first
+        .iter()
+        .cloned()
+        .chain(family.into_iter().filter(|b| Some(b) != first.as_ref()))
+        .collect()
+}
+
+/// The commit message for a fix: an inert title line, and the trailer that names the
+/// run that made it.
+pub fn commit_message(issue: &Issue, run_id: &str) -> String {
+    format!(
+        "{}\n\nWritten by autotriage; see the PR description.\n\nAutotriage-Run: {}\n",
+        quote::pr_title(issue.number, &issue.title),
+        quote::one_line(run_id, 100)
+    )
+}
+
+/// A local publication: the patch, where and on what it goes, and what is ours.
+#[derive(Clone, Copy)]
+pub struct LocalPublish<'a> {
+    /// The checkout whose branch is written (its working tree is never touched).
+    pub repo_dir: &'a Path,
+    /// The issue the patch fixes.
+    pub issue: &'a Issue,
+    /// The unified diff or SEARCH/REPLACE blocks.
+    pub patch: &'a str,
+    /// `paths.protected`.
+    pub protected: &'a [String],
+    /// Write nothing.
+    pub dry_run: bool,
+    /// The base commit (default HEAD): the commit a fix was tested on.
+    pub base: Option<Oid>,
+    /// What we published before.
+    pub ours: &'a Ours,
+    /// The run, named in the commit's trailer.
+    pub run_id: &'a str,
+}
+
+/// Commit the patched tree on our branch for the issue, from the base, without
+/// touching the working tree. The branch is `autotriage/issue-N` unless that holds a
+/// commit that is not ours, then the next free name of the family. Re-running with the
+/// same patch on the same base changes nothing. `record` is told the branch and commit
+/// before the branch is moved to it, so a crash never leaves an unrecorded commit of
+/// ours behind.
+pub fn publish_local(
+    p: &LocalPublish<'_>,
+    record: &mut dyn FnMut(&str, &str) -> Result<(), String>,
 ) -> Result<Published, PatchError> {
-    let repo = Repository::open(repo_dir).map_err(git)?;
-    let base = match base {
+    let repo = Repository::open(p.repo_dir).map_err(git)?;
+    let base = match p.base {
         Some(b) => repo.find_commit(b),
         None => repo.head().and_then(|h| h.peel_to_commit()),
     }
     .map_err(git)?;
-    let (tree_id, files, _) = apply_patch(&repo, base.id(), patch, protected)?;
-    let branch = branch_name(issue.number);
+    let (tree_id, files, _) = apply_patch(&repo, base.id(), p.patch, p.protected)?;
+    let mut chosen: Option<(String, Option<git2::Commit<'_>>)> = None;
+    let mut foreign = Vec::new();
+    for name in branch_candidates(p.issue.number, p.ours) {
+        let existing = repo
+            .find_reference(&format!("refs/heads/{name}"))
+            .ok()
+            .and_then(|r| r.peel_to_commit().ok());
+        match existing {
+            None => {
+                chosen = Some((name, None));
+                break;
+            }
+            Some(c) if p.ours.owns(&c.id().to_string()) => {
+                chosen = Some((name, Some(c)));
+                break;
+            }
+            Some(_) => foreign.push(name),
+        }
+    }
+    let Some((branch, existing)) = chosen else {
+        return Err(PatchError::NoBranch {
+            tried: foreign.join(", "),
+        });
+    };
     let refname = format!("refs/heads/{branch}");
-    let existing = repo
-        .find_reference(&refname)
-        .ok()
-        .and_then(|r| r.peel_to_commit().ok());
+    let note = (!foreign.is_empty()).then(|| foreign_note(&foreign));
     if let Some(c) = &existing
         && c.tree_id() == tree_id
         && c.parent_id(0).ok() == Some(base.id())
@@ -269,6 +361,7 @@ pub fn publish_local_at(
             base: base.id().to_string(),
             status: "unchanged".into(),
             files,
+            note,
         });
     }
     let verb = if existing.is_some() {
@@ -276,38 +369,52 @@ pub fn publish_local_at(
     } else {
         "created"
     };
-    if dry_run {
+    if p.dry_run {
         return Ok(Published {
             branch,
             commit: String::new(),
             base: base.id().to_string(),
             status: format!("would be {verb}"),
             files,
+            note,
         });
     }
     let tree = repo.find_tree(tree_id).map_err(git)?;
     let sig = Signature::now("autotriage", "autotriage@localhost").map_err(git)?;
-    let message = format!(
-        "Fix #{}: {}\n\n{}\n",
-        issue.number, issue.title, "Written by autotriage; see the PR description."
-    );
+    let message = commit_message(p.issue, p.run_id);
     let oid = repo
         .commit(None, &sig, &sig, &message, &tree, &[&base])
         .map_err(git)?;
-    repo.reference(
-        &refname,
-        oid,
-        true,
-        &format!("autotriage: {verb} for #{}", issue.number),
-    )
-    .map_err(git)?;
+    record(&branch, &oid.to_string()).map_err(PatchError::Git)?;
+    // Moved only from the head we checked (ours) or created only where none is: a
+    // branch someone changed meanwhile is left alone.
+    let log = format!("autotriage: {verb} for #{}", p.issue.number);
+    match &existing {
+        Some(c) => repo.reference_matching(&refname, oid, true, c.id(), &log),
+        None => repo.reference(&refname, oid, false, &log),
+    }
+    .map_err(|e| {
+        PatchError::Git(format!(
+            "{branch} changed while we were publishing ({}); nothing was overwritten\n  fix: run the command again",
+            e.message()
+        ))
+    })?;
     Ok(Published {
         branch,
         commit: oid.to_string(),
         base: base.id().to_string(),
         status: verb.into(),
         files,
+        note,
     })
+}
+
+/// What we say when `autotriage/issue-N` (and maybe more) held someone else's work.
+pub fn foreign_note(foreign: &[String]) -> String {
+    format!(
+        "{} holds commits that are not ours, so it was left untouched and the fix went on the next free name",
+        foreign.join(", ")
+    )
 }
 
 /// Inputs of the PR body besides the issue and the change.
@@ -334,20 +441,29 @@ pub fn pr_body(issue: &Issue, published: &Published, ctx: &BodyContext) -> Strin
     let quoted: String = first_paragraph
         .lines()
         .take(8)
-        .map(|l| format!("> {l}\n"))
+        .map(|l| format!("> {}\n", quote::markdown(l)))
         .collect();
     let mut out = format!(
         "{PR_MARKER}\n## Fix #{}: {}\n\n### What was wrong\n{quoted}\n### What changed\n",
-        issue.number, issue.title
+        issue.number,
+        quote::markdown(&quote::one_line(&issue.title, quote::TITLE_LIMIT))
     );
     for f in &published.files {
-        out.push_str(&format!("- `{}` (+{} −{})\n", f.path, f.added, f.removed));
+        out.push_str(&format!(
+            "- `{}` (+{} −{})\n",
+            quote::code_path(&f.path),
+            f.added,
+            f.removed
+        ));
+    }
+    if let Some(note) = &published.note {
+        out.push_str(&format!("\nBranch: {}.\n", quote::markdown(note)));
     }
     out.push_str("\n### Evidence\n");
-    out.push_str(ctx.tests.as_deref().unwrap_or("No test run is recorded for this change yet; `autotriage test` runs the repository's tests on it."));
+    out.push_str(&quote::evidence(ctx.tests.as_deref().unwrap_or("No test run is recorded for this change yet; `autotriage test` runs the repository's tests on it.")));
     out.push('\n');
     if let Some(t) = &ctx.triage {
-        out.push_str(&format!("\n### Triage\n{t}\n"));
+        out.push_str(&format!("\n### Triage\n{}\n", quote::evidence(t)));
     }
     out.push_str(&format!(
         "\n### Cost\n{}\n\n---\nBranch `{}` from `{}`, run `{}`. Written by autotriage; a human reviews and merges.\n\nFixes #{}\n",

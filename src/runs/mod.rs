@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 
 /// Version of `run.json` and the run folder layout.
 pub const RUN_SCHEMA_VERSION: u32 = 1;
@@ -88,14 +88,14 @@ pub enum RunStoreError {
     },
 }
 
-impl ExitCoded for RunStoreError {
-    fn exit(&self) -> Exit {
+impl HasKind for RunStoreError {
+    fn kind(&self) -> ErrorKind {
         match self {
             RunStoreError::NotFound { .. }
             | RunStoreError::NoSuchFile { .. }
             | RunStoreError::Ambiguous { .. }
-            | RunStoreError::Unavailable { .. } => Exit::Usage,
-            _ => Exit::Failure,
+            | RunStoreError::Unavailable { .. } => ErrorKind::Usage,
+            _ => ErrorKind::Runtime,
         }
     }
 }

@@ -25,7 +25,7 @@ use git2::{Oid, Repository};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Exit, ExitCoded};
+use crate::error::{ErrorKind, HasKind};
 pub use detect::Flavor;
 use results::{Outcome, Results};
 use sandbox::Exec;
@@ -90,13 +90,13 @@ pub enum VerifyError {
     Interrupted,
 }
 
-impl ExitCoded for VerifyError {
-    fn exit(&self) -> Exit {
+impl HasKind for VerifyError {
+    fn kind(&self) -> ErrorKind {
         match self {
-            Self::NoCommand { .. } | Self::Sandbox(_) | Self::Patch { .. } => Exit::Usage,
-            Self::Worktree(worktree::WorktreeError::MissingCommit { .. }) => Exit::Usage,
-            Self::Interrupted => Exit::Interrupted,
-            _ => Exit::Failure,
+            Self::NoCommand { .. } | Self::Sandbox(_) | Self::Patch { .. } => ErrorKind::Usage,
+            Self::Worktree(worktree::WorktreeError::MissingCommit { .. }) => ErrorKind::Usage,
+            Self::Interrupted => ErrorKind::Interrupted,
+            _ => ErrorKind::Runtime,
         }
     }
 }

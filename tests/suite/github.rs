@@ -31,7 +31,12 @@ fn comment(body: &str) -> Value {
     json!({"id": 1, "user": {"login": "octokit-fixture-user-a", "id": 1000}, "author_association": "MEMBER", "body": body, "created_at": "2017-10-10T16:00:00Z"})
 }
 
+/// The login the tests' token acts as.
+pub const BOT: &str = "autotriage-bot";
+
 pub fn ctx_with(server: &MockServer) -> (TestContext, Vec<(&'static str, String)>) {
+    // Who the token is (`GET /user`): our comments are the ones this login wrote.
+    server_mount_user(server);
     let t = TestContext::new();
     (
         t,
@@ -40,6 +45,21 @@ pub fn ctx_with(server: &MockServer) -> (TestContext, Vec<(&'static str, String)
             ("GITHUB_API_URL", server.uri()),
         ],
     )
+}
+
+fn server_mount_user(server: &MockServer) {
+    let mock = Mock::given(method("GET"))
+        .and(path("/user"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"login": BOT, "id": 1})));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(mock.mount(server))
+        });
+    });
 }
 
 #[test]
@@ -386,6 +406,11 @@ fn triage_apply_twice_gives_one_comment_and_the_labels_once() {
             ))
             .respond_with(Comments(state.clone())),
     );
+    gh.mount(
+        Mock::given(method("GET"))
+            .and(path("/repos/o/r/labels"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"name": "bug", "description": null}, {"name": "enhancement", "description": null}]))),
+    );
     let (t, env) = ctx_with(&gh.server);
     // History, so the kind (and the repository's `bug` label) is known.
     let ex = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/issues");
@@ -437,9 +462,10 @@ fn triage_apply_twice_gives_one_comment_and_the_labels_once() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let v = json(&o);
     assert_eq!(v["applied"]["comment"], "created");
-    // API calls: read issue + comments, the repository's labels, then check issue,
-    // add labels, check comments, create the comment.
-    assert_eq!(gh.requests().len() - before, 7);
+    // API calls: read issue + comments, the repository's labels, then who we are,
+    // check issue, the labels the repository has, add labels, check comments, create
+    // the comment.
+    assert_eq!(gh.requests().len() - before, 9);
     assert_eq!(
         v["applied"]["comment_url"],
         "https://github.com/o/r/issues/7#issuecomment-901"
@@ -447,7 +473,7 @@ fn triage_apply_twice_gives_one_comment_and_the_labels_once() {
     let before = gh.requests().len();
     let o = run(&["triage", "o/r#7", "--from", "github", "--apply", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(gh.requests().len() - before, 5, "a re-run only reads");
+    assert_eq!(gh.requests().len() - before, 6, "a re-run only reads");
     let v = json(&o);
     assert_eq!(v["applied"]["labels_added"], json!([]));
     assert_eq!(v["applied"]["comment"], "unchanged");
@@ -796,7 +822,7 @@ impl wiremock::Respond for FakeRepo {
             }
             ("POST", "/pulls") => {
                 let n = 100 + s.pulls.len() as u64;
-                let pr = json!({"number": n, "html_url": format!("https://github.com/o/r/pull/{n}"), "draft": body["draft"], "title": body["title"], "body": body["body"], "head": {"ref": body["head"]}, "base": {"ref": body["base"]}});
+                let pr = json!({"number": n, "user": {"login": BOT}, "html_url": format!("https://github.com/o/r/pull/{n}"), "draft": body["draft"], "title": body["title"], "body": body["body"], "head": {"ref": body["head"]}, "base": {"ref": body["base"]}});
                 s.pulls.push(pr.clone());
                 ResponseTemplate::new(201).set_body_json(pr)
             }
@@ -807,6 +833,12 @@ impl wiremock::Respond for FakeRepo {
                 pr["title"] = body["title"].clone();
                 ok(pr.clone())
             }
+            ("GET", "/labels") => ok(json!(
+                s.repo_labels
+                    .iter()
+                    .map(|l| json!({"name": l}))
+                    .collect::<Vec<_>>()
+            )),
             ("GET", p) if p.starts_with("/labels/") => {
                 if s.repo_labels.iter().any(|l| l == &p["/labels/".len()..]) {
                     ok(json!({"name": &p["/labels/".len()..]}))
@@ -830,7 +862,7 @@ impl wiremock::Respond for FakeRepo {
             }
             ("GET", "/issues/3/comments") => ok(json!(s.comments)),
             ("POST", "/issues/3/comments") => {
-                let c = json!({"id": 700 + s.comments.len(), "body": body["body"], "html_url": "https://github.com/o/r/issues/3#issuecomment-700"});
+                let c = json!({"id": 700 + s.comments.len(), "body": body["body"], "user": {"login": BOT}, "html_url": "https://github.com/o/r/issues/3#issuecomment-700"});
                 s.comments.push(c.clone());
                 ResponseTemplate::new(201).set_body_json(c)
             }
@@ -921,8 +953,9 @@ fn pr_on_github_opens_one_draft_pr_and_updates_it_on_a_rerun() {
         json!(["needs-review"]),
         "github.create_labels is off"
     );
-    // repo, base ref, base commit, 1 file, branch ref, blob, tree, commit, ref, open
-    // PRs, the PR, 2 label checks, the labels, the comments, the comment.
+    // who we are, repo, base ref, base commit, 1 file, branch ref, blob, tree,
+    // commit, ref, open PRs, the PR, the repository's labels, the labels, the
+    // comments, the comment.
     assert_eq!(v["github"]["requests"], 16);
     {
         let s = state.lock().unwrap();
@@ -957,7 +990,7 @@ fn pr_on_github_opens_one_draft_pr_and_updates_it_on_a_rerun() {
     assert_eq!(v["github"]["labels_added"], json!([]));
     // No blob-free short cut yet: the tree is rebuilt to compare, then only reads
     // and the PR update.
-    assert_eq!(v["github"]["requests"], 12);
+    assert_eq!(v["github"]["requests"], 13);
     assert_eq!(v["github"]["comment"], "unchanged");
     let s = state.lock().unwrap();
     assert_eq!(s.pulls.len(), 1);

@@ -234,7 +234,7 @@ fn a_newer_schema_is_refused() {
     let o = t.run(&["memory", "stats"]);
     assert_eq!(code(&o), 2);
     assert!(
-        stderr(&o).contains("schema version 99, newer than this autotriage understands (3)"),
+        stderr(&o).contains("schema version 99, newer than this autotriage understands (4)"),
         "{}",
         stderr(&o)
     );
@@ -305,7 +305,7 @@ fn a_memory_from_schema_1_is_migrated() {
     drop(conn);
     let o = t.run(&["memory", "stats", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(json(&o)["stats"]["schema_version"], 3);
+    assert_eq!(json(&o)["stats"]["schema_version"], 4);
     assert_eq!(json(&o)["stats"]["issues"], 3);
 }
 

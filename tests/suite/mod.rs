@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod config;
 mod eval;
+mod fake_github;
 mod fix;
 mod github;
 mod locate;
