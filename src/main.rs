@@ -45,7 +45,10 @@ fn main() -> ExitCode {
                     message.push_str(&format!("\n  caused by: {c}"));
                 }
             }
-            eprintln!("error: {}", redactor.redact(&message));
+            autotriage::commands::output::to_stderr(&format!(
+                "error: {}",
+                redactor.redact(&message)
+            ));
             ExitCode::from(exit_code(autotriage::commands::error_kind(&err)))
         }
     }

@@ -59,6 +59,151 @@ fn patterns() -> &'static [Pattern] {
     })
 }
 
+fn pem_marker(line: &str, word: &str) -> bool {
+    line.find(&format!("-----{word} ")).is_some_and(|i| {
+        let rest = &line[i..];
+        rest.contains("PRIVATE KEY") && rest[5..].contains("-----")
+    })
+}
+
+/// The base64 body of a PEM line as it appears in text, a diff or a string literal:
+/// a diff marker, indentation, quotes and string-joining punctuation around it.
+fn pem_body_line(line: &str) -> bool {
+    let t = line.strip_prefix(['+', '-', ' ']).unwrap_or(line);
+    let t = t.trim_start_matches(|c: char| {
+        c.is_whitespace() || matches!(c, '"' | '\'' | '#' | '/' | '*')
+    });
+    let t = t.trim_end_matches(|c: char| {
+        c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '+' | ';' | ')' | '\\')
+    });
+    let t = t.strip_suffix("\\n").unwrap_or(t);
+    if t.starts_with("Proc-Type:") || t.starts_with("DEK-Info:") {
+        return true;
+    }
+    t.len() >= 16
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
+/// Private-key fragments the whole-block pattern cannot see: the body lines above an
+/// `END … PRIVATE KEY` line without its `BEGIN` (a hunk that starts mid-key), and
+/// below a `BEGIN` line without its `END`. `None` when there are none.
+fn pem_fragments(text: &str) -> Option<String> {
+    if !text.contains("PRIVATE KEY") {
+        return None;
+    }
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut hide = vec![false; lines.len()];
+    for (i, line) in lines.iter().enumerate() {
+        if pem_marker(line, "END") {
+            let mut j = i;
+            while j > 0 && pem_body_line(lines[j - 1]) && !pem_marker(lines[j - 1], "BEGIN") {
+                j -= 1;
+                hide[j] = true;
+            }
+        }
+        if pem_marker(line, "BEGIN") {
+            let mut j = i + 1;
+            while j < lines.len() && pem_body_line(lines[j]) && !pem_marker(lines[j], "END") {
+                hide[j] = true;
+                j += 1;
+            }
+        }
+    }
+    if !hide.contains(&true) {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    for (line, hidden) in lines.iter().zip(&hide) {
+        if *hidden {
+            // The diff marker stays, so a redacted diff is still a diff.
+            if let Some(m) = line.chars().next().filter(|c| matches!(c, '+' | '-' | ' ')) {
+                out.push(m);
+            }
+            out.push_str("[REDACTED:private-key]");
+            if line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    Some(out)
+}
+
+/// The length of an AWS secret access key.
+const AWS_SECRET_LEN: usize = 40;
+
+/// True when a 40-character run of base64 looks like a random key rather than a
+/// word, a path or an identifier: upper and lower case and a digit, no long run of
+/// lowercase letters (words), and the spread of characters random data has
+/// (Shannon entropy ≥ 4.3 bits; 99.9% of random keys are above).
+fn looks_random(run: &[u8]) -> bool {
+    let (mut upper, mut lower, mut digit) = (false, false, false);
+    let (mut lower_run, mut longest_lower) = (0, 0);
+    let mut counts = [0u32; 128];
+    for &b in run {
+        upper |= b.is_ascii_uppercase();
+        digit |= b.is_ascii_digit();
+        if b.is_ascii_lowercase() {
+            lower = true;
+            lower_run += 1;
+            longest_lower = longest_lower.max(lower_run);
+        } else {
+            lower_run = 0;
+        }
+        counts[usize::from(b & 0x7f)] += 1;
+    }
+    if !(upper && lower && digit) || longest_lower >= 8 {
+        return false;
+    }
+    let n = run.len() as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum();
+    entropy >= 4.3
+}
+
+/// Bare AWS secret access keys in prose replaced; `None` when there are none.
+fn bare_aws_secrets(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let is_b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+    let mut hits: Vec<(usize, usize)> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_b64(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_b64(bytes[i]) {
+            i += 1;
+        }
+        // A trailing `=` is base64 padding: data, not a key.
+        let padded = bytes.get(i) == Some(&b'=');
+        if i - start == AWS_SECRET_LEN && !padded && looks_random(&bytes[start..i]) {
+            hits.push((start, i));
+        }
+    }
+    if hits.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (start, end) in hits {
+        out.push_str(&text[last..start]);
+        out.push_str("[REDACTED:aws-secret-key]");
+        last = end;
+    }
+    out.push_str(&text[last..]);
+    Some(out)
+}
+
 /// Replaces secrets in text with `[REDACTED:kind]`.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -91,7 +236,9 @@ impl Redactor {
         }
     }
 
-    /// The text with every secret replaced.
+    /// The text with every secret replaced. Safe for code: git SHAs, hashes and base64
+    /// data stay as they are; a private key is caught even when a diff shows only
+    /// part of it (no `BEGIN` line, or no `END` line).
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut out: Cow<'a, str> = Cow::Borrowed(text);
         for secret in &self.secrets {
@@ -123,7 +270,56 @@ impl Redactor {
                 .into_owned();
             out = Cow::Owned(replaced);
         }
+        if let Some(fixed) = pem_fragments(&out) {
+            out = Cow::Owned(fixed);
+        }
         out
+    }
+
+    /// [`Redactor::redact`] for prose written by people or printed by programs (issue
+    /// text, comments, test output): also a bare AWS secret access key with no keyword
+    /// next to it, recognised by its shape (40 characters of base64 with mixed case,
+    /// digits and a random-looking spread). Code is never redacted this way, so
+    /// base64 test data in a diff stays intact.
+    pub fn redact_prose<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.redact(text) {
+            Cow::Borrowed(t) => match bare_aws_secrets(t) {
+                Some(fixed) => Cow::Owned(fixed),
+                None => Cow::Borrowed(t),
+            },
+            Cow::Owned(t) => Cow::Owned(bare_aws_secrets(&t).unwrap_or(t)),
+        }
+    }
+
+    /// An issue with its title, body and comments redacted as prose: what is stored,
+    /// sent to a model or quoted is the redacted copy.
+    pub fn redact_issue(&self, issue: &crate::issue::Issue) -> crate::issue::Issue {
+        let mut out = issue.clone();
+        let prose = |t: &str| self.redact_prose(t).into_owned();
+        out.title = prose(&issue.title);
+        out.body = prose(&issue.body);
+        for c in &mut out.comments {
+            c.body = prose(&c.body);
+        }
+        out
+    }
+
+    /// The kinds of secret found in `text` (as [`Redactor::redact`] sees them): a
+    /// patch that would add one to a repository is refused, never published redacted.
+    pub fn findings(&self, text: &str) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        if self.secrets.iter().any(|s| text.contains(s.as_str())) {
+            kinds.push("env");
+        }
+        for p in patterns() {
+            if p.regex.is_match(text) && !kinds.contains(&p.kind) {
+                kinds.push(p.kind);
+            }
+        }
+        if !kinds.contains(&"private-key") && pem_fragments(text).is_some() {
+            kinds.push("private-key");
+        }
+        kinds
     }
 
     /// A copy of any serde value with every string redacted (an issue, a request).
@@ -199,6 +395,82 @@ mod tests {
             "pw=[REDACTED:env] short"
         );
         assert!(matches!(r.redact("nothing secret here"), Cow::Borrowed(_)));
+    }
+
+    /// A real-shaped RSA key body (random base64, 64 per line).
+    const KEY_LINES: &[&str] = &[
+        "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+        "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK",
+        "LxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo",
+        "9z+40RQzuVaE8AkAFmxZzow3x+VJYKdjykkJ0iT9wCS0DRTXu269V264Vf/3jvre",
+    ];
+
+    #[test]
+    fn a_private_key_without_its_begin_or_end_line_is_removed() {
+        // A hunk that starts mid-key: no BEGIN line.
+        let mut diff = String::from("@@ -10,6 +10,6 @@\n");
+        for l in KEY_LINES {
+            diff.push_str(&format!(" {l}\n"));
+        }
+        diff.push_str(" -----END RSA PRIVATE KEY-----\n-x = 1\n+x = 2\n");
+        let out = Redactor::default().redact(&diff).into_owned();
+        for l in KEY_LINES {
+            assert!(!out.contains(l), "{l} survived:\n{out}");
+        }
+        assert!(out.contains(" [REDACTED:private-key]\n"), "{out}");
+        assert!(
+            out.ends_with("-x = 1\n+x = 2\n"),
+            "the rest of the diff stays: {out}"
+        );
+        // A hunk that ends mid-key: no END line; as a string literal in code.
+        let mut code = String::from("+KEY = (\"-----BEGIN PRIVATE KEY-----\\n\"\n");
+        for l in KEY_LINES {
+            code.push_str(&format!("+    \"{l}\\n\"\n"));
+        }
+        let out = Redactor::default().redact(&code).into_owned();
+        for l in KEY_LINES {
+            assert!(!out.contains(l), "{l} survived:\n{out}");
+        }
+        assert_eq!(
+            Redactor::default().findings(&code),
+            vec!["private-key"],
+            "a patch adding it is refused"
+        );
+    }
+
+    #[test]
+    fn a_bare_aws_secret_key_is_removed_from_prose_only() {
+        let r = Redactor::default();
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let prose = format!("my key is {secret}, oops\nAWS_SECRET={secret}\n");
+        let out = r.redact_prose(&prose).into_owned();
+        assert!(!out.contains(secret), "{out}");
+        assert_eq!(out.matches("[REDACTED:aws-secret-key]").count(), 2, "{out}");
+        // Code keeps it: `redact` is for code and diffs.
+        assert!(r.redact(&prose).contains(secret));
+    }
+
+    #[test]
+    fn shas_hashes_paths_and_base64_data_are_not_secrets() {
+        let r = Redactor::default();
+        let keep = [
+            // A git SHA-1 and a SHA-256 digest.
+            "commit 3f9a1c2b7d4e5f60718293a4b5c6d7e8f9012345 is the base",
+            "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            // Paths and identifiers of 40 characters.
+            "at tests/unit/TestSomethingVeryLongName1234 line 3",
+            "ThisIsAVeryLongIdentifierNameForTesting1",
+            // Base64 data with padding, and longer than a key.
+            "data = \"SGVsbG8gd29ybGQhIFRoaXMgaXMgdGVzdCBkYXRhIQ==\"",
+            "blob: QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0MTIzNDU2Nzg5MGFiY2RlZmdo",
+        ];
+        for k in keep {
+            assert_eq!(r.redact_prose(k), k);
+        }
+        // A diff of test data: 40 characters of unpadded base64 in code stays.
+        let code = "+EXPECTED = \"Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MEFCQ0RFRkdI\"\n";
+        assert_eq!(r.redact(code), code);
+        assert!(r.findings(code).is_empty());
     }
 
     #[test]

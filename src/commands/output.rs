@@ -9,6 +9,13 @@ use serde::Serialize;
 use crate::cli::GlobalArgs;
 use crate::redact::Redactor;
 
+/// One line on stderr. A closed stderr (`… 2>&1 | head -1`) is not worth failing
+/// over, let alone panicking: the line is dropped and the work goes on.
+pub fn to_stderr(line: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{line}");
+}
+
 /// The JSON schema version of every document the CLI prints.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
 
@@ -82,14 +89,14 @@ impl Output {
     /// Progress or information on stderr (not with `--quiet`).
     pub fn info(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{}", self.redactor.redact(text));
+            to_stderr(&self.redactor.redact(text));
         }
     }
 
     /// Detail on stderr with `-v`.
     pub fn debug(&self, text: &str) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{}", self.redactor.redact(text));
+            to_stderr(&self.redactor.redact(text));
         }
     }
 
@@ -100,7 +107,7 @@ impl Output {
         } else {
             "warning"
         };
-        eprintln!("{prefix}: {}", self.redactor.redact(text));
+        to_stderr(&format!("{prefix}: {}", self.redactor.redact(text)));
     }
 
     /// A per-item error on stderr (always).
@@ -110,7 +117,7 @@ impl Output {
         } else {
             "error"
         };
-        eprintln!("{prefix}: {}", self.redactor.redact(text));
+        to_stderr(&format!("{prefix}: {}", self.redactor.redact(text)));
     }
 
     /// Bold text when colour is on.

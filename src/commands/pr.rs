@@ -137,6 +137,26 @@ pub(crate) struct PublishOutcome {
 pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     let issue = resolve_issue(args, ctx)?;
     let (patch, evidence) = read_patch(args, ctx)?;
+    // A patch carrying a secret is refused, whole: never published, not even redacted.
+    if let Some(why) = crate::repair::candidates::adds_secret(&ctx.redactor, &patch) {
+        return Err(CommandError::usage(format!(
+            "{}: {why}\n  fix: remove the secret from the patch",
+            args.patch.as_ref().map_or_else(
+                || "the run's candidate".to_string(),
+                |p| p.display().to_string()
+            )
+        ))
+        .into());
+    }
+    if patch
+        .lines()
+        .any(|l| l.starts_with('+') && l.contains("[REDACTED:"))
+    {
+        return Err(CommandError::usage(
+            "the patch adds lines that were redacted (a secret was found in them when it was stored); publishing it would publish a broken file\n  fix: write the change again without the secret",
+        )
+        .into());
+    }
     let inputs = PublishInputs {
         patch: &patch,
         tests: evidence,

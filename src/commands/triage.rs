@@ -406,7 +406,9 @@ fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &I
     let mut spent = 0.0;
     // Redact before the prompt cuts the body: a cut through a secret would leave a
     // fragment no pattern recognises.
-    let redacted = session.redactor.redact_value(issue);
+    let redacted = session
+        .redactor
+        .redact_value(&session.redactor.redact_issue(issue));
     match session.structured(
         "triage",
         tmodel::request(&redacted, &ctx),

@@ -42,6 +42,8 @@ pub struct GithubForge {
     pub on_wait: Box<dyn Fn(&str) + Send + Sync>,
     /// `github.bot_login`: our login when `GET /user` is refused.
     pub bot_login: Option<String>,
+    /// Applied to every issue read, as prose.
+    pub redactor: crate::redact::Redactor,
     identity: std::sync::Mutex<Option<String>>,
 }
 
@@ -60,10 +62,27 @@ pub fn token() -> Option<String> {
 }
 
 fn http_fail(what: &str, status: u16, body: &str) -> ForgeError {
-    let message = serde_json::from_str::<Value>(body)
-        .ok()
+    let parsed = serde_json::from_str::<Value>(body).ok();
+    let mut message = parsed
+        .as_ref()
         .and_then(|v| v.get("message").and_then(Value::as_str).map(String::from))
         .unwrap_or_else(|| body.chars().take(200).collect());
+    // A 422 says why in `errors[].message` ("A pull request already exists…").
+    let details: Vec<String> = parsed
+        .as_ref()
+        .and_then(|v| v.get("errors").and_then(Value::as_array))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            e.get("message")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .or_else(|| e.get("code").and_then(Value::as_str).map(String::from))
+        })
+        .collect();
+    if !details.is_empty() {
+        message = format!("{message} ({})", details.join("; "));
+    }
     let fix = match status {
         401 => "the token was refused: check GITHUB_TOKEN / GH_TOKEN (or `gh auth login`)",
         403 => {
@@ -135,6 +154,7 @@ impl GithubForge {
             trigger_label: "autotriage:fix".into(),
             on_wait: Box::new(|_| {}),
             bot_login: None,
+            redactor: crate::redact::Redactor::from_env::<&str>(&[]),
             identity: std::sync::Mutex::new(None),
         })
     }
@@ -283,7 +303,8 @@ impl GithubForge {
         {
             issue.trigger_label_added_by = self.label_actor(repo, number)?;
         }
-        Ok(issue)
+        // Secrets pasted into an issue never go further than this read.
+        Ok(self.redactor.redact_issue(&issue))
     }
 
     /// Who last added the trigger label, and whether they can write to the repository
@@ -322,8 +343,10 @@ impl GithubForge {
             .get(
                 &what,
                 &format!(
-                    "/repos/{}/{}/collaborators/{login}/permission",
-                    repo.owner, repo.name
+                    "/repos/{}/{}/collaborators/{}/permission",
+                    repo.owner,
+                    repo.name,
+                    segment(&login)
                 ),
             )
             .ok()
@@ -374,13 +397,10 @@ impl GithubForge {
             self.list.state.as_deref().unwrap_or("open")
         );
         if let Some(l) = &self.list.label {
-            query.push_str(&format!(
-                "&labels={}",
-                l.replace(' ', "%20").replace(',', "%2C")
-            ));
+            query.push_str(&format!("&labels={}", segment(l)));
         }
         if let Some(s) = &self.list.since {
-            query.push_str(&format!("&since={s}"));
+            query.push_str(&format!("&since={}", segment(s)));
         }
         let mut url = Some(format!(
             "/repos/{}/{}/issues?{query}",
@@ -394,7 +414,7 @@ impl GithubForge {
                     continue;
                 }
                 if let Some(i) = to_issue(repo, v) {
-                    out.push(i);
+                    out.push(self.redactor.redact_issue(&i));
                 }
                 if self.list.limit.is_some_and(|l| out.len() >= l) {
                     return Ok(out);

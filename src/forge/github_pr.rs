@@ -148,17 +148,7 @@ impl GithubForge {
             let content = match self.get(&what, &url) {
                 Ok((v, _)) => {
                     out.requests += 1;
-                    let b64: String = v
-                        .get("content")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .split_whitespace()
-                        .collect();
-                    Some(
-                        base64::engine::general_purpose::STANDARD
-                            .decode(b64)
-                            .map_err(|e| PatchError::Git(format!("{path}: {e}")))?,
-                    )
+                    Some(self.file_bytes(&what, &r, path, &v, &mut out.requests)?)
                 }
                 // A file the patch creates does not exist yet.
                 Err(e) if e.is_not_found() => None,
@@ -458,6 +448,49 @@ impl GithubForge {
         }
         out.published = Some(published);
         Ok(out)
+    }
+
+    /// The bytes of a file from its contents-API answer: a directory, symlink or
+    /// submodule is refused; a file over 1 MB (sent without its content) is read
+    /// through the blob API.
+    fn file_bytes(
+        &self,
+        what: &str,
+        repo_path: &str,
+        path: &str,
+        v: &Value,
+        requests: &mut u32,
+    ) -> Result<Vec<u8>, PrError> {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("file");
+        if kind != "file" || v.is_array() {
+            return Err(PatchError::Refused {
+                path: path.to_string(),
+                reason: format!(
+                    "on GitHub it is a {}, not a file",
+                    if v.is_array() { "directory" } else { kind }
+                ),
+            }
+            .into());
+        }
+        let decode = |b64: &str| {
+            let clean: String = b64.split_whitespace().collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(clean)
+                .map_err(|e| PatchError::Git(format!("{path}: {e}")))
+        };
+        match v.get("encoding").and_then(Value::as_str) {
+            Some("base64") => Ok(decode(
+                v.get("content").and_then(Value::as_str).unwrap_or(""),
+            )?),
+            _ => {
+                let sha = v.get("sha").and_then(Value::as_str).unwrap_or("");
+                let (blob, _) = self.get(what, &format!("{repo_path}/git/blobs/{sha}"))?;
+                *requests += 1;
+                Ok(decode(
+                    blob.get("content").and_then(Value::as_str).unwrap_or(""),
+                )?)
+            }
+        }
     }
 
     /// The head commit of `branch`, or `None` when it does not exist.

@@ -21,6 +21,18 @@ pub struct LocalForge {
 
 impl Forge for LocalForge {
     fn read(&self, reference: &IssueRef) -> Result<Batch, ForgeError> {
+        // Secrets pasted into an issue never go further than this read.
+        let redactor = crate::redact::Redactor::from_env::<&str>(&[]);
+        Ok(self
+            .read_unredacted(reference)?
+            .into_iter()
+            .map(|r| r.map(|i| redactor.redact_issue(&i)))
+            .collect())
+    }
+}
+
+impl LocalForge {
+    fn read_unredacted(&self, reference: &IssueRef) -> Result<Batch, ForgeError> {
         match reference {
             IssueRef::Dir(dir) => self.read_dir(dir),
             IssueRef::File { path, record } => {

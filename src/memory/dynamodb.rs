@@ -340,7 +340,9 @@ impl DynamoMemory {
 
     /// The item for an issue (redacted), without its version.
     pub fn issue_item(&self, issue: &Issue, seen_at: &str) -> Result<Item, MemoryError> {
-        let mut issue = self.redactor.redact_value(issue);
+        let mut issue = self
+            .redactor
+            .redact_value(&self.redactor.redact_issue(issue));
         // What the SQLite memory does not keep is not kept here either: the backends
         // hold the same records (and a stored trust decision could go stale).
         issue.trigger_label_added_by = None;

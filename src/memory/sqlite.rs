@@ -224,7 +224,7 @@ impl SqliteMemory {
             .optional()?
             .is_some();
         // Every text field is redacted, the whole issue at once (as the run store does).
-        let issue = &redactor.redact_value(issue);
+        let issue = &redactor.redact_value(&redactor.redact_issue(issue));
         let labels = serde_json::to_string(&issue.labels).unwrap_or_else(|_| "[]".into());
         let comments = serde_json::to_string(&issue.comments).unwrap_or_else(|_| "[]".into());
         tx.execute(

@@ -95,6 +95,7 @@ pub fn generate(
         let candidate = match result {
             Ok(applied) => {
                 let (diff, changed) = unified_diff(&applied.files, read);
+                let refused = adds_secret(&session.redactor, &diff);
                 let duplicate_of = out
                     .iter()
                     .find(|c| c.error.is_none() && normalized(&c.diff) == normalized(&diff))
@@ -107,8 +108,11 @@ pub fn generate(
                     files: changed,
                     usage,
                     attempts,
-                    error: (changed_is_empty(&applied.files, read))
-                        .then(|| "the edits change nothing".to_string()),
+                    error: if changed_is_empty(&applied.files, read) {
+                        Some("the edits change nothing".to_string())
+                    } else {
+                        refused
+                    },
                     duplicate_of,
                 }
             }
@@ -127,6 +131,24 @@ pub fn generate(
         out.push(candidate);
     }
     (out, None)
+}
+
+/// Why a patch is refused when the lines it adds carry a secret (a token, a key, a
+/// private key, a value of a secret variable): a fix never writes credentials into a
+/// repository, and publishing it redacted would publish a broken file.
+pub fn adds_secret(redactor: &crate::redact::Redactor, diff: &str) -> Option<String> {
+    let added: String = diff
+        .lines()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let kinds = redactor.findings(&added);
+    (!kinds.is_empty()).then(|| {
+        format!(
+            "refused: the patch adds a secret ({}) to the repository; a fix never carries credentials",
+            kinds.join(", ")
+        )
+    })
 }
 
 fn changed_is_empty(

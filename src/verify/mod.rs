@@ -426,13 +426,29 @@ impl Verifier<'_> {
         }
         let command = detect::instrument(&self.plan.command, self.plan.flavor, targets);
         let setup = self.plan.setup.as_deref().filter(|_| !p.set_up.get());
-        let out = self.runner.run(
+        let mut out = self.runner.run(
             &p.wt.dir,
             setup,
             &command,
             Duration::from_secs(self.plan.timeout_seconds),
             self.stop,
         )?;
+        // Test output is prose printed by strangers' code: secrets it prints (even a
+        // bare AWS key) are gone before anything is parsed, cached or written.
+        let redactor = crate::redact::Redactor::from_env::<&str>(&[]);
+        for exec in [out.setup.as_mut(), out.test.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let std::borrow::Cow::Owned(r) = redactor.redact_prose(&exec.output) {
+                exec.output = r;
+            }
+        }
+        if let Some(j) = out.junit.as_mut()
+            && let std::borrow::Cow::Owned(r) = redactor.redact_prose(j)
+        {
+            *j = r;
+        }
         if (self.stop)() {
             return Err(VerifyError::Interrupted);
         }
