@@ -29,7 +29,7 @@ fn log() -> (String, Vec<&'static str>) {
             i % 97,
             i % 100
         ));
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             out.push_str(&format!(
                 "    def test_case_{i}(self):\n>       assert parse(\"{i}d\") == {}\nE       AssertionError: assert 2880 == {}\nsrc/widgets/parse.py:{}: AssertionError\n",
                 i * 1440,
@@ -37,13 +37,13 @@ fn log() -> (String, Vec<&'static str>) {
                 i % 400
             ));
         }
-        if i % 11 == 0 {
+        if i.is_multiple_of(11) {
             out.push_str(&format!(
                 "DEBUG commit {sha} data=SGVsbG8gd29ybGQhIFRoaXMgaXMgdGVzdCBkYXRh{}==\n",
                 i % 10
             ));
         }
-        if i % 20_000 == 0 {
+        if i.is_multiple_of(20_000) {
             let s = planted[(i / 20_000) as usize % planted.len()];
             out.push_str(&format!("env dump: SECRET {s} end\n"));
         }
