@@ -543,6 +543,7 @@ pub(crate) fn print_outcome(ctx: &Ctx, issue: &Issue, out: &PublishOutcome, raw:
             "base": out.published.as_ref().map(|p| &p.base),
             "status": out.published.as_ref().map(|p| &p.status),
             "files": out.published.as_ref().map(|p| &p.files),
+            "note": out.published.as_ref().and_then(|p| p.note.as_ref()),
             "url": out.url,
             "pr_status": out.status,
             "body": out.body_path,
@@ -567,6 +568,12 @@ pub(crate) fn print_outcome(ctx: &Ctx, issue: &Issue, out: &PublishOutcome, raw:
         None => ctx
             .out
             .line(&format!("{}  {branch}", ctx.out.bold(&issue.reference()),)),
+    }
+    if let Some(note) = out.published.as_ref().and_then(|p| p.note.as_ref()) {
+        ctx.out.line(&format!("  note: {note}"));
+    }
+    for problem in &out.problems {
+        ctx.out.line(&format!("  not done: {problem}"));
     }
     if let Some(p) = &out.published {
         for f in &p.files {

@@ -532,7 +532,9 @@ fn bot_comment(t: &Triage) -> Option<String> {
     if let Some(d) = t.duplicates.iter().find(|d| d.likely) {
         parts.push(format!(
             "This looks like a duplicate of {} (\"{}\", similarity {:.2}). If it is, please follow that issue; if not, say how this one differs.",
-            d.reference, d.title, d.score
+            d.reference,
+            crate::pr::quote::markdown(&crate::pr::quote::one_line(&d.title, 120)),
+            d.score
         ));
     }
     (!parts.is_empty()).then(|| format!("{marker}\n{}\n", parts.join("\n\n")))

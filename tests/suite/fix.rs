@@ -935,3 +935,146 @@ fn ctrl_c_during_the_tests_stops_them_and_leaves_a_resumable_run() {
     let wt = t.home.path().join(".cache/autotriage/worktrees");
     assert_eq!(std::fs::read_dir(&wt).unwrap().count(), 0);
 }
+
+/// A bare AWS secret key (no keyword next to it) and the body of a private key.
+const AWS_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+const KEY_BODY: &[&str] = &[
+    "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun",
+    "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK",
+    "LxoS2tFczGkPLPgizskuemMghRniWaoLcyehkd3qqGElvW/VDL5AaWTg0nLVkjRo",
+    "9z+40RQzuVaE8AkAFmxZzow3x+VJYKdjykkJ0iT9wCS0DRTXu269V264Vf/3jvre",
+    "kMEmSzmGrLzXwnkjO4sIpXtm0dJ8UIQmhNwXbEbPmmAQ7MJyA2h/cAdPKi4FDo7F",
+    "8XFp5HGL4aOeGkXThkaQnRq9Z1oWbbAXNSdMO6jJGNwIqGFsGLxyOLvNiOLwmT2p",
+];
+
+/// Every file under `.autotriage/` in the working folder, with the planted values
+/// that appear in it.
+fn leaks(t: &TestContext, planted: &[&str]) -> Vec<String> {
+    crate::suite::redaction::all_files(&t.path().join(".autotriage"))
+        .into_iter()
+        .flat_map(|(p, bytes)| {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            planted
+                .iter()
+                .filter(|s| text.contains(*s))
+                .map(|s| format!("{s} in {}", p.display()))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn secrets_in_the_issue_the_test_output_and_the_diff_context_are_never_written() {
+    if !pytest_present() {
+        return;
+    }
+    let s = HttpMock::start();
+    script_model(&s, &[PY_FIX]);
+    let t = TestContext::new();
+    // A private key sits three lines above the bug, so the fix's diff shows its last
+    // lines and its END line but not its BEGIN line.
+    let ops = format!(
+        "KEY = \"\"\"-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\"\"\"\n{OPS_PY}",
+        KEY_BODY.join("\n")
+    );
+    // The failing test prints AWS credentials it puts together at run time (so the
+    // source never holds them), one with its keyword and one bare.
+    let (head, tail) = AWS_SECRET.split_at(20);
+    let test_ops = TEST_OPS_PY.replace(
+        "def test_add():\n",
+        &format!("def test_add():\n    key = \"{head}\" + \"{tail}\"\n    print(\"aws_secret_access_key=\" + key)\n    print(\"creds:\", key)\n"),
+    );
+    commit_files(
+        t.path(),
+        &[
+            ("calc/__init__.py", ""),
+            ("calc/ops.py", &ops),
+            ("tests/test_ops.py", &test_ops),
+            ("pyproject.toml", "[tool.pytest.ini_options]\n"),
+            (".gitignore", ".autotriage/\n.pytest_cache/\n"),
+        ],
+        "init",
+    );
+    t.write(
+        "issue.md",
+        &PY_ISSUE.replace(
+            "in calc/ops.py.\n",
+            &format!("in calc/ops.py.\n\nMy CI's key, in case it matters: {AWS_SECRET}\n"),
+        ),
+    );
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["verdict"], "fixed", "{v}");
+    let mut planted = vec![AWS_SECRET];
+    planted.extend(KEY_BODY.iter().copied());
+    // Not in anything written under .autotriage/ (diffs, candidates, logs, test.json,
+    // issue.json, memory), not in the output, not in what the model was sent.
+    assert_eq!(leaks(&t, &planted), Vec::<String>::new());
+    for (what, bytes) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        for p in &planted {
+            assert!(!text.contains(p), "{p} in {what}");
+        }
+    }
+    for body in s.bodies() {
+        let text = body.to_string();
+        for p in &planted {
+            assert!(!text.contains(p), "{p} sent to the model");
+        }
+    }
+    // The diff still shows where the key was, and still applies: the branch has the
+    // fix with the key intact in the repository.
+    let run_id = v["run_id"].as_str().unwrap();
+    let diff = run_file(&t, run_id, "candidates/1.diff");
+    assert!(diff.contains("[REDACTED:private-key]"), "{diff}");
+    assert!(diff.contains("+    return a + b"), "{diff}");
+    let log = run_file(&t, run_id, "tests/baseline.log");
+    assert!(
+        log.contains("creds: [REDACTED:aws-secret-key]"),
+        "the bare key the test printed is redacted where it was: {log}"
+    );
+    assert_eq!(
+        branch_file(&t, "autotriage/issue-4", "calc/ops.py").unwrap(),
+        ops.replace("a - b", "a + b")
+    );
+}
+
+#[test]
+fn a_candidate_that_adds_a_secret_is_refused_not_published_redacted() {
+    let s = HttpMock::start();
+    let adds_token = "Use the service token.\n\ncalc/ops.py\n```python\n<<<<<<< SEARCH\ndef add(a, b):\n    return a - b\n=======\nTOKEN = \"ghp_abcdefghijklmnopqrstuvwxyz0123456789\"\n\n\ndef add(a, b):\n    return a + b\n>>>>>>> REPLACE\n```\n";
+    script_model(&s, &[adds_token]);
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "--json"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("adds a secret (github-token)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(branch_file(&t, "autotriage/issue-4", "calc/ops.py").is_none());
+    assert_eq!(
+        leaks(&t, &["ghp_abcdefghijklmnopqrstuvwxyz0123456789"]),
+        Vec::<String>::new()
+    );
+    // A patch of the user's own that adds one is refused the same way, and nothing is
+    // written.
+    t.write("leak.diff", "diff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,3 @@\n+KEY = \"AKIAIOSFODNN7EXAMPLE\"\n def add(a, b):\n     return a - b\n");
+    let o = t.run(&["pr", "issue.md", "--patch", "leak.diff"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("adds a secret (aws-access-key)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(branch_file(&t, "autotriage/issue-4", "calc/ops.py").is_none());
+}
