@@ -119,6 +119,7 @@ impl Ctx {
                 .default_repo()
                 .map_or_else(|| "local".to_string(), |r| r.to_string()),
             csv: self.config().sources.csv.clone(),
+            redactor: self.redactor.clone(),
         }
     }
 

@@ -172,6 +172,7 @@ impl GithubForge {
             .bot_login
             .clone()
             .filter(|l| !l.trim().is_empty());
+        forge.redactor = crate::redact::Redactor::from_env(&config.redact.secret_vars);
         Ok(forge)
     }
 

@@ -17,16 +17,17 @@ pub struct LocalForge {
     pub default_repo: String,
     /// CSV column names.
     pub csv: CsvColumns,
+    /// Applied to every issue read, as prose.
+    pub redactor: crate::redact::Redactor,
 }
 
 impl Forge for LocalForge {
     fn read(&self, reference: &IssueRef) -> Result<Batch, ForgeError> {
         // Secrets pasted into an issue never go further than this read.
-        let redactor = crate::redact::Redactor::from_env::<&str>(&[]);
         Ok(self
             .read_unredacted(reference)?
             .into_iter()
-            .map(|r| r.map(|i| redactor.redact_issue(&i)))
+            .map(|r| r.map(|i| self.redactor.redact_issue(&i)))
             .collect())
     }
 }
@@ -643,6 +644,7 @@ mod tests {
         LocalForge {
             default_repo: "local".into(),
             csv: CsvColumns::default(),
+            redactor: crate::redact::Redactor::default(),
         }
     }
 
