@@ -437,6 +437,11 @@ pub struct TestConfig {
     pub project: Option<String>,
     /// Environment variables passed to test runs besides the built-in allow-list.
     pub pass_env: Vec<String>,
+    /// Run the tests nearest the change first (the tests it adds or edits, the ones
+    /// mirroring or importing a changed module); `false` runs only the command.
+    pub targeted: bool,
+    /// At most this many test files in that first run.
+    pub max_targets: usize,
     /// CodeBuild: the bucket for sources and outputs (default `runs.bucket`).
     pub bucket: Option<String>,
     /// CodeBuild: AWS region.
@@ -455,6 +460,8 @@ impl Default for TestConfig {
             runner: TestRunner::Local,
             project: None,
             pass_env: Vec::new(),
+            targeted: true,
+            max_targets: 20,
             bucket: None,
             region: None,
             endpoint_url: None,

@@ -251,13 +251,15 @@ pub(crate) fn test_stage(
     run.stage_started("test")?;
     let cfg = &ctx.config().test;
     let read = |p: &str| crate::locate::files::read_at(repo, base, p);
-    let plan = TestPlan::for_commit(
+    let mut plan = TestPlan::for_commit(
         cfg.setup.clone(),
         cfg.command.clone(),
         cfg.timeout,
         &read,
         base,
     )?;
+    plan.targeted = cfg.targeted;
+    plan.max_targets = cfg.max_targets.max(1);
     let cache = ctx.workspace.cache_dir();
     let key = short_hash(
         &repo

@@ -156,44 +156,176 @@ pub fn is_test_support(path: &str) -> bool {
         || name.starts_with(".mocharc")
 }
 
-/// The tests to run first for a change: for pytest, the test files the change touches
-/// and those that name a changed module; for go, the changed packages. Empty when the
+/// True when a directory component of `path` is a test folder (`test`, `tests`,
+/// `testing`, `__tests__`): targeted runs only pick files there, never a script at
+/// the top named `test_something.py`.
+fn under_test_folder(path: &str) -> bool {
+    path.to_ascii_lowercase()
+        .split('/')
+        .rev()
+        .skip(1)
+        .any(|d| matches!(d, "test" | "tests" | "testing" | "__tests__"))
+}
+
+/// A file pytest collects by its default rules: `test_*.py` or `*_test.py`.
+fn pytest_collects(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
+}
+
+/// The dotted module names a Python file is imported as: `pkg/sub/util.py` is
+/// `pkg.sub.util` (and `sub.util` under a `src/` or `lib/` layout); a package's
+/// `__init__.py` is the package.
+fn module_names(path: &str) -> Vec<String> {
+    let Some(stem) = path.strip_suffix(".py") else {
+        return Vec::new();
+    };
+    let stem = stem.strip_suffix("/__init__").unwrap_or(stem);
+    let dotted = stem.replace('/', ".");
+    let mut out = vec![dotted.clone()];
+    for prefix in ["src.", "lib."] {
+        if let Some(rest) = dotted.strip_prefix(prefix) {
+            out.push(rest.to_string());
+        }
+    }
+    out
+}
+
+/// True when Python source imports `module` (or something inside it) by an import
+/// statement: `import m`, `import m.x as y`, `from m import x`, `from m.x import y`,
+/// `from parent import leaf`.
+fn imports_module(text: &str, module: &str) -> bool {
+    let inside = |name: &str| name == module || name.starts_with(&format!("{module}."));
+    let (parent, leaf) = module.rsplit_once('.').unwrap_or(("", module));
+    text.lines().any(|line| {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("import ") {
+            return rest
+                .split(',')
+                .filter_map(|n| n.split_whitespace().next())
+                .any(inside);
+        }
+        if let Some(rest) = line.strip_prefix("from ")
+            && let Some((from, names)) = rest.split_once(" import ")
+        {
+            let from = from.trim();
+            if inside(from) {
+                return true;
+            }
+            if !parent.is_empty() && from == parent {
+                return names
+                    .trim_matches(|c| c == '(' || c == ')' || c == ' ' || c == '\\')
+                    .split(',')
+                    .filter_map(|n| n.split_whitespace().next())
+                    .any(|n| n == leaf);
+            }
+        }
+        false
+    })
+}
+
+/// True when a test command already names what to run (test files or folders,
+/// `file::test` ids, `-k`/`-m` selections, `go test` packages other than `./...`):
+/// targets are then never appended, so nothing runs twice.
+pub fn names_tests(command: &str) -> bool {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    // The runner's own arguments: after `pytest` (`python -m pytest`, `.venv/bin/pytest`)
+    // or `go test`, else after the program.
+    let start = words
+        .iter()
+        .position(|w| *w == "pytest" || w.ends_with("/pytest") || *w == "py.test")
+        .or_else(|| {
+            words
+                .windows(2)
+                .position(|p| p == ["go", "test"])
+                .map(|i| i + 1)
+        })
+        .map_or(1, |i| i + 1);
+    let mut previous = "";
+    for w in words.iter().skip(start).copied() {
+        if matches!(w, "-k" | "-m") || w.starts_with("-k=") || w.starts_with("-m=") {
+            return true;
+        }
+        // Options whose next word is their value, not a test to run.
+        let option_value = matches!(
+            previous,
+            "-p" | "-c"
+                | "-o"
+                | "-W"
+                | "-r"
+                | "--ignore"
+                | "--ignore-glob"
+                | "--deselect"
+                | "--rootdir"
+                | "--confcutdir"
+                | "--basetemp"
+                | "--junitxml"
+                | "--cov"
+        );
+        if !w.starts_with('-')
+            && !option_value
+            && (w.ends_with(".py") || w.contains("::") || (w.contains('/') && w != "./..."))
+            && !w.starts_with('$')
+        {
+            return true;
+        }
+        previous = w;
+    }
+    false
+}
+
+/// The tests to run first for a change, from evidence rather than words. For
+/// pytest: the test files the change adds or edits; the test files that mirror a
+/// changed module (`test_util.py` for `util.py`); and the test files that import a
+/// changed module — only files under a test folder that pytest collects. For go,
+/// the changed packages. At most `max` (the changed tests first). Empty when the
 /// runner cannot be narrowed (then the suite runs at once).
 pub fn targets(
     flavor: Flavor,
     changed: &[String],
     all_files: &[String],
     read: &dyn Fn(&str) -> Option<String>,
+    max: usize,
 ) -> Vec<String> {
-    match flavor {
+    let mut out: Vec<String> = match flavor {
         Flavor::Pytest => {
             let mut out: Vec<String> = changed
                 .iter()
-                .filter(|p| is_test_file(p) && p.ends_with(".py") && !p.ends_with("conftest.py"))
+                .filter(|p| pytest_collects(p) && (under_test_folder(p) || is_test_file(p)))
                 .cloned()
                 .collect();
-            let modules: Vec<String> = changed
+            let sources: Vec<&String> = changed
                 .iter()
                 .filter(|p| p.ends_with(".py") && !is_test_file(p))
+                .collect();
+            let stems: Vec<String> = sources
+                .iter()
                 .filter_map(|p| {
                     let stem = p.rsplit('/').next()?.trim_end_matches(".py");
-                    if stem == "__init__" {
-                        p.rsplit('/').nth(1).map(String::from)
-                    } else {
-                        Some(stem.to_string())
-                    }
+                    (stem != "__init__").then(|| stem.to_string())
                 })
                 .collect();
-            for f in all_files {
-                if out.contains(f) || !is_test_file(f) || !f.ends_with(".py") {
-                    continue;
-                }
+            let modules: Vec<String> = sources.iter().flat_map(|p| module_names(p)).collect();
+            let candidates: Vec<&String> = all_files
+                .iter()
+                .filter(|f| under_test_folder(f) && pytest_collects(f) && !out.contains(f))
+                .collect();
+            // Mirrors first, then importers.
+            for f in &candidates {
                 let name = f.rsplit('/').next().unwrap_or(f);
-                if name == "conftest.py" || name == "__init__.py" {
+                if stems
+                    .iter()
+                    .any(|s| name == format!("test_{s}.py") || name == format!("{s}_test.py"))
+                {
+                    out.push((*f).clone());
+                }
+            }
+            for f in candidates {
+                if out.contains(f) {
                     continue;
                 }
                 let Some(text) = read(f) else { continue };
-                if modules.iter().any(|m| mentions_word(&text, m)) {
+                if modules.iter().any(|m| imports_module(&text, m)) {
                     out.push(f.clone());
                 }
             }
@@ -213,16 +345,9 @@ pub fn targets(
             pkgs
         }
         _ => Vec::new(),
-    }
-}
-
-fn mentions_word(text: &str, word: &str) -> bool {
-    text.match_indices(word).any(|(i, _)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + word.len()..].chars().next();
-        let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
-        boundary(before) && boundary(after)
-    })
+    };
+    out.truncate(max);
+    out
 }
 
 #[cfg(test)]
@@ -284,11 +409,17 @@ mod tests {
     }
 
     #[test]
-    fn targeted_tests_are_the_changed_ones_and_those_naming_a_changed_module() {
+    fn targeted_tests_come_from_evidence_not_words() {
         let files: Vec<String> = [
-            "calc/parse.py",
+            "src/calc/util.py",
+            "src/calc/parse.py",
             "tests/test_parse.py",
             "tests/test_other.py",
+            "tests/unit/test_util.py",
+            "tests/test_uses_util_as_a_word.py",
+            "tests/test_from_parent.py",
+            "test_release_script.py",
+            "tests/helpers.py",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -296,14 +427,57 @@ mod tests {
         let read = |p: &str| match p {
             "tests/test_parse.py" => Some("from calc.parse import tokens\n".to_string()),
             "tests/test_other.py" => Some("import calc.parser_two\n".to_string()),
+            "tests/test_uses_util_as_a_word.py" => {
+                Some("# util is a word here\nutil = 1\nimport calcutil\n".to_string())
+            }
+            "tests/test_from_parent.py" => {
+                Some("from calc import (\n    util,\n)\nfrom calc import util, parse\n".to_string())
+            }
+            "test_release_script.py" => Some("import calc.util\n".to_string()),
+            "tests/helpers.py" => Some("import calc.util\n".to_string()),
             _ => None,
         };
+        // A module named `util`: its mirror and its importers under tests/, never a
+        // file that only says the word, a script at the top, or a helper pytest does
+        // not collect.
         assert_eq!(
-            targets(Flavor::Pytest, &["calc/parse.py".into()], &files, &read),
-            vec!["tests/test_parse.py".to_string()]
+            targets(
+                Flavor::Pytest,
+                &["src/calc/util.py".into()],
+                &files,
+                &read,
+                20
+            ),
+            vec![
+                "tests/unit/test_util.py".to_string(),
+                "tests/test_from_parent.py".to_string()
+            ]
+        );
+        // The tests a change edits come first; the cap holds.
+        assert_eq!(
+            targets(
+                Flavor::Pytest,
+                &["src/calc/parse.py".into(), "tests/test_other.py".into()],
+                &files,
+                &read,
+                1
+            ),
+            vec!["tests/test_other.py".to_string()]
         );
         assert!(is_test_file("tests/test_parse.py"));
         assert!(is_test_file("pkg/x_test.go"));
         assert!(!is_test_file("src/contest.py"));
+    }
+
+    #[test]
+    fn a_command_that_names_its_tests_is_not_narrowed_again() {
+        assert!(names_tests("python -m pytest tests/test_x.py"));
+        assert!(names_tests("pytest -x tests/unit"));
+        assert!(names_tests("pytest tests/test_x.py::test_a"));
+        assert!(names_tests("python -m pytest -k parse"));
+        assert!(!names_tests("python -m pytest"));
+        assert!(!names_tests("python -m pytest -x -q -p no:cacheprovider"));
+        assert!(!names_tests("go test ./..."));
+        assert!(!names_tests("pytest --junitxml=$AUTOTRIAGE_JUNIT"));
     }
 }

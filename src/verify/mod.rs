@@ -8,7 +8,13 @@
 //! - `failing`: a test it adds fails;
 //! - `regression`: a test that passed on the base fails (twice: a test whose result
 //!   changes on a re-run is reported flaky instead);
+//! - `suspect`: it changes how tests run (`conftest.py`, pytest/tox settings) or
+//!   deletes, renames, skips or xfails tests: whatever it shows, a person must look;
 //! - `error`: it could not be tested (no longer applies, setup failed, time limit).
+//!
+//! When a candidate changes or adds tests, the base is run with only its test changes:
+//! a test that fails there and passes with the candidate proves the fix (an extended
+//! test counts as much as a new one); a test that passes there shows nothing.
 
 pub mod codebuild;
 pub mod detect;
@@ -142,6 +148,20 @@ pub struct TestPlan {
     pub flavor: Flavor,
     /// Wall-clock limit per command, seconds.
     pub timeout_seconds: u64,
+    /// Run the tests nearest the change first (`test.targeted`).
+    #[serde(default = "yes")]
+    pub targeted: bool,
+    /// At most this many test files in that run (`test.max_targets`).
+    #[serde(default = "default_max_targets")]
+    pub max_targets: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_max_targets() -> usize {
+    20
 }
 
 impl TestPlan {
@@ -168,6 +188,8 @@ impl TestPlan {
             command,
             detected,
             timeout_seconds: timeout,
+            targeted: true,
+            max_targets: default_max_targets(),
         })
     }
 }
@@ -256,6 +278,8 @@ pub enum Verdict {
     Failing,
     /// A test that passed on the base fails.
     Regression,
+    /// It changes how tests run, or removes, skips or xfails tests.
+    Suspect,
     /// Could not be tested.
     Error,
 }
@@ -268,6 +292,7 @@ impl Verdict {
             Self::Unproven => "unproven",
             Self::Failing => "failing",
             Self::Regression => "regression",
+            Self::Suspect => "suspect",
             Self::Error => "error",
         }
     }
@@ -299,6 +324,16 @@ pub struct CandidateReport {
     pub not_reproduced: Vec<String>,
     /// Results that changed on a re-run.
     pub flaky: Vec<String>,
+    /// Tests of the base that the candidate's run no longer has (deleted, renamed), or
+    /// that it skips.
+    #[serde(default)]
+    pub disappeared: Vec<String>,
+    /// Why it is `suspect`: the test infrastructure it changes, the skips it adds.
+    #[serde(default)]
+    pub suspicious: Vec<String>,
+    /// With the base's test infrastructure restored, does its proof still hold?
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof_without_infra: Option<bool>,
     /// Lines added plus removed.
     pub diff_lines: usize,
     /// Why it could not be tested.
@@ -376,6 +411,10 @@ impl Verifier<'_> {
         h.update(&self.plan.command);
         h.update([0]);
         h.update(self.runner.describe());
+        h.update([0]);
+        // The interpreter or tool the command resolves to, and the environment that
+        // picks it: a fixed environment must not reuse a broken baseline.
+        h.update(environment_fingerprint(&self.plan.command));
         let hex: String = h
             .finalize()
             .iter()
@@ -475,6 +514,16 @@ impl Verifier<'_> {
             return Ok(Baseline { run, cached: true });
         }
         let run = self.run_in_worktree("baseline", None, &[])?;
+        // A baseline that could not run proves nothing and is never cached: the
+        // command or its interpreter missing, tests that could not be collected, no
+        // test executed at all.
+        if let Some(why) = unusable_baseline(&run, self.plan.flavor) {
+            return Err(VerifyError::Baseline {
+                commit: self.short_base(),
+                status: why,
+                tail: run.tail(20),
+            });
+        }
         if run.timed_out || (run.exit_code.is_none() && run.results.tests.len() <= 1) {
             return Err(VerifyError::Baseline {
                 commit: self.short_base(),
@@ -525,6 +574,9 @@ impl Verifier<'_> {
             reproduced: vec![],
             not_reproduced: vec![],
             flaky: vec![],
+            disappeared: vec![],
+            suspicious: vec![],
+            proof_without_infra: None,
             diff_lines: diff_lines(&cand.diff),
             error: None,
             runs: vec![],
@@ -544,9 +596,22 @@ impl Verifier<'_> {
         let label = format!("candidate {}", cand.id);
         let read = |p: &str| crate::locate::files::read_at(self.repo, self.base, p);
         let read_new = |p: &str| read_tree_file(self.repo, tree, p).or_else(|| read(p));
+        report.suspicious = suspicious_changes(&cand.diff, &changed, &read, &read_new);
         let mut files: Vec<String> = all_files.to_vec();
         files.extend(changed.iter().filter(|c| !all_files.contains(c)).cloned());
-        let targets = detect::targets(self.plan.flavor, &changed, &files, &read_new);
+        // Never appended to a command that already names its tests (they would run
+        // twice); off with `test.targeted: false`.
+        let targets = if self.plan.targeted && !detect::names_tests(&self.plan.command) {
+            detect::targets(
+                self.plan.flavor,
+                &changed,
+                &files,
+                &read_new,
+                self.plan.max_targets,
+            )
+        } else {
+            Vec::new()
+        };
         let step = |r: Result<SuiteRun, VerifyError>,
                     report: &mut CandidateReport|
          -> Result<Option<SuiteRun>, VerifyError> {
@@ -575,10 +640,19 @@ impl Verifier<'_> {
         };
         let timed_out = |report: &mut CandidateReport, run: SuiteRun| {
             report.error = Some(format!(
-                "the tests took longer than test.timeout ({} s)",
-                self.plan.timeout_seconds
+                "the run `{}` took longer than test.timeout ({} s)",
+                run.label, self.plan.timeout_seconds
             ));
-            report.summary = format!("timed out after {} s", self.plan.timeout_seconds);
+            report.summary = format!(
+                "`{}` timed out after {} s{}",
+                run.label,
+                self.plan.timeout_seconds,
+                if run.label.ends_with("targeted") {
+                    " (narrow it with test.max_targets, or turn it off with test.targeted: false)"
+                } else {
+                    ""
+                }
+            );
             report.runs.push(run);
         };
         // Targets the candidate deletes cannot be run.
@@ -612,12 +686,28 @@ impl Verifier<'_> {
                 report.flaky = flaky;
                 report.runs.push(rerun);
                 if !still.is_empty() {
+                    // A test it skips is gone from the evidence, not just broken.
+                    if let Some(targeted) = report.runs.first() {
+                        report.disappeared = still
+                            .iter()
+                            .filter(|t| targeted.results.tests.get(*t) == Some(&Outcome::Skipped))
+                            .cloned()
+                            .collect();
+                    }
                     report.regressions = still;
-                    report.verdict = Verdict::Regression;
+                    report.verdict =
+                        if report.suspicious.is_empty() && report.disappeared.is_empty() {
+                            Verdict::Regression
+                        } else {
+                            Verdict::Suspect
+                        };
                     report.summary = format!(
                         "breaks {} (targeted tests; the suite was not run)",
                         list(&report.regressions)
                     );
+                    if report.verdict == Verdict::Suspect {
+                        report.summary = format!("{}; {}", summarize(&report), report.summary);
+                    }
                     return Ok(report);
                 }
             }
@@ -662,13 +752,31 @@ impl Verifier<'_> {
         report.still_failing = cmp.still_failing;
         report.new_failing = cmp.new_failing;
         report.new_passing = cmp.new_passing;
+        // Tests of the base the candidate's finished run no longer has, or now skips:
+        // deleted, renamed, skipped. Listed, and never `fixed` automatically.
+        if let Some(full) = report.runs.iter().rev().find(|r| r.label == label)
+            && full.exit_code.is_some()
+            && !full.timed_out
+        {
+            for (id, was) in &baseline.tests {
+                if id == results::EXIT_CODE_TEST {
+                    continue;
+                }
+                match full.results.tests.get(id) {
+                    None => report.disappeared.push(id.clone()),
+                    Some(Outcome::Skipped) if *was != Outcome::Skipped => {
+                        report.disappeared.push(id.clone())
+                    }
+                    _ => {}
+                }
+            }
+        }
         // When the candidate changes tests (or how they run), the evidence must come
-        // from its code: run the base with only its test changes. Tests that pass there
-        // do not show the fix; new tests that fail there and pass with it reproduce the
-        // bug.
+        // from its code: run the base with only its test changes. A test that fails
+        // there and passes with the candidate proves the fix — a new test or an
+        // existing one it extends; one that passes there shows nothing.
         let test_only = only_test_files(&cand.diff);
         if !test_only.is_empty()
-            && (!report.new_passing.is_empty() || !report.fixed.is_empty())
             && let Ok((t_tree, _, _)) =
                 crate::pr::apply_patch(self.repo, self.base, &test_only, &self.protected)
         {
@@ -679,13 +787,28 @@ impl Verifier<'_> {
             report.error = None;
             if let Some(run) = tests_only {
                 let finished = !run.timed_out && run.exit_code.is_some();
+                let failed_there =
+                    |t: &str| finished && run.results.tests.get(t) == Some(&Outcome::Failed);
                 for t in std::mem::take(&mut report.new_passing) {
-                    if finished && run.results.tests.get(&t) == Some(&Outcome::Failed) {
+                    if failed_there(&t) {
                         report.reproduced.push(t.clone());
                     } else {
                         report.not_reproduced.push(t.clone());
                     }
                     report.new_passing.push(t);
+                }
+                // Existing tests the candidate extends: they passed on the base (old
+                // body), fail with the new body on the base, and pass with the fix.
+                if let Some(full) = report.runs.iter().rev().find(|r| r.label == label) {
+                    for (t, o) in &full.results.tests {
+                        if *o == Outcome::Passed
+                            && baseline.tests.get(t) == Some(&Outcome::Passed)
+                            && failed_there(t)
+                            && t != results::EXIT_CODE_TEST
+                        {
+                            report.reproduced.push(t.clone());
+                        }
+                    }
                 }
                 let (fixed, by_tests): (Vec<String>, Vec<String>) = report
                     .fixed
@@ -702,7 +825,49 @@ impl Verifier<'_> {
                     .append(&mut report.new_passing.clone());
             }
         }
-        report.verdict = if !report.regressions.is_empty() {
+        // A proof that leans on changed test infrastructure must hold without it.
+        let infra: Vec<String> = changed
+            .iter()
+            .filter(|p| is_test_infrastructure(p, &read, &read_new))
+            .cloned()
+            .collect();
+        let claimed: Vec<String> = report
+            .fixed
+            .iter()
+            .chain(&report.reproduced)
+            .cloned()
+            .collect();
+        if !infra.is_empty() && !claimed.is_empty() {
+            let without = without_files(&cand.diff, &infra);
+            let restored = if without.trim().is_empty() {
+                None
+            } else {
+                crate::pr::apply_patch(self.repo, self.base, &without, &self.protected)
+                    .ok()
+                    .map(|(t, _, _)| t)
+            };
+            let holds = match restored {
+                Some(t) => match step(
+                    self.run_in_worktree(&format!("{label} infra restored"), Some(t), &[]),
+                    &mut report,
+                )? {
+                    Some(run) => {
+                        let ok = claimed
+                            .iter()
+                            .all(|t| run.results.tests.get(t) == Some(&Outcome::Passed));
+                        report.runs.push(run);
+                        ok
+                    }
+                    None => false,
+                },
+                None => false,
+            };
+            report.error = None;
+            report.proof_without_infra = Some(holds);
+        }
+        report.verdict = if !report.suspicious.is_empty() || !report.disappeared.is_empty() {
+            Verdict::Suspect
+        } else if !report.regressions.is_empty() {
             Verdict::Regression
         } else if !report.new_failing.is_empty() {
             Verdict::Failing
@@ -813,6 +978,27 @@ fn list(tests: &[String]) -> String {
 
 fn summarize(r: &CandidateReport) -> String {
     let mut parts = Vec::new();
+    if r.verdict == Verdict::Suspect {
+        let mut why = r.suspicious.clone();
+        if !r.disappeared.is_empty() {
+            why.push(format!(
+                "{} test(s) of the base are gone or skipped: {}",
+                r.disappeared.len(),
+                list(&r.disappeared)
+            ));
+        }
+        parts.push(format!(
+            "suspect, a person must review it: {}",
+            why.join("; ")
+        ));
+        if let Some(holds) = r.proof_without_infra {
+            parts.push(if holds {
+                "its proof holds with the base's test infrastructure".to_string()
+            } else {
+                "its proof does NOT hold with the base's test infrastructure".to_string()
+            });
+        }
+    }
     match r.verdict {
         Verdict::Regression => parts.push(format!("breaks {}", list(&r.regressions))),
         Verdict::Failing => parts.push(format!("its new tests fail: {}", list(&r.new_failing))),
@@ -878,6 +1064,199 @@ pub fn only_test_files(diff: &str) -> String {
                 .map(|p| p.trim_start_matches("b/"))
                 .unwrap_or("");
             keep = detect::is_test_support(path);
+        }
+        if keep {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Why a baseline run cannot serve as the base of a comparison, if it cannot.
+fn unusable_baseline(run: &SuiteRun, flavor: Flavor) -> Option<String> {
+    let real_tests = run
+        .results
+        .tests
+        .keys()
+        .filter(|t| *t != results::EXIT_CODE_TEST)
+        .count();
+    match run.exit_code {
+        Some(126) | Some(127) => {
+            return Some(format!(
+                "could not start (exit {}: the command or its interpreter was not found or is not executable)",
+                run.exit_code.unwrap_or_default()
+            ));
+        }
+        Some(4) if flavor == Flavor::Pytest => {
+            return Some("were refused by pytest (exit 4: a usage error, such as a test path that does not exist)".into());
+        }
+        Some(5) if flavor == Flavor::Pytest => {
+            return Some("collected no tests (pytest exit 5)".into());
+        }
+        _ => {}
+    }
+    if flavor == Flavor::Pytest
+        && (run.output.contains("error during collection")
+            || run.output.contains("errors during collection"))
+    {
+        return Some("could not be collected (pytest reported errors during collection)".into());
+    }
+    if real_tests == 0 && run.exit_code.is_some_and(|c| c != 0) && !run.timed_out {
+        return Some(format!(
+            "ran no test (exit {})",
+            run.exit_code.unwrap_or_default()
+        ));
+    }
+    None
+}
+
+/// What picks the program a test command runs: its resolved path (and, for a Python
+/// interpreter, its version and prefix) and the variables that steer it.
+pub fn environment_fingerprint(command: &str) -> String {
+    let program = command
+        .split_whitespace()
+        .find(|w| !w.contains('=') || w.starts_with('-'))
+        .unwrap_or("");
+    let mut out = format!("program={program}\n");
+    for var in ["PATH", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH"] {
+        out.push_str(&format!(
+            "{var}={}\n",
+            std::env::var(var).unwrap_or_default()
+        ));
+    }
+    let resolved = if program.contains('/') {
+        Some(PathBuf::from(program))
+    } else {
+        sandbox::find_on_path(program)
+    };
+    if let Some(path) = resolved {
+        let real = std::fs::canonicalize(&path).unwrap_or(path.clone());
+        let modified = std::fs::metadata(&real)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "path={} real={} mtime={modified}\n",
+            path.display(),
+            real.display()
+        ));
+        let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("python") || program.starts_with("python") {
+            if let Ok(o) = std::process::Command::new(&path)
+                .args(["-c", "import sys; print(sys.version); print(sys.prefix)"])
+                .output()
+            {
+                out.push_str(&String::from_utf8_lossy(&o.stdout));
+            }
+        }
+    }
+    out
+}
+
+/// A file that decides how tests run: `conftest.py`, `pytest.ini`, `tox.ini`,
+/// `noxfile.py`, or the pytest/tox/coverage sections of `setup.cfg` and
+/// `pyproject.toml` when the candidate changes them.
+pub fn is_test_infrastructure(
+    path: &str,
+    before: &dyn Fn(&str) -> Option<String>,
+    after: &dyn Fn(&str) -> Option<String>,
+) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+    match name.as_str() {
+        "conftest.py" | "pytest.ini" | "tox.ini" | "noxfile.py" | ".coveragerc" => true,
+        "setup.cfg" | "pyproject.toml" => {
+            let sections = |text: Option<String>| -> String {
+                let mut keep = false;
+                let mut out = String::new();
+                for line in text.unwrap_or_default().lines() {
+                    let t = line.trim();
+                    if t.starts_with('[') {
+                        let l = t.to_ascii_lowercase();
+                        keep = [
+                            "[tool:pytest",
+                            "[pytest",
+                            "[tox",
+                            "[testenv",
+                            "[tool.pytest",
+                            "[tool.tox",
+                            "[coverage",
+                            "[tool.coverage",
+                        ]
+                        .iter()
+                        .any(|p| l.starts_with(p));
+                    }
+                    if keep {
+                        out.push_str(t);
+                        out.push('\n');
+                    }
+                }
+                out
+            };
+            sections(before(path)) != sections(after(path))
+        }
+        _ => false,
+    }
+}
+
+/// Why a candidate's change to tests needs a person: the test infrastructure it
+/// changes and the skips and xfails it adds.
+fn suspicious_changes(
+    diff: &str,
+    changed: &[String],
+    before: &dyn Fn(&str) -> Option<String>,
+    after: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut why: Vec<String> = changed
+        .iter()
+        .filter(|p| is_test_infrastructure(p, before, after))
+        .map(|p| format!("changes how tests run ({p})"))
+        .collect();
+    const SKIPS: &[&str] = &[
+        "pytest.mark.skip",
+        "pytest.mark.xfail",
+        "pytest.skip(",
+        "pytest.xfail(",
+        "unittest.skip",
+        "unittest.expectedFailure",
+        "#[ignore",
+        "t.Skip(",
+        ".skip(",
+        "xit(",
+        "xdescribe(",
+    ];
+    let mut file = String::new();
+    for line in diff.lines() {
+        if let Some(rest) = line.strip_prefix("+++ ") {
+            file = rest.trim_start_matches("b/").to_string();
+            continue;
+        }
+        if line.starts_with('+')
+            && detect::is_test_file(&file)
+            && let Some(m) = SKIPS.iter().find(|m| line.contains(*m))
+        {
+            let what = format!("adds `{}` in {file}", m.trim_end_matches('('));
+            if !why.contains(&what) {
+                why.push(what);
+            }
+        }
+    }
+    why
+}
+
+/// The parts of a `diff --git` patch that do not touch `paths`.
+pub fn without_files(diff: &str, paths: &[String]) -> String {
+    let mut out = String::new();
+    let mut keep = true;
+    for line in diff.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("diff --git ") {
+            let path = rest
+                .split_whitespace()
+                .last()
+                .map(|p| p.trim_start_matches("b/"))
+                .unwrap_or("");
+            keep = !paths.iter().any(|p| p == path);
         }
         if keep {
             out.push_str(line);
@@ -1045,6 +1424,9 @@ mod tests {
             reproduced: vec![],
             not_reproduced: vec![],
             flaky: vec![],
+            disappeared: vec![],
+            suspicious: vec![],
+            proof_without_infra: None,
             diff_lines,
             error: None,
             runs: vec![],
@@ -1057,6 +1439,41 @@ mod tests {
         assert_eq!(choose(&r), (Some(3), Some(3)));
         let r = vec![mk(1, Verdict::Regression, 2), mk(2, Verdict::Unproven, 9)];
         assert_eq!(choose(&r), (None, Some(2)));
+    }
+
+    #[test]
+    fn test_infrastructure_is_the_files_and_sections_that_decide_how_tests_run() {
+        let before = |p: &str| match p {
+            "setup.cfg" => Some("[metadata]\nname = x\n[tool:pytest]\naddopts = -q\n".to_string()),
+            "pyproject.toml" => Some("[project]\nname = \"x\"\n".to_string()),
+            _ => None,
+        };
+        let after = |p: &str| match p {
+            "setup.cfg" => Some("[metadata]\nname = y\n[tool:pytest]\naddopts = -q\n".to_string()),
+            "pyproject.toml" => Some(
+                "[project]\nname = \"x\"\n[tool.pytest.ini_options]\naddopts = \"-p cheat\"\n"
+                    .to_string(),
+            ),
+            _ => None,
+        };
+        assert!(is_test_infrastructure("tests/conftest.py", &before, &after));
+        assert!(is_test_infrastructure("tox.ini", &before, &after));
+        // Only the metadata of setup.cfg changed: not how tests run.
+        assert!(!is_test_infrastructure("setup.cfg", &before, &after));
+        assert!(is_test_infrastructure("pyproject.toml", &before, &after));
+        assert!(!is_test_infrastructure("calc/ops.py", &before, &after));
+        let diff = "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1,2 +1,3 @@\n+@pytest.mark.xfail\n def test_x():\n     pass\n";
+        assert_eq!(
+            suspicious_changes(diff, &["tests/test_x.py".into()], &before, &after),
+            vec!["adds `pytest.mark.xfail` in tests/test_x.py".to_string()]
+        );
+        assert_eq!(
+            without_files(
+                &format!("{diff}diff --git a/conftest.py b/conftest.py\n+x\n"),
+                &["conftest.py".into()]
+            ),
+            diff
+        );
     }
 
     #[test]

@@ -881,8 +881,12 @@ fn a_candidate_that_edits_the_failing_test_or_skips_one_proves_nothing() {
     assert_eq!(c1["fixed"], json!([]));
     assert_eq!(c1["not_reproduced"], json!(["tests.test_ops::test_add"]));
     let c2 = &v["test"]["candidates"][1];
-    assert_eq!(c2["verdict"], "regression", "{c2}");
+    assert_eq!(
+        c2["verdict"], "suspect",
+        "a skip added is for a person: {c2}"
+    );
     assert_eq!(c2["regressions"], json!(["tests.test_ops::test_mul"]));
+    assert_eq!(c2["disappeared"], json!(["tests.test_ops::test_mul"]));
     assert_eq!(v["test"]["chosen"], Value::Null);
 }
 
@@ -1077,4 +1081,233 @@ fn a_candidate_that_adds_a_secret_is_refused_not_published_redacted() {
         stderr(&o)
     );
     assert!(branch_file(&t, "autotriage/issue-4", "calc/ops.py").is_none());
+}
+
+/// A Python repository with these files committed, and the usual issue.
+fn py_repo(files: &[(&str, &str)]) -> TestContext {
+    let t = TestContext::new();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("calc/__init__.py", ""),
+        (".gitignore", ".autotriage/\n.pytest_cache/\n"),
+    ];
+    if !files.iter().any(|(p, _)| *p == "pyproject.toml") {
+        all.push(("pyproject.toml", "[tool.pytest.ini_options]\n"));
+    }
+    all.extend_from_slice(files);
+    commit_files(t.path(), &all, "init");
+    t.write("issue.md", PY_ISSUE);
+    t
+}
+
+/// `fix issue.md --until test --json` with the model answering `answers` (one
+/// candidate each) and `extra` config.
+fn fix_until_test(t: &TestContext, answers: &[&str], extra: &str) -> std::process::Output {
+    let s = HttpMock::start();
+    script_model(&s, answers);
+    t.write(
+        "autotriage.yaml",
+        &model_config(
+            &s,
+            &format!("repair:\n  candidates: {}\n{extra}", answers.len()),
+        ),
+    );
+    run_with(t, &[], &["fix", "issue.md", "--until", "test", "--json"])
+}
+
+#[test]
+fn a_fix_proven_by_an_extended_test_is_fixed() {
+    if !pytest_present() {
+        return;
+    }
+    // The existing test passes on the base: it never tried the bug.
+    let t = py_repo(&[
+        ("calc/ops.py", OPS_PY),
+        (
+            "tests/test_ops.py",
+            "from calc.ops import add\n\n\ndef test_add():\n    assert add(0, 0) == 0\n",
+        ),
+    ]);
+    let extends = "Fix the sign and test it.\n\n```diff\ndiff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\ndiff --git a/tests/test_ops.py b/tests/test_ops.py\n--- a/tests/test_ops.py\n+++ b/tests/test_ops.py\n@@ -4,1 +4,2 @@\n def test_add():\n     assert add(0, 0) == 0\n+    assert add(2, 3) == 5\n```\n";
+    let o = fix_until_test(&t, &[extends], "");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let c = &v["test"]["candidates"][0];
+    assert_eq!(c["verdict"], "fixed", "{c}");
+    assert_eq!(c["reproduced"], json!(["tests.test_ops::test_add"]), "{c}");
+    let labels: Vec<&str> = c["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["label"].as_str().unwrap())
+        .collect();
+    assert!(labels.contains(&"candidate 1 tests only"), "{labels:?}");
+}
+
+#[test]
+fn targeted_runs_pick_tests_by_import_under_test_folders_only() {
+    if !pytest_present() {
+        return;
+    }
+    let mut files: Vec<(String, String)> = vec![
+        (
+            "calc/util.py".into(),
+            "def clamp(x, lo, hi):\n    return lo if x > hi else x\n".into(),
+        ),
+        (
+            "tests/test_util.py".into(),
+            "from calc.util import clamp\n\n\ndef test_clamp():\n    assert clamp(12, 0, 10) == 10\n".into(),
+        ),
+        (
+            "tests/test_uses.py".into(),
+            "from calc import util\n\n\ndef test_inside():\n    assert util.clamp(5, 0, 10) == 5\n".into(),
+        ),
+        // A script at the top whose name starts with test_: collecting it fails.
+        (
+            "test_release.py".into(),
+            "raise SystemExit('a release script, not a test')\n".into(),
+        ),
+        (
+            "pyproject.toml".into(),
+            "[tool.pytest.ini_options]\ntestpaths = [\"tests\"]\n".into(),
+        ),
+    ];
+    // Many test files that say the word `util` without importing it.
+    for i in 0..12 {
+        files.push((
+            format!("tests/test_words_{i}.py"),
+            "# util is just a word here\n\n\ndef test_word():\n    assert 'util'\n".into(),
+        ));
+    }
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let t = py_repo(&refs);
+    let fix = "Clamp to hi.\n\ncalc/util.py\n<<<<<<< SEARCH\n    return lo if x > hi else x\n=======\n    return hi if x > hi else x\n>>>>>>> REPLACE\n";
+    let o = fix_until_test(&t, &[fix], "test:\n  command: python3 -m pytest\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let c = &v["test"]["candidates"][0];
+    assert_eq!(c["verdict"], "fixed", "{c}");
+    assert_eq!(c["runs"][0]["label"], "candidate 1 targeted");
+    let cmd = c["runs"][0]["command"].as_str().unwrap();
+    assert!(
+        cmd.ends_with(" tests/test_util.py tests/test_uses.py"),
+        "the mirror and the importer only: {cmd}"
+    );
+    // A command that already names its tests is never narrowed (nothing runs twice).
+    let o = fix_until_test(
+        &t,
+        &[fix],
+        "test:\n  command: python3 -m pytest tests/test_util.py\n",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let c = &json(&o)["test"]["candidates"][0];
+    assert_eq!(c["runs"][0]["label"], "candidate 1", "{c}");
+    // And `test.targeted: false` turns it off.
+    let o = fix_until_test(
+        &t,
+        &[fix],
+        "test:\n  command: python3 -m pytest\n  targeted: false\n",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        json(&o)["test"]["candidates"][0]["runs"][0]["label"],
+        "candidate 1"
+    );
+}
+
+#[test]
+fn a_baseline_that_cannot_run_is_an_error_and_is_not_cached() {
+    if !pytest_present() {
+        return;
+    }
+    let t = py_repo(&[("calc/ops.py", OPS_PY), ("tests/test_ops.py", TEST_OPS_PY)]);
+    let o = fix_until_test(
+        &t,
+        &[PY_FIX],
+        "test:\n  command: python3.99 -m pytest\n  sandbox: off\n",
+    );
+    assert_eq!(code(&o), 1, "{}\n{}", stderr(&o), stdout(&o));
+    assert!(
+        stderr(&o).contains("could not start (exit 127"),
+        "{}",
+        stderr(&o)
+    );
+    // A collection error at the base is no baseline either.
+    commit_files(
+        t.path(),
+        &[("tests/test_broken.py", "import no_such_module\n")],
+        "a broken test module",
+    );
+    let o = fix_until_test(
+        &t,
+        &[PY_FIX],
+        "test:\n  command: python3 -m pytest\n  sandbox: off\n",
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("could not be collected"),
+        "{}",
+        stderr(&o)
+    );
+    // Fixed environment and command: the baseline runs now (nothing stale was kept).
+    let o = fix_until_test(
+        &t,
+        &[PY_FIX],
+        "test:\n  command: python3 -m pytest tests/test_ops.py\n  sandbox: off\n",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["test"]["baseline"]["cached"], false);
+    assert_eq!(v["verdict"], "fixed");
+}
+
+#[test]
+fn gamed_verdicts_are_suspect_and_name_what_they_hid() {
+    if !pytest_present() {
+        return;
+    }
+    let t = python_repo();
+    // A no-op source change plus a conftest.py that turns failures into passes when
+    // that change is present.
+    let conftest = "import pathlib\n\nimport pytest\n\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n    outcome = yield\n    rep = outcome.get_result()\n    src = pathlib.Path(__file__).parent.parent / 'calc' / 'ops.py'\n    if '# checked' in src.read_text() and rep.failed:\n        rep.outcome = 'passed'\n";
+    let mut cheat = String::from(
+        "Checked.\n\n```diff\ndiff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,3 @@\n+# checked\n def add(a, b):\n     return a - b\ndiff --git a/tests/conftest.py b/tests/conftest.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/conftest.py\n",
+    );
+    cheat.push_str(&format!("@@ -0,0 +1,{} @@\n", conftest.lines().count()));
+    for l in conftest.lines() {
+        cheat.push_str(&format!("+{l}\n"));
+    }
+    cheat.push_str("```\n");
+    // Deletes the failing test and adds an unrelated one that passes.
+    let swap = "Tidy the tests.\n\ntests/test_ops.py\n<<<<<<< SEARCH\ndef test_add():\n    assert add(2, 3) == 5\n=======\ndef test_add_zero():\n    assert add(0, 0) == 0\n>>>>>>> REPLACE\n";
+    let o = fix_until_test(&t, &[&cheat, swap], "test:\n  sandbox: off\n");
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["test"]["chosen"], Value::Null, "nothing is published");
+    let c1 = &v["test"]["candidates"][0];
+    assert_eq!(c1["verdict"], "suspect", "{c1}");
+    assert!(
+        c1["suspicious"][0]
+            .as_str()
+            .unwrap()
+            .contains("tests/conftest.py"),
+        "{c1}"
+    );
+    assert_eq!(
+        c1["proof_without_infra"], false,
+        "without its conftest.py the fix shows nothing: {c1}"
+    );
+    let c2 = &v["test"]["candidates"][1];
+    assert_eq!(c2["verdict"], "suspect", "{c2}");
+    assert_eq!(
+        c2["disappeared"],
+        json!(["tests.test_ops::test_add"]),
+        "{c2}"
+    );
+    assert!(
+        c2["summary"].as_str().unwrap().contains("gone or skipped"),
+        "{c2}"
+    );
 }
