@@ -40,11 +40,16 @@ fn patterns() -> &'static [Pattern] {
             ("aws-access-key", r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b", 0),
             (
                 "aws-secret-key",
-                r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)(?:\\?["'])?\s*[:=]\s*(?:\\?["'])?([A-Za-z0-9/+=]{40})\b"#,
+                r#"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)(?:\\?["'])?\s*(?:[:=]|%3D)\s*(?:\\?["'])?((?:[A-Za-z0-9+=]|/|%2F|%2B|%3D){40})"#,
                 1,
             ),
             ("jwt", r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", 0),
-            ("bearer-token", r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{8,}=*)", 1),
+            // A token has a digit or punctuation: "Bearer authentication" is English.
+            (
+                "bearer-token",
+                r"(?i)\bbearer\s+([A-Za-z]*[0-9\-._~+/][A-Za-z0-9\-._~+/]*=*)",
+                1,
+            ),
             ("api-key", r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,}", 0),
             ("slack-token", r"\bxox[baprs]-[A-Za-z0-9-]{10,}", 0),
         ];
@@ -85,6 +90,22 @@ fn pem_body_line(line: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
+/// The last line of a PEM body: base64 of any length with optional padding, or a
+/// PGP checksum line.
+fn pem_last_line(line: &str) -> bool {
+    let t = line.strip_prefix(['+', '-', ' ']).unwrap_or(line);
+    let t = t.trim_start_matches(|c: char| {
+        c.is_whitespace() || matches!(c, '"' | '\'' | '#' | '/' | '*')
+    });
+    let t = t.trim_end_matches(|c: char| {
+        c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '+' | ';' | ')' | '\\')
+    });
+    let t = t.strip_suffix("\\n").unwrap_or(t);
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+}
+
 /// Private-key fragments the whole-block pattern cannot see: the body lines above an
 /// `END … PRIVATE KEY` line without its `BEGIN` (a hunk that starts mid-key), and
 /// below a `BEGIN` line without its `END`. `None` when there are none.
@@ -97,6 +118,12 @@ fn pem_fragments(text: &str) -> Option<String> {
     for (i, line) in lines.iter().enumerate() {
         if pem_marker(line, "END") {
             let mut j = i;
+            // The line right above END is the body's last: often short (`…Q==`), or a
+            // PGP checksum (`=AbCd`).
+            if j > 0 && pem_last_line(lines[j - 1]) && !pem_marker(lines[j - 1], "BEGIN") {
+                j -= 1;
+                hide[j] = true;
+            }
             while j > 0 && pem_body_line(lines[j - 1]) && !pem_marker(lines[j - 1], "BEGIN") {
                 j -= 1;
                 hide[j] = true;
@@ -135,7 +162,7 @@ fn pem_fragments(text: &str) -> Option<String> {
 const AWS_SECRET_LEN: usize = 40;
 
 /// True when a 40-character run of base64 looks like a random key rather than a
-/// word, a path or an identifier: upper and lower case and a digit, no long run of
+/// word, a path or an identifier: upper and lower case and a digit, no run of 12
 /// lowercase letters (words), and the spread of characters random data has
 /// (Shannon entropy ≥ 4.3 bits; 99.9% of random keys are above).
 fn looks_random(run: &[u8]) -> bool {
@@ -154,7 +181,7 @@ fn looks_random(run: &[u8]) -> bool {
         }
         counts[usize::from(b & 0x7f)] += 1;
     }
-    if !(upper && lower && digit) || longest_lower >= 8 {
+    if !(upper && lower && digit) || longest_lower >= 12 {
         return false;
     }
     let n = run.len() as f64;
@@ -169,24 +196,45 @@ fn looks_random(run: &[u8]) -> bool {
     entropy >= 4.3
 }
 
-/// Bare AWS secret access keys in prose replaced; `None` when there are none.
+/// Bare AWS secret access keys in prose replaced; `None` when there are none. A key
+/// in a URL (`%2F` for `/`, `%2B` for `+`) counts too.
 fn bare_aws_secrets(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let is_b64 = |b: u8| b.is_ascii_alphanumeric() || b == b'+' || b == b'/';
+    // The length of the key character at `i` (3 for `%2F`/`%2B`), and the character.
+    let key_char = |i: usize| -> Option<(usize, u8)> {
+        match bytes.get(i)? {
+            b'%' => match (
+                bytes.get(i + 1),
+                bytes.get(i + 2).map(u8::to_ascii_uppercase),
+            ) {
+                (Some(b'2'), Some(b'F')) => Some((3, b'/')),
+                (Some(b'2'), Some(b'B')) => Some((3, b'+')),
+                _ => None,
+            },
+            &b if is_b64(b) => Some((1, b)),
+            _ => None,
+        }
+    };
     let mut hits: Vec<(usize, usize)> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if !is_b64(bytes[i]) {
+        if key_char(i).is_none() {
             i += 1;
             continue;
         }
         let start = i;
-        while i < bytes.len() && is_b64(bytes[i]) {
-            i += 1;
+        let mut run = Vec::with_capacity(AWS_SECRET_LEN);
+        while let Some((len, c)) = key_char(i) {
+            run.push(c);
+            i += len;
         }
-        // A trailing `=` is base64 padding: data, not a key.
-        let padded = bytes.get(i) == Some(&b'=');
-        if i - start == AWS_SECRET_LEN && !padded && looks_random(&bytes[start..i]) {
+        // A trailing `=` (or `%3D`) is base64 padding: data, not a key.
+        let padded = bytes.get(i) == Some(&b'=')
+            || text
+                .get(i..i + 3)
+                .is_some_and(|t| t.eq_ignore_ascii_case("%3D"));
+        if run.len() == AWS_SECRET_LEN && !padded && looks_random(&run) {
             hits.push((start, i));
         }
     }
@@ -204,6 +252,28 @@ fn bare_aws_secrets(text: &str) -> Option<String> {
     Some(out)
 }
 
+/// Whether a match of a pattern is a secret rather than words: a bearer "token" of
+/// English (`Bearer authentication`, `a Bearer token.`) is not one.
+fn plausible(kind: &str, secret: &str) -> bool {
+    match kind {
+        "bearer-token" => {
+            let t = secret.trim_end_matches(['.', ',', ';', ':', ')']);
+            t.len() >= 8 && t.chars().any(|c| !c.is_ascii_alphabetic())
+        }
+        _ => true,
+    }
+}
+
+/// `redact.secret_vars` of the loaded configuration, for every redactor made after it
+/// is loaded (the error printed at exit, test output, issues read).
+static CONFIGURED_VARS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Make `redact.secret_vars` part of every redactor this process makes from now on.
+/// The first call wins (one configuration per process).
+pub fn configure_secret_vars(vars: &[String]) {
+    let _ = CONFIGURED_VARS.set(vars.to_vec());
+}
+
 /// Replaces secrets in text with `[REDACTED:kind]`.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
@@ -216,10 +286,12 @@ impl Redactor {
     /// (plus [`DEFAULT_SECRET_VARS`]). Values shorter than 8 characters are ignored:
     /// replacing them would mangle ordinary text.
     pub fn from_env<S: AsRef<str>>(extra_vars: &[S]) -> Self {
+        let configured = CONFIGURED_VARS.get().cloned().unwrap_or_default();
         let mut secrets: Vec<String> = DEFAULT_SECRET_VARS
             .iter()
             .copied()
             .chain(extra_vars.iter().map(AsRef::as_ref))
+            .chain(configured.iter().map(String::as_str))
             .filter_map(|name| std::env::var(name).ok())
             .filter(|v| v.len() >= 8)
             .collect();
@@ -254,6 +326,9 @@ impl Redactor {
                 .regex
                 .replace_all(&out, |caps: &regex::Captures<'_>| {
                     let whole = caps.get(0).map_or("", |m| m.as_str());
+                    if !plausible(p.kind, caps.get(p.group).map_or(whole, |m| m.as_str())) {
+                        return whole.to_string();
+                    }
                     match caps.get(p.group) {
                         Some(m) if p.group > 0 => {
                             let start = m.start() - caps.get(0).map_or(0, |w| w.start());
@@ -312,7 +387,11 @@ impl Redactor {
             kinds.push("env");
         }
         for p in patterns() {
-            if p.regex.is_match(text) && !kinds.contains(&p.kind) {
+            let found = p.regex.captures_iter(text).any(|c| {
+                let whole = c.get(0).map_or("", |m| m.as_str());
+                plausible(p.kind, c.get(p.group).map_or(whole, |m| m.as_str()))
+            });
+            if found && !kinds.contains(&p.kind) {
                 kinds.push(p.kind);
             }
         }

@@ -402,6 +402,9 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
                 .filter_map(|m| m.api_key_env.clone()),
         )
         .collect();
+    // Every redactor made from here on (test output, issues read, the error printed
+    // at exit) also hides the configured secret variables.
+    crate::redact::configure_secret_vars(&secret_vars);
     let redactor = Redactor::from_env(&secret_vars);
     let out = out.with_redactor(redactor.clone());
     let ctx = Ctx {

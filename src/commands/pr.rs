@@ -207,15 +207,16 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
 /// publish: what was written stands, and the command fails with the rest listed.
 pub(crate) fn partial(out: &PublishOutcome) -> Option<anyhow::Error> {
     (!out.problems.is_empty()).then(|| {
-        CommandError::new(
-            ErrorKind::Partial,
+        let message = if out.published.is_none() {
+            format!("nothing was published: {}", out.problems.join("; "))
+        } else {
             format!(
                 "published {}, but not everything: {}\n  fix: see the messages above; run the command again to finish (it updates what is there)",
                 out.url.as_deref().unwrap_or("the branch"),
                 out.problems.join("; ")
-            ),
-        )
-        .into()
+            )
+        };
+        CommandError::new(ErrorKind::Partial, message).into()
     })
 }
 

@@ -414,7 +414,12 @@ impl GithubForge {
                 if v.get("pull_request").is_some_and(|p| !p.is_null()) {
                     continue;
                 }
-                if let Some(i) = to_issue(repo, v) {
+                if let Some(mut i) = to_issue(repo, v) {
+                    // Where it came from: a later `fix` reads it live again for trust.
+                    i.source = Some(format!(
+                        "{}/repos/{}/{}/issues/{}",
+                        self.api_url, repo.owner, repo.name, i.number
+                    ));
                     out.push(self.redactor.redact_issue(&i));
                 }
                 if self.list.limit.is_some_and(|l| out.len() >= l) {
@@ -684,9 +689,12 @@ impl GithubForge {
             .flatten()
             .filter_map(|l| l.get("name").and_then(Value::as_str).map(String::from))
             .collect();
+        // Never the trigger label: applied with our token, it would make us the
+        // trusted adder that lets `fix` act on the issue.
         let missing: Vec<String> = labels
             .iter()
             .filter(|l| !have.iter().any(|h| h.eq_ignore_ascii_case(l)))
+            .filter(|l| !l.eq_ignore_ascii_case(&self.trigger_label))
             .cloned()
             .collect();
         if !missing.is_empty() {

@@ -213,6 +213,19 @@ impl GithubForge {
                     break;
                 }
                 Some(head) if ours.owns(&head) => {
+                    // A pull request someone else opened from it makes the branch
+                    // theirs to review: pushing would rewrite what they look at.
+                    out.requests += 1;
+                    if let Some(author) =
+                        self.open_pr_by_other(&what, &r, &repo.owner, &name, &me)?
+                    {
+                        // Nothing is pushed, anywhere: a person has taken the fix over.
+                        out.pr_status = "left alone".into();
+                        out.problems.push(format!(
+                            "an open pull request from {name} was opened by {author}, not by us ({me}): the branch is theirs to review now, so nothing was pushed\n  fix: close that pull request (or ask {author}), then run again"
+                        ));
+                        return Ok(out);
+                    }
                     chosen = Some((name, Some(head)));
                     break;
                 }
@@ -402,6 +415,7 @@ impl GithubForge {
             let wanted: Vec<String> = labels
                 .iter()
                 .filter(|l| !have.iter().any(|h| h.eq_ignore_ascii_case(l)))
+                .filter(|l| !l.eq_ignore_ascii_case(&self.trigger_label))
                 .cloned()
                 .collect();
             if !wanted.is_empty() {
@@ -491,6 +505,29 @@ impl GithubForge {
                 )?)
             }
         }
+    }
+
+    /// The author of an open pull request from `branch` opened by someone other than
+    /// `me`, if there is one.
+    fn open_pr_by_other(
+        &self,
+        what: &str,
+        repo_path: &str,
+        owner: &str,
+        branch: &str,
+        me: &str,
+    ) -> Result<Option<String>, ForgeError> {
+        let (open, _) = self.get(
+            what,
+            &format!("{repo_path}/pulls?head={owner}:{branch}&state=open"),
+        )?;
+        Ok(open
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.pointer("/user/login").and_then(Value::as_str))
+            .find(|a| !a.eq_ignore_ascii_case(me))
+            .map(String::from))
     }
 
     /// The head commit of `branch`, or `None` when it does not exist.

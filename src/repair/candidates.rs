@@ -133,6 +133,59 @@ pub fn generate(
     (out, None)
 }
 
+/// True when an added line is part of a private key: in the new text of its hunk the
+/// redactor hides it as one, or it belongs to a run of three or more added lines of
+/// 64 base64 characters (the shape of a PEM body, whatever file it goes to).
+fn added_key_lines(redactor: &crate::redact::Redactor, diff: &str) -> bool {
+    let mut hunk: Vec<&str> = Vec::new();
+    let check = |hunk: &mut Vec<&str>| -> bool {
+        let text: String = hunk.iter().map(|l| format!("{}\n", &l[1..])).collect();
+        let hidden = redactor.redact(&text);
+        let body_like = |l: &str| {
+            let t = l.trim().trim_matches(|c| c == '"' || c == '\'');
+            t.len() >= 8
+                && t.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+        };
+        let leaked = hidden.contains("[REDACTED:private-key]")
+            && hunk
+                .iter()
+                .filter(|l| l.starts_with('+'))
+                .any(|l| body_like(&l[1..]) && !hidden.contains(&l[1..]));
+        hunk.clear();
+        leaked
+    };
+    let mut pem_run = 0;
+    for line in diff.lines() {
+        let body = line
+            .strip_prefix('+')
+            .filter(|_| !line.starts_with("+++"))
+            .map(|l| l.trim().trim_matches(|c| c == '"' || c == '\''));
+        if body.is_some_and(|b| {
+            b.len() == 64
+                && b.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+        }) {
+            pem_run += 1;
+            if pem_run >= 3 {
+                return true;
+            }
+        } else {
+            pem_run = 0;
+        }
+        if line.starts_with("@@") || line.starts_with("diff --git") {
+            if check(&mut hunk) {
+                return true;
+            }
+            continue;
+        }
+        if (line.starts_with('+') && !line.starts_with("+++")) || (line.starts_with(' ')) {
+            hunk.push(line);
+        }
+    }
+    check(&mut hunk)
+}
+
 /// Why a patch is refused when the lines it adds carry a secret (a token, a key, a
 /// private key, a value of a secret variable): a fix never writes credentials into a
 /// repository, and publishing it redacted would publish a broken file.
@@ -142,7 +195,12 @@ pub fn adds_secret(redactor: &crate::redact::Redactor, diff: &str) -> Option<Str
         .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
         .map(|l| format!("{l}\n"))
         .collect();
-    let kinds = redactor.findings(&added);
+    let mut kinds = redactor.findings(&added);
+    // Key lines written between markers the file already has: the hunk's new text
+    // (context and added lines) shows the key, and an added line is part of it.
+    if !kinds.contains(&"private-key") && added_key_lines(redactor, diff) {
+        kinds.push("private-key");
+    }
     (!kinds.is_empty()).then(|| {
         format!(
             "refused: the patch adds a secret ({}) to the repository; a fix never carries credentials",

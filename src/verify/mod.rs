@@ -1143,13 +1143,12 @@ pub fn environment_fingerprint(command: &str) -> String {
             real.display()
         ));
         let name = real.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with("python") || program.starts_with("python") {
-            if let Ok(o) = std::process::Command::new(&path)
+        if (name.starts_with("python") || program.starts_with("python"))
+            && let Ok(o) = std::process::Command::new(&path)
                 .args(["-c", "import sys; print(sys.version); print(sys.prefix)"])
                 .output()
-            {
-                out.push_str(&String::from_utf8_lossy(&o.stdout));
-            }
+        {
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
         }
     }
     out

@@ -13,6 +13,7 @@ mod locate;
 mod memory;
 mod models;
 mod pr;
+mod red_team;
 mod redaction;
 mod repair;
 mod runs;
