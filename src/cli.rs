@@ -264,9 +264,10 @@ pub struct TriageArgs {
     #[arg(required = true, value_name = "REF")]
     pub refs: Vec<String>,
     /// Who decides: `offline` (no model), `model` (every issue), `auto` (offline, and
-    /// the configured model for what the offline engine abstains on).
-    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
-    pub engine: EngineArg,
+    /// the configured model for what the offline engine abstains on). Default:
+    /// `triage.engine` (auto).
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
     /// Save every model exchange to this cassette (replay it with `--model replay:FILE`).
     #[arg(long, value_name = "CASSETTE")]
     pub record: Option<PathBuf>,
@@ -303,6 +304,16 @@ pub enum SourceArg {
     Memory,
     /// GitHub only.
     Github,
+}
+
+impl From<crate::config::TriageEngine> for EngineArg {
+    fn from(e: crate::config::TriageEngine) -> Self {
+        match e {
+            crate::config::TriageEngine::Offline => Self::Offline,
+            crate::config::TriageEngine::Auto => Self::Auto,
+            crate::config::TriageEngine::Model => Self::Model,
+        }
+    }
 }
 
 /// Triage engines.

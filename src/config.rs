@@ -95,6 +95,22 @@ pub struct TriageConfig {
     pub threshold: f64,
     /// At or above this similarity a match is reported as a likely duplicate (0..1).
     pub duplicate_threshold: f64,
+    /// Who decides when `triage --engine` is not given, and in `fix`: `offline`,
+    /// `auto` (offline, and the configured model where offline abstains) or `model`.
+    pub engine: TriageEngine,
+}
+
+/// `triage.engine`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TriageEngine {
+    /// The offline classifier and rules only.
+    Offline,
+    /// Offline, and the configured model where offline abstains.
+    #[default]
+    Auto,
+    /// The configured model for every issue.
+    Model,
 }
 
 impl Default for TriageConfig {
@@ -102,6 +118,7 @@ impl Default for TriageConfig {
         Self {
             threshold: 0.6,
             duplicate_threshold: 0.6,
+            engine: TriageEngine::Auto,
         }
     }
 }
@@ -517,6 +534,12 @@ pub struct RepairConfig {
     pub max_tokens: u32,
     /// Sampling temperature of the second and later candidates (the first uses 0).
     pub temperature: f32,
+    /// A candidate whose diff is larger than this many bytes is refused.
+    pub max_patch_bytes: usize,
+    /// A candidate that changes more files than this is refused.
+    pub max_patch_files: usize,
+    /// A candidate that adds and removes more lines than this is refused.
+    pub max_patch_lines: usize,
 }
 
 impl Default for RepairConfig {
@@ -525,6 +548,9 @@ impl Default for RepairConfig {
             candidates: 2,
             max_tokens: 4096,
             temperature: 0.7,
+            max_patch_bytes: 1_000_000,
+            max_patch_files: 50,
+            max_patch_lines: 5_000,
         }
     }
 }

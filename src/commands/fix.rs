@@ -505,9 +505,18 @@ fn fix_stages(
         run.read_json("triage.json")?
     } else {
         run.stage_started("triage")?;
+        // The configured engine (`triage.engine`): with a model, `auto` asks it where
+        // the offline engine abstains.
         let (t, reused) = match recent_triage(memory, issue) {
             Some(t) => (t, true),
-            None => (engine.triage(issue), false),
+            None => {
+                let mode: EngineArg = ctx.config().triage.engine.into();
+                let asked = session.filter(|_| mode != EngineArg::Offline);
+                let d = super::triage::decide(engine, asked, mode, issue);
+                spent += d.calls.iter().map(|c| c.cost_usd).sum::<f64>();
+                calls.extend(d.calls);
+                (d.triage.unwrap_or_else(|| engine.triage(issue)), false)
+            }
         };
         run.write_json("triage.json", &t)?;
         run.event(
@@ -770,6 +779,10 @@ fn fix_stages(
             )
         }),
         base: Some(commit),
+        explanation: candidates
+            .iter()
+            .find(|c| c.id == chosen)
+            .map(|c| c.explanation.clone()),
     };
     if run.meta.done("pr") {
         record(memory, &tests.verdict, None, None)?;
@@ -968,6 +981,11 @@ fn repair_stage(
             candidates: cfg.candidates,
             max_tokens: cfg.max_tokens,
             temperature: cfg.temperature,
+            limits: crate::repair::candidates::PatchLimits {
+                bytes: cfg.max_patch_bytes,
+                files: cfg.max_patch_files,
+                lines: cfg.max_patch_lines,
+            },
         },
         spent,
         &progress,

@@ -65,7 +65,7 @@ fn confirm(ctx: &Ctx, body: &str, question: &str) -> bool {
 }
 
 /// The diff to publish and, for a run, its test evidence.
-fn read_patch(args: &PrArgs, ctx: &Ctx) -> Result<(String, Option<String>)> {
+fn read_patch(args: &PrArgs, ctx: &Ctx) -> Result<(String, Option<String>, Option<String>)> {
     if let Some(path) = &args.patch {
         let text = std::fs::read_to_string(path).map_err(|e| {
             CommandError::usage(format!(
@@ -73,7 +73,7 @@ fn read_patch(args: &PrArgs, ctx: &Ctx) -> Result<(String, Option<String>)> {
                 path.display()
             ))
         })?;
-        return Ok((text, None));
+        return Ok((text, None, None));
     }
     let id = args.run.as_deref().unwrap_or_default();
     let store = ctx.run_store()?;
@@ -107,7 +107,16 @@ fn read_patch(args: &PrArgs, ctx: &Ctx) -> Result<(String, Option<String>)> {
                 .unwrap_or("see test.json")
         )
     });
-    Ok((text, evidence))
+    let explanation = read("candidates.json").and_then(|c| {
+        c.get("candidates")?
+            .as_array()?
+            .iter()
+            .find(|x| x.get("id").and_then(serde_json::Value::as_u64) == Some(chosen))?
+            .get("explanation")?
+            .as_str()
+            .map(String::from)
+    });
+    Ok((text, evidence, explanation))
 }
 
 /// What a publish did, for printing and memory.
@@ -136,7 +145,7 @@ pub(crate) struct PublishOutcome {
 /// Run `pr`.
 pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     let issue = resolve_issue(args, ctx)?;
-    let (patch, evidence) = read_patch(args, ctx)?;
+    let (patch, evidence, explanation) = read_patch(args, ctx)?;
     // A patch carrying a secret is refused, whole: never published, not even redacted.
     if let Some(why) = crate::repair::candidates::adds_secret(&ctx.redactor, &patch) {
         return Err(CommandError::usage(format!(
@@ -162,6 +171,7 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
         tests: evidence,
         usage: None,
         base: None,
+        explanation,
     };
     let store = ctx.run_store()?;
     let outcome = if args.forge == crate::cli::ForgeArg::Github {
@@ -342,6 +352,8 @@ pub(crate) struct PublishInputs<'a> {
     pub usage: Option<String>,
     /// The commit to branch from (default: HEAD).
     pub base: Option<git2::Oid>,
+    /// The model's explanation of the change, for the description.
+    pub explanation: Option<String>,
 }
 
 /// The `pr` stage, local: branch `autotriage/issue-N` in `repo_dir` and `pr.md`, inside
@@ -373,6 +385,7 @@ pub(crate) fn publish_local_stage(
             triage: triage_summary(ctx, issue)?,
             tests: inputs.tests.clone(),
             usage: inputs.usage.clone(),
+            explanation: inputs.explanation.clone(),
             run_id: run.id().to_string(),
         };
         let question = format!(
@@ -448,6 +461,7 @@ pub(crate) fn publish_github(
                     triage: triage.clone(),
                     tests: inputs.tests.clone(),
                     usage: inputs.usage.clone(),
+                    explanation: inputs.explanation.clone(),
                 },
             )
         };

@@ -141,13 +141,16 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
             }
         }
     }
-    let mut session = model_session(args.engine, args.record.as_deref(), ctx)?;
+    let engine_arg = args
+        .engine
+        .unwrap_or_else(|| ctx.config().triage.engine.into());
+    let mut session = model_session(engine_arg, args.record.as_deref(), ctx)?;
     let jobs = ctx
         .global
         .jobs
         .unwrap_or(if session.is_some() { 4 } else { 1 })
         .max(1);
-    let mode = args.engine;
+    let mode = engine_arg;
     // Ctrl-C finishes the issues in hand, commits memory and stops with 130.
     let _polling = crate::interrupt::Polling::enter();
     let store = ctx.run_store()?;
@@ -369,9 +372,9 @@ pub fn model_session(
 }
 
 /// What was decided for one issue, before anything is written.
-struct Decided {
-    triage: Option<Triage>,
-    calls: Vec<CallUsage>,
+pub(crate) struct Decided {
+    pub(crate) triage: Option<Triage>,
+    pub(crate) calls: Vec<CallUsage>,
     /// A model failure the offline result stands in for, with the raw reply.
     model_failure: Option<(String, Option<Response>)>,
     /// The budget stopped the batch here.
@@ -380,7 +383,12 @@ struct Decided {
     error: Option<String>,
 }
 
-fn decide(engine: &Engine, session: Option<&Session>, mode: EngineArg, issue: &Issue) -> Decided {
+pub(crate) fn decide(
+    engine: &Engine,
+    session: Option<&Session>,
+    mode: EngineArg,
+    issue: &Issue,
+) -> Decided {
     let offline = engine.triage(issue);
     let Some(session) = session.filter(|_| mode == EngineArg::Model || offline.abstained) else {
         return Decided {

@@ -161,9 +161,7 @@ impl Model for Anthropic {
                 other => other,
             });
         }
-        let text = resp
-            .text()
-            .map_err(|e| transport_error(&url, self.timeout, &e))?;
+        let text = super::read_body(resp, "anthropic", &url)?;
         let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Malformed {
             provider: "anthropic".into(),
             detail: format!("not JSON: {e}"),
@@ -188,11 +186,8 @@ fn read_events(
     let mut usage = Usage::default();
     let mut stop_reason = StopReason::EndTurn;
     let mut received = 0usize;
-    for line in std::io::BufReader::new(resp).lines() {
-        let line = line.map_err(|e| ModelError::Reset {
-            url: String::new(),
-            detail: e.to_string(),
-        })?;
+    for line in std::io::BufReader::new(super::Capped::new(resp)).lines() {
+        let line = line.map_err(|e| super::body_error("anthropic", "", &e))?;
         let Some(data) = line.strip_prefix("data:") else {
             continue;
         };

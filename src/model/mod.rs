@@ -419,6 +419,67 @@ pub(crate) fn streamed_blocks(blocks: Vec<(Option<(String, String)>, String)>) -
 }
 
 /// True when a response is a server-sent event stream.
+/// The most bytes read from one model answer (a plain body or a stream). A larger
+/// answer is refused — whatever `max_tokens` said, a server can send more — and
+/// nothing of it is kept.
+pub const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A reader that fails once more than [`MAX_ANSWER_BYTES`] have come through it.
+pub(crate) struct Capped<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R> Capped<R> {
+    /// Wrap a response body.
+    pub(crate) fn new(inner: R) -> Self {
+        Self { inner, read: 0 }
+    }
+}
+
+/// The message of the error a [`Capped`] reader gives, so callers can tell it apart.
+pub(crate) const TOO_LARGE: &str = "the model's answer is larger than 8 MiB; it was refused";
+
+impl<R: std::io::Read> std::io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > MAX_ANSWER_BYTES {
+            return Err(std::io::Error::other(TOO_LARGE));
+        }
+        Ok(n)
+    }
+}
+
+/// A whole (non-streamed) answer body, at most [`MAX_ANSWER_BYTES`].
+pub(crate) fn read_body(
+    resp: reqwest::blocking::Response,
+    provider: &str,
+    url: &str,
+) -> Result<String, ModelError> {
+    use std::io::Read;
+    let mut text = String::new();
+    Capped::new(resp)
+        .read_to_string(&mut text)
+        .map_err(|e| body_error(provider, url, &e))?;
+    Ok(text)
+}
+
+/// The error for a failed read of an answer: too large, or the connection dropped.
+pub(crate) fn body_error(provider: &str, url: &str, e: &std::io::Error) -> ModelError {
+    if e.to_string().contains(TOO_LARGE) {
+        ModelError::Malformed {
+            provider: provider.into(),
+            detail: TOO_LARGE.into(),
+        }
+    } else {
+        ModelError::Reset {
+            url: url.into(),
+            detail: e.to_string(),
+        }
+    }
+}
+
 pub(crate) fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
     headers
         .get(reqwest::header::CONTENT_TYPE)

@@ -309,15 +309,22 @@ impl Model for OpenAi {
         }
         if sse {
             // Rebuild one completion from the chunks, then read it like any other.
-            let v = read_chunks(resp, on_progress).map_err(|detail| ModelError::Reset {
-                url: url.clone(),
-                detail,
+            let v = read_chunks(resp, on_progress).map_err(|detail| {
+                if detail.contains(super::TOO_LARGE) {
+                    ModelError::Malformed {
+                        provider: "openai".into(),
+                        detail,
+                    }
+                } else {
+                    ModelError::Reset {
+                        url: url.clone(),
+                        detail,
+                    }
+                }
             })?;
             return Self::parse(&v, forced);
         }
-        let text = resp
-            .text()
-            .map_err(|e| transport_error(&url, self.timeout, &e))?;
+        let text = super::read_body(resp, "openai", &url)?;
         let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Malformed {
             provider: "openai".into(),
             detail: format!("not JSON: {e}"),
@@ -337,7 +344,7 @@ fn read_chunks(
     let mut calls: std::collections::BTreeMap<u64, (String, String, String)> = Default::default();
     let mut finish: Option<String> = None;
     let mut usage = Value::Null;
-    for line in std::io::BufReader::new(resp).lines() {
+    for line in std::io::BufReader::new(super::Capped::new(resp)).lines() {
         let line = line.map_err(|e| e.to_string())?;
         let Some(data) = line.strip_prefix("data:").map(str::trim) else {
             continue;

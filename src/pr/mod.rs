@@ -426,6 +426,8 @@ pub struct BodyContext {
     pub tests: Option<String>,
     /// Tokens and cost, if models were used.
     pub usage: Option<String>,
+    /// The model's explanation of the change, if a model wrote it.
+    pub explanation: Option<String>,
     /// The run id.
     pub run_id: String,
 }
@@ -458,6 +460,21 @@ pub fn pr_body(issue: &Issue, published: &Published, ctx: &BodyContext) -> Strin
     }
     if let Some(note) = &published.note {
         out.push_str(&format!("\nBranch: {}.\n", quote::markdown(note)));
+    }
+    // The model's words are shaped by the issue's text: quoted inert, and cut.
+    if let Some(e) = ctx
+        .explanation
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        out.push_str("\n### Why, in the words of the model that wrote it\n");
+        for line in e.lines().take(30) {
+            out.push_str(&format!(
+                "> {}\n",
+                quote::markdown(&line.chars().take(500).collect::<String>())
+            ));
+        }
     }
     out.push_str("\n### Evidence\n");
     out.push_str(&quote::evidence(ctx.tests.as_deref().unwrap_or("No test run is recorded for this change yet; `autotriage test` runs the repository's tests on it.")));

@@ -44,6 +44,45 @@ pub struct RepairSettings {
     pub max_tokens: u32,
     /// Sampling temperature of the second and later candidates (the first uses 0).
     pub temperature: f32,
+    /// How big a candidate may be.
+    pub limits: PatchLimits,
+}
+
+/// How big a candidate may be (`repair.max_patch_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct PatchLimits {
+    /// Bytes of its diff.
+    pub bytes: usize,
+    /// Files it changes.
+    pub files: usize,
+    /// Lines it adds and removes.
+    pub lines: usize,
+}
+
+impl PatchLimits {
+    /// Why a diff over the limits is refused, if it is.
+    pub fn check(&self, diff: &str, files: usize) -> Option<String> {
+        let lines = crate::verify::diff_lines(diff);
+        if diff.len() > self.bytes {
+            Some(format!(
+                "refused: the patch is {} bytes, over repair.max_patch_bytes ({})",
+                diff.len(),
+                self.bytes
+            ))
+        } else if files > self.files {
+            Some(format!(
+                "refused: the patch changes {files} files, over repair.max_patch_files ({})",
+                self.files
+            ))
+        } else if lines > self.lines {
+            Some(format!(
+                "refused: the patch adds and removes {lines} lines, over repair.max_patch_lines ({})",
+                self.lines
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Ask for, apply and record the candidates. `read` gives a file's text at the base;
@@ -92,9 +131,26 @@ pub fn generate(
         }
         let id = out.len() + 1;
         let explanation = prompt::explanation(&final_answer);
+        drop(answer);
+        drop(final_answer);
         let candidate = match result {
             Ok(applied) => {
                 let (diff, changed) = unified_diff(&applied.files, read);
+                // Over the limits: the refusal is kept, the patch itself is not.
+                if let Some(why) = settings.limits.check(&diff, changed.len()) {
+                    out.push(Candidate {
+                        id,
+                        diff: String::new(),
+                        explanation: explanation.chars().take(2_000).collect(),
+                        edits: Vec::new(),
+                        files: Vec::new(),
+                        usage,
+                        attempts,
+                        error: Some(why),
+                        duplicate_of: None,
+                    });
+                    continue;
+                }
                 let refused = adds_secret(&session.redactor, &diff);
                 let duplicate_of = out
                     .iter()

@@ -50,9 +50,16 @@ fn script_model(s: &HttpMock, answers: &[&str]) {
     }
 }
 
+/// A scripted model; the triage stays offline (the scripted answers are patches)
+/// unless `extra` sets `triage:`.
 fn model_config(s: &HttpMock, extra: &str) -> String {
+    let triage = if extra.contains("triage:") {
+        ""
+    } else {
+        "triage:\n  engine: offline\n"
+    };
     format!(
-        "models:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\n{extra}",
+        "models:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\n{triage}{extra}",
         s.server.uri()
     )
 }
@@ -1310,4 +1317,107 @@ fn gamed_verdicts_are_suspect_and_name_what_they_hid() {
         c2["summary"].as_str().unwrap().contains("gone or skipped"),
         "{c2}"
     );
+}
+
+#[test]
+fn fix_triages_with_the_configured_engine_and_the_pr_explains_the_change() {
+    if !pytest_present() {
+        return;
+    }
+    let s = HttpMock::start();
+    // First the triage (the offline engine abstains on an empty memory), then the
+    // patch, whose explanation carries a mention and a closing keyword.
+    let triage = json!({"id": "msg_t", "type": "message", "role": "assistant", "model": "claude-x",
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "record_triage", "input":
+            {"kind": "bug", "confidence": 0.9, "labels": [], "priority": "P2",
+             "priority_reasons": ["wrong result"], "missing": [], "reasoning": "add() returns a wrong sum."}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 500, "output_tokens": 50}});
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(triage))
+            .up_to_n_times(1)
+            .with_priority(1),
+    );
+    let explained = PY_FIX.replace(
+        "The `-` should be `+`.",
+        "The `-` should be `+`; cc @everyone, closes #9.",
+    );
+    s.mount(
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(reply(&explained)))
+            .with_priority(2),
+    );
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "triage:\n  engine: auto\nrepair:\n  candidates: 1\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["triage"]["kind"], "bug", "{}", v["triage"]);
+    assert_eq!(v["triage"]["engine"], "model", "{}", v["triage"]);
+    let first = &s.bodies()[0];
+    assert!(
+        first.to_string().contains("record_triage"),
+        "the first request is the triage"
+    );
+    let body = run_file(&t, v["run_id"].as_str().unwrap(), "pr.md");
+    assert!(
+        body.contains("### Why, in the words of the model that wrote it"),
+        "{body}"
+    );
+    assert!(
+        body.contains("> The `-` should be `+`; cc @\u{200B}everyone, c\u{200B}loses #9."),
+        "{body}"
+    );
+    assert!(body.contains("kind bug"), "{body}");
+}
+
+/// Bytes of every file under `dir`.
+fn folder_bytes(dir: &std::path::Path) -> u64 {
+    crate::suite::redaction::all_files(dir)
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .sum()
+}
+
+#[test]
+fn an_oversized_answer_or_patch_is_refused_and_not_stored() {
+    let t = python_repo();
+    // 6,000 added lines: under the answer cap, over repair.max_patch_lines.
+    let mut big = String::from(
+        "Add a table.\n\ncalc/ops.py\n<<<<<<< SEARCH\ndef add(a, b):\n    return a - b\n=======\n",
+    );
+    for i in 0..6000 {
+        big.push_str(&format!("T{i} = {i}\n"));
+    }
+    big.push_str("def add(a, b):\n    return a + b\n>>>>>>> REPLACE\n");
+    let o = fix_until_test(&t, &[&big], "");
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("over repair.max_patch_lines (5000)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        folder_bytes(&t.path().join(".autotriage")) < 2_000_000,
+        "the refused patch is not kept"
+    );
+    // An answer over the 8 MiB cap, whatever max_tokens said: refused as it arrives.
+    let t = python_repo();
+    let mut huge = String::from(
+        "Huge.\n\ncalc/ops.py\n<<<<<<< SEARCH\ndef add(a, b):\n    return a - b\n=======\n",
+    );
+    while huge.len() < 9 * 1024 * 1024 {
+        huge.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    huge.push_str("def add(a, b):\n    return a + b\n>>>>>>> REPLACE\n");
+    let o = fix_until_test(&t, &[&huge], "");
+    assert_ne!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("larger than 8 MiB"), "{}", stderr(&o));
+    assert!(folder_bytes(&t.path().join(".autotriage")) < 2_000_000);
+    assert!(branch_file(&t, "autotriage/issue-4", "calc/ops.py").is_none());
 }

@@ -409,7 +409,7 @@ fn the_model_re_rank_reorders_the_top_files_and_records_its_tokens() {
     t.write(
         "autotriage.yaml",
         &format!(
-            "models:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\n",
+            "models:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\n",
             s.server.uri()
         ),
     );

@@ -40,7 +40,7 @@ fn setup(s: &HttpMock, extra: &str) -> TestContext {
     t.write(
         "autotriage.yaml",
         &format!(
-            "models:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\n{extra}",
+            "models:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\n{extra}",
             s.server.uri()
         ),
     );
