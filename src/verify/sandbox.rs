@@ -374,30 +374,38 @@ impl Sandbox {
         out
     }
 
-    /// bubblewrap: the whole file system read-only, a private `/tmp`, the worktree
-    /// writable, credentials under `$HOME` hidden, no network, its own PID namespace,
-    /// and dead with its parent.
+    /// bubblewrap: a view built from an allow-list — the system folders and the
+    /// toolchains read-only (see [`visible_paths`]), a private `/tmp`, the worktree
+    /// writable — so no host socket outside it (`/var/tmp`, `/run`, a home folder) can
+    /// be reached; credentials under `$HOME` hidden, no network, its own PID
+    /// namespace, and dead with its parent.
     fn bwrap_args(&self, dir: &Path) -> Vec<OsString> {
-        let mut a: Vec<OsString> = [
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
-        // Sockets under /run (docker, D-Bus, agents) connect even when read-only.
-        for run in ["/run", "/var/run"] {
-            if std::fs::symlink_metadata(run).is_ok_and(|m| m.is_dir()) {
-                a.extend(["--tmpfs".into(), run.into()]);
+        let mut a: Vec<OsString> = Vec::new();
+        for p in visible_paths() {
+            match std::fs::symlink_metadata(&p) {
+                // `/bin` → `usr/bin` on merged-/usr systems: the same link inside.
+                Ok(m) if m.file_type().is_symlink() => {
+                    if let Ok(target) = std::fs::read_link(&p) {
+                        a.extend([
+                            "--symlink".into(),
+                            target.into_os_string(),
+                            p.into_os_string(),
+                        ]);
+                    }
+                }
+                Ok(_) => a.extend([
+                    "--ro-bind".into(),
+                    p.clone().into_os_string(),
+                    p.into_os_string(),
+                ]),
+                Err(_) => {}
             }
         }
+        a.extend(
+            ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+                .iter()
+                .map(OsString::from),
+        );
         for r in &self.readable {
             if r.exists() {
                 a.extend([
@@ -440,6 +448,120 @@ impl Sandbox {
         ]);
         a
     }
+}
+
+/// System folders every test may read: programs, libraries, configuration.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix",
+];
+
+/// Toolchain folders under `$HOME` a test command may need (compilers, interpreters,
+/// their packages): read-only when present.
+const TOOLCHAINS_UNDER_HOME: &[&str] = &[
+    ".cargo",
+    ".rustup",
+    ".pyenv",
+    ".local",
+    ".nvm",
+    ".volta",
+    ".asdf",
+    ".rbenv",
+    ".nodenv",
+    ".sdkman",
+    ".deno",
+    ".bun",
+    "go",
+    ".go",
+    ".poetry",
+    ".conda",
+    "miniconda3",
+    "anaconda3",
+];
+
+/// Variables naming toolchains or environments whose folders are made visible.
+const TOOLCHAIN_VARS: &[&str] = &[
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "PYENV_ROOT",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "GOROOT",
+    "GOPATH",
+    "JAVA_HOME",
+    "NVM_DIR",
+    "VOLTA_HOME",
+];
+
+/// What the sandbox shows of the host, read-only: the system folders, the PATH
+/// entries outside them (a whole toolchain folder for one under `$HOME`, such as
+/// `~/.pyenv` for `~/.pyenv/shims`), the toolchain folders under `$HOME`, and the
+/// folders the toolchain variables name. Nothing else: `/var`, `/run`, `/srv`,
+/// `/home`, `/mnt` and the rest of `$HOME` are not there.
+pub fn visible_paths() -> Vec<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut out: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
+    let add = |p: PathBuf, out: &mut Vec<PathBuf>| {
+        if !p.is_absolute() || p == Path::new("/") || !p.exists() {
+            return;
+        }
+        // Under $HOME: the first folder below it, never $HOME itself.
+        let p = match home
+            .as_ref()
+            .and_then(|h| p.strip_prefix(h).ok().map(|r| (h, r)))
+        {
+            Some((h, rest)) => match rest.components().next() {
+                Some(first) => h.join(first),
+                None => return,
+            },
+            None => p,
+        };
+        let hidden = home.as_ref().is_some_and(|h| {
+            HIDDEN_UNDER_HOME
+                .iter()
+                .any(|x| p.starts_with(h.join(x)) || h.join(x).starts_with(&p))
+        });
+        if hidden || out.iter().any(|o| p.starts_with(o)) {
+            return;
+        }
+        out.retain(|o| !o.starts_with(&p));
+        out.push(p);
+    };
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        for d in [Some(dir.clone()), std::fs::canonicalize(&dir).ok()]
+            .into_iter()
+            .flatten()
+        {
+            // `…/bin` and `…/shims` belong to a toolchain: show all of it
+            // (`~/.pyenv/shims` needs `~/.pyenv/versions`); rustup's proxies in
+            // `~/.cargo/bin` need `~/.rustup`.
+            let name = d.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let root = match (name, d.parent()) {
+                ("bin" | "shims", Some(parent)) if parent != Path::new("/") => parent.to_path_buf(),
+                _ => d.clone(),
+            };
+            if root.file_name().and_then(|n| n.to_str()) == Some(".cargo")
+                && let Some(p) = root.parent()
+            {
+                add(p.join(".rustup"), &mut out);
+            }
+            add(root, &mut out);
+        }
+    }
+    if let Some(h) = &home {
+        for t in TOOLCHAINS_UNDER_HOME {
+            add(h.join(t), &mut out);
+        }
+    }
+    for var in TOOLCHAIN_VARS {
+        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+            let p = PathBuf::from(v);
+            if let Ok(real) = std::fs::canonicalize(&p) {
+                add(real, &mut out);
+            }
+            add(p, &mut out);
+        }
+    }
+    out
 }
 
 /// Process groups of the commands running now, killed if the process must exit at once

@@ -1421,3 +1421,62 @@ fn an_oversized_answer_or_patch_is_refused_and_not_stored() {
     assert!(folder_bytes(&t.path().join(".autotriage")) < 2_000_000);
     assert!(branch_file(&t, "autotriage/issue-4", "calc/ops.py").is_none());
 }
+
+#[test]
+fn a_sandboxed_test_cannot_reach_a_host_socket_outside_tmp_and_run() {
+    if !bwrap_present() || !pytest_present() {
+        return;
+    }
+    // A listener in a host folder that is neither /tmp nor /run.
+    let dir = tempfile::Builder::new()
+        .prefix("autotriage-sock")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let sock = dir.path().join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let t = python_repo();
+    let probe = format!(
+        "import socket\n\n\ndef test_no_host_socket():\n    s = socket.socket(socket.AF_UNIX)\n    try:\n        s.connect({:?})\n        s.sendall(b'secret data')\n    except OSError:\n        return\n    raise AssertionError('connected')\n",
+        sock.display().to_string()
+    );
+    let mut patch = String::from(
+        "diff --git a/tests/test_sock.py b/tests/test_sock.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/test_sock.py\n",
+    );
+    patch.push_str(&format!("@@ -0,0 +1,{} @@\n", probe.lines().count()));
+    for l in probe.lines() {
+        patch.push_str(&format!("+{l}\n"));
+    }
+    t.write("sock.diff", &patch);
+    t.write("autotriage.yaml", "test:\n  sandbox: required\n");
+    let o = run_with(
+        &t,
+        &[],
+        &["test", "issue.md", "--patch", "sock.diff", "--json"],
+    );
+    let v = json(&o);
+    assert_eq!(v["test"]["sandboxed"], true, "{}", stderr(&o));
+    let c = &v["test"]["candidates"][0];
+    assert_eq!(
+        c["new_passing"],
+        json!(["tests.test_sock::test_no_host_socket"]),
+        "{c}"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the listener under /var/tmp received a connection from the sandbox"
+    );
+    // Unsandboxed, the same test reaches it (so the test can tell).
+    t.write("autotriage.yaml", "test:\n  sandbox: off\n");
+    let o = run_with(
+        &t,
+        &[],
+        &["test", "issue.md", "--patch", "sock.diff", "--json"],
+    );
+    let c = &json(&o)["test"]["candidates"][0];
+    assert_eq!(
+        c["new_failing"],
+        json!(["tests.test_sock::test_no_host_socket"]),
+        "{c}"
+    );
+}
