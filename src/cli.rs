@@ -456,6 +456,59 @@ pub enum EvalCommand {
     /// Code localization on SWE-bench-format issues: file recall@1/3/5/10, MRR and
     /// context size.
     Localize(EvalLocalizeArgs),
+    /// Known patches of SWE-bench-format instances replayed as the model's answer
+    /// through the real `fix` flow: the share proven, false passes of bad patches,
+    /// seconds per instance.
+    Fix(EvalFixArgs),
+}
+
+/// `eval fix`
+#[derive(Debug, Args)]
+pub struct EvalFixArgs {
+    /// JSON lines in SWE-bench format: `repo`, `instance_id`, `base_commit`, `patch`,
+    /// `test_patch`, `FAIL_TO_PASS`, `problem_statement`, `version`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub dataset: PathBuf,
+    /// Folder of checkouts: `DIR/owner__name`, else `DIR/name` (holding the base commits).
+    #[arg(long, value_name = "DIR")]
+    pub repos: PathBuf,
+    /// YAML or JSON: `owner/name` → `python` (interpreter or venv), `setup`, `command`
+    /// (`{python}`, `{tests}` filled in; default `{python} -m pytest {tests}` on the
+    /// FAIL_TO_PASS test files), and `versions: {VERSION: {…}}` overriding them.
+    #[arg(long, value_name = "FILE")]
+    pub envs: PathBuf,
+    /// What is played as the model's answer: `real` (patch + test_patch), `tests-only`
+    /// (test_patch alone), `other` (another instance's patch of the same repository +
+    /// this test_patch).
+    #[arg(long, value_enum, default_value_t = EvalPatches::Real)]
+    pub patches: EvalPatches,
+    /// Only these instances (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub instance: Vec<String>,
+    /// At most this many instances.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Time limit of each test command, seconds (preflight and `test.timeout`).
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// `test.sandbox` for the replayed runs.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "required", "off"])]
+    pub sandbox: String,
+    /// Keep the scratch clones and run folders in this folder (default: a temporary
+    /// folder, removed at the end).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Known patches `eval fix` can replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EvalPatches {
+    /// The real fix with its test changes.
+    Real,
+    /// The test changes alone (a bad patch).
+    TestsOnly,
+    /// Another instance's fix with this one's test changes (a bad patch).
+    Other,
 }
 
 /// `eval apply`

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod eval;
+pub mod eval_fix;
 pub mod forge;
 pub mod interrupt;
 pub mod issue;

@@ -8,8 +8,8 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::cli::{
-    EvalApplyArgs, EvalCommand, EvalDuplicatesArgs, EvalLocalizeArgs, EvalPriorityArgs,
-    EvalTriageArgs, LineSelection,
+    EvalApplyArgs, EvalCommand, EvalDuplicatesArgs, EvalFixArgs, EvalLocalizeArgs, EvalPatches,
+    EvalPriorityArgs, EvalTriageArgs, LineSelection,
 };
 use crate::error::CommandError;
 use crate::eval::{self, KindReport, LabelledText, Report};
@@ -26,6 +26,7 @@ pub fn run(cmd: EvalCommand, ctx: &Ctx) -> Result<()> {
         EvalCommand::Priority(args) => priority(&args, ctx),
         EvalCommand::Localize(args) => localize(&args, ctx),
         EvalCommand::Apply(args) => apply_cases(&args, ctx),
+        EvalCommand::Fix(args) => fix(&args, ctx),
     }
 }
 
@@ -840,5 +841,182 @@ fn apply_cases(args: &EvalApplyArgs, ctx: &Ctx) -> Result<()> {
         out.push(row(k, s));
     }
     ctx.out.line(&out.join("\n"));
+    Ok(())
+}
+
+/// `eval fix`: known patches replayed through the real `fix` flow (see
+/// [`crate::eval_fix`]).
+fn fix(args: &EvalFixArgs, ctx: &Ctx) -> Result<()> {
+    use crate::eval_fix::{self, PatchKind};
+    let all =
+        eval_fix::read_dataset(&args.dataset).map_err(|e| CommandError::usage(e.to_string()))?;
+    let envs = eval_fix::Envs::read(&args.envs).map_err(|e| CommandError::usage(e.to_string()))?;
+    if !args.repos.is_dir() {
+        return Err(CommandError::usage(format!(
+            "--repos {}: not a folder\n  fix: give the folder holding the checkouts (owner__name or name)",
+            args.repos.display()
+        ))
+        .into());
+    }
+    let mut chosen: Vec<&eval_fix::Instance> = all
+        .iter()
+        .filter(|i| args.instance.is_empty() || args.instance.contains(&i.instance_id))
+        .collect();
+    for id in &args.instance {
+        if !all.iter().any(|i| &i.instance_id == id) {
+            return Err(CommandError::usage(format!(
+                "--instance {id}: not in {}",
+                args.dataset.display()
+            ))
+            .into());
+        }
+    }
+    if let Some(n) = args.limit {
+        chosen.truncate(n);
+    }
+    if chosen.is_empty() {
+        return Err(
+            CommandError::usage(format!("{}: no instances", args.dataset.display())).into(),
+        );
+    }
+    let kind = match args.patches {
+        EvalPatches::Real => PatchKind::Real,
+        EvalPatches::TestsOnly => PatchKind::TestsOnly,
+        EvalPatches::Other => PatchKind::Other,
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| CommandError::failure(format!("cannot find this program's path: {e}")))?;
+    let temp;
+    let scratch = match &args.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .map_err(|e| CommandError::usage(format!("--work-dir {}: {e}", d.display())))?;
+            d.canonicalize()?
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("autotriage-eval-fix-")
+                .tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let repos = args.repos.canonicalize()?;
+    let spec = eval_fix::RunSpec {
+        repos: &repos,
+        envs: &envs,
+        exe: &exe,
+        scratch: &scratch,
+        timeout: args.timeout,
+        kind,
+        sandbox: &args.sandbox,
+        keep: args.work_dir.is_some(),
+    };
+    let bar = ctx.out.progress(chosen.len() as u64, "replaying");
+    let mut outcomes = Vec::new();
+    for inst in chosen {
+        if crate::interrupt::requested() {
+            break;
+        }
+        bar.set_message(inst.instance_id.clone());
+        let o = eval_fix::run_instance(&spec, inst, &all);
+        bar.inc(1);
+        ctx.out.debug(&format!(
+            "{}: preflight {}, verdict {}, proven {} ({:.0} s){}",
+            o.instance_id,
+            o.preflight,
+            o.verdict.as_deref().unwrap_or("-"),
+            o.proven,
+            o.seconds,
+            o.reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        ));
+        outcomes.push(o);
+    }
+    bar.finish_and_clear();
+    let report = eval_fix::report(kind, outcomes);
+    if ctx.global.json {
+        ctx.out.json(&report);
+        return Ok(());
+    }
+    let mut lines = vec![format!(
+        "fix replay, --patches {}: {} instances, {} passed the preflight, {} excluded",
+        kind.as_str(),
+        report.instances,
+        report.preflight_passed,
+        report.excluded
+    )];
+    if kind == PatchKind::Real {
+        lines.push(format!(
+            "  proven {}/{} ({:.3}); verdict fixed {}",
+            report.proven, report.preflight_passed, report.proven_rate, report.fixed
+        ));
+    } else {
+        lines.push(format!(
+            "  false passes {}/{} ({:.3})",
+            report.false_passes, report.preflight_passed, report.false_pass_rate
+        ));
+    }
+    let verdicts: Vec<String> = report
+        .verdicts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    lines.push(format!("  verdicts: {}", verdicts.join(", ")));
+    lines.push(format!(
+        "  median {:.1} s per instance (preflight {:.1} s)",
+        report.median_seconds, report.median_preflight_seconds
+    ));
+    if report.targeted_runs > 0 {
+        lines.push(format!(
+            "  targeted run vs configured command ({} instances): median {:.1} s vs {:.1} s (ratio {:.2})",
+            report.targeted_runs,
+            report.median_targeted_seconds,
+            report.median_command_seconds,
+            report.median_targeted_ratio
+        ));
+    }
+    for o in &report.per_instance {
+        let status = if o.preflight != "ok" {
+            "excluded".to_string()
+        } else if o.proven {
+            "proven".to_string()
+        } else {
+            o.verdict.clone().unwrap_or_else(|| "error".into())
+        };
+        let mut why = Vec::new();
+        if o.preflight == "ok" && !o.proven {
+            if kind == PatchKind::Real && o.verdict.as_deref() == Some("fixed") {
+                if !o.tree_equal {
+                    why.push("branch tree differs".to_string());
+                }
+                if !o.fail_to_pass_fixed {
+                    why.push("FAIL_TO_PASS not among the proof".to_string());
+                }
+            }
+            if !o.fail_to_pass_missing.is_empty() && kind == PatchKind::Real {
+                why.push(format!(
+                    "not proven by test.json: {}",
+                    o.fail_to_pass_missing.join("; ")
+                ));
+            }
+        }
+        if let Some(r) = &o.reason {
+            why.push(r.clone());
+        }
+        lines.push(format!(
+            "  {:<40} {:<12} {:>6.1} s{}",
+            o.instance_id,
+            status,
+            o.seconds,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", why.join("; "))
+            }
+        ));
+    }
+    ctx.out.line(&lines.join("\n"));
     Ok(())
 }

@@ -3,6 +3,10 @@
 //! lacks is an error naming its fingerprint, never a silent fallback.
 //!
 //! The file is JSON lines: `{"fingerprint", "model", "request", "response"}`.
+//!
+//! An exchange whose fingerprint is [`WILDCARD`] (`"*"`) answers every request the
+//! cassette has no recording for (its `request` may be left out). `eval fix` uses one
+//! to play a known patch as the model's answer, whatever the prompt.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -14,17 +18,34 @@ use sha2::{Digest, Sha256};
 
 use super::{Model, ModelError, Request, Response};
 
+/// The fingerprint of an exchange that answers any request without a recording.
+pub const WILDCARD: &str = "*";
+
 /// One recorded exchange.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Exchange {
-    /// sha256 of the canonical request JSON (first 16 hex digits).
+    /// sha256 of the canonical request JSON (first 16 hex digits), or [`WILDCARD`].
     pub fingerprint: String,
     /// The model that answered.
     pub model: String,
-    /// The request (already redacted when it was sent).
+    /// The request (already redacted when it was sent); empty for a wildcard.
+    #[serde(default = "empty_request")]
     pub request: Request,
     /// The reply.
     pub response: Response,
+}
+
+/// A request with nothing in it (the `request` of a wildcard exchange).
+pub fn empty_request() -> Request {
+    Request {
+        system: None,
+        messages: vec![],
+        tools: vec![],
+        tool_choice: None,
+        max_tokens: 0,
+        temperature: None,
+        stop: vec![],
+    }
 }
 
 /// The fingerprint of a request.
@@ -80,7 +101,11 @@ impl Model for Replay {
 
     fn complete(&self, request: &Request) -> Result<Response, ModelError> {
         let fp = fingerprint(request);
-        self.answers.get(&fp).cloned().ok_or_else(|| {
+        self.answers
+            .get(&fp)
+            .or_else(|| self.answers.get(WILDCARD))
+            .cloned()
+            .ok_or_else(|| {
             ModelError::Cassette(format!(
                 "cassette {} has no recorded reply for request {fp} ({} recorded)\n  fix: the prompt changed since recording; re-record with --record",
                 self.path.display(),
@@ -151,5 +176,38 @@ impl Model for Recorder {
             ))
         })?;
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_exchange_answers_any_request_a_recording_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.jsonl");
+        let answer = |t: &str| Response {
+            content: vec![super::super::Block::Text { text: t.into() }],
+            stop_reason: super::super::StopReason::EndTurn,
+            usage: None,
+        };
+        let mut asked = empty_request();
+        asked.max_tokens = 7;
+        let recorded = Exchange {
+            fingerprint: fingerprint(&asked),
+            model: "m".into(),
+            request: asked.clone(),
+            response: answer("recorded"),
+        };
+        let text = format!(
+            "{}\n{{\"fingerprint\":\"*\",\"model\":\"m\",\"response\":{}}}\n",
+            serde_json::to_string(&recorded).unwrap(),
+            serde_json::to_string(&answer("any")).unwrap()
+        );
+        std::fs::write(&path, text).unwrap();
+        let r = Replay::open(&path).unwrap();
+        assert_eq!(r.complete(&asked).unwrap().text(), "recorded");
+        assert_eq!(r.complete(&empty_request()).unwrap().text(), "any");
     }
 }
