@@ -301,6 +301,7 @@ pub(crate) fn test_stage(
         protected: ctx.config().paths.protected.clone(),
         stop: &stop,
         base_again: Default::default(),
+        import_prefix: Default::default(),
     };
     run.event(
         "test",

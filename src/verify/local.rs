@@ -63,6 +63,11 @@ impl Runner for LocalRunner {
         if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
             sandbox.readable.push(PathBuf::from(venv));
         }
+        // An interpreter named by its path (`/tmp/venv/bin/python -m pytest`, a
+        // `.venv` elsewhere): its whole environment, with the real prefix it links to.
+        for cmd in [Some(command), setup].into_iter().flatten() {
+            sandbox.readable.extend(program_roots(cmd));
+        }
         let io = |e: std::io::Error| {
             VerifyError::Io(format!("could not run a command in {}: {e}", dir.display()))
         };
@@ -84,4 +89,33 @@ impl Runner for LocalRunner {
         out.junit = std::fs::read_to_string(&junit).ok();
         Ok(out)
     }
+}
+
+/// The environment folders of a command's program when it is named by an absolute
+/// path: `/x/venv` for `/x/venv/bin/python` (a venv's `bin/python` links to its base
+/// interpreter, whose prefix is added too).
+fn program_roots(command: &str) -> Vec<PathBuf> {
+    let Some(program) = command
+        .split_whitespace()
+        .find(|w| !w.contains('='))
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.exists())
+    else {
+        return Vec::new();
+    };
+    let root = |p: &std::path::Path| -> Option<PathBuf> {
+        let bin = p.parent()?;
+        match bin.file_name().and_then(|n| n.to_str()) {
+            Some("bin" | "Scripts") => bin.parent().map(std::path::Path::to_path_buf),
+            _ => Some(bin.to_path_buf()),
+        }
+    };
+    let mut out: Vec<PathBuf> = root(&program).into_iter().collect();
+    if let Ok(real) = std::fs::canonicalize(&program)
+        && let Some(r) = root(&real)
+        && !out.contains(&r)
+    {
+        out.push(r);
+    }
+    out
 }

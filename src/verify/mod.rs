@@ -88,6 +88,16 @@ pub enum VerifyError {
         /// The applier's message.
         detail: String,
     },
+    /// The tests would import the package under test from somewhere else.
+    #[error(
+        "the tests would import `{package}` from {found}, not from the checkout under test, even with the worktree first on PYTHONPATH; a fix would be judged on that code\n  fix: use an environment where `{package}` is not installed from another checkout (or installed editable from this one), e.g. a venv of this repository in test.command"
+    )]
+    ImportsElsewhere {
+        /// The package.
+        package: String,
+        /// Where it would come from.
+        found: String,
+    },
     /// Starting a process or reading a file failed.
     #[error("{0}")]
     Io(String),
@@ -99,7 +109,10 @@ pub enum VerifyError {
 impl HasKind for VerifyError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::NoCommand { .. } | Self::Sandbox(_) | Self::Patch { .. } => ErrorKind::Usage,
+            Self::NoCommand { .. }
+            | Self::Sandbox(_)
+            | Self::Patch { .. }
+            | Self::ImportsElsewhere { .. } => ErrorKind::Usage,
             Self::Worktree(worktree::WorktreeError::MissingCommit { .. }) => ErrorKind::Usage,
             Self::Interrupted => ErrorKind::Interrupted,
             _ => ErrorKind::Runtime,
@@ -373,6 +386,9 @@ pub struct Verifier<'a> {
     pub stop: &'a (dyn Fn() -> bool + Sync),
     /// The base run a second time, made when a candidate seems to fix a failure.
     pub base_again: std::cell::OnceCell<Results>,
+    /// What goes before the test command so Python imports the worktree's code
+    /// (decided once, see [`Verifier::import_prefix`]).
+    pub import_prefix: std::cell::OnceCell<String>,
 }
 
 /// A worktree ready for test runs.
@@ -415,6 +431,8 @@ impl Verifier<'_> {
         // The interpreter or tool the command resolves to, and the environment that
         // picks it: a fixed environment must not reuse a broken baseline.
         h.update(environment_fingerprint(&self.plan.command));
+        h.update([0]);
+        h.update(self.import_prefix.get().map_or("", String::as_str));
         let hex: String = h
             .finalize()
             .iter()
@@ -463,7 +481,11 @@ impl Verifier<'_> {
         if (self.stop)() {
             return Err(VerifyError::Interrupted);
         }
-        let command = detect::instrument(&self.plan.command, self.plan.flavor, targets);
+        let command = format!(
+            "{}{}",
+            self.import_prefix()?,
+            detect::instrument(&self.plan.command, self.plan.flavor, targets)
+        );
         let setup = self.plan.setup.as_deref().filter(|_| !p.set_up.get());
         let mut out = self.runner.run(
             &p.wt.dir,
@@ -505,6 +527,8 @@ impl Verifier<'_> {
     /// The suite at the base commit, from the cache when this commit, setup, command
     /// and runner ran before.
     pub fn baseline(&self) -> Result<Baseline, VerifyError> {
+        // Decided before the cache key: where the code under test is imported from.
+        self.import_prefix()?;
         let file = self.cache_file();
         if let Ok(text) = std::fs::read_to_string(&file)
             && let Ok(c) = serde_json::from_str::<CachedBaseline>(&text)
@@ -880,6 +904,74 @@ impl Verifier<'_> {
         Ok(report)
     }
 
+    /// For a Python repository: make sure the tests import the worktree's code. Users'
+    /// environments often have the package installed from another checkout (an
+    /// editable install elsewhere, a `src/` layout that only installs make
+    /// importable); tests would then judge that code, not the candidate's. The
+    /// packages at the top of the tree (or under `src/`) are located with the test
+    /// command's interpreter in a worktree; when one resolves elsewhere, the worktree
+    /// (and its `src/`) go first on `PYTHONPATH`; when it still does, the stage stops
+    /// naming where it would have imported from. Returns the prefix for the command.
+    pub fn import_prefix(&self) -> Result<&str, VerifyError> {
+        if let Some(p) = self.import_prefix.get() {
+            return Ok(p);
+        }
+        let prefix = self.decide_import_prefix()?;
+        Ok(self.import_prefix.get_or_init(|| prefix))
+    }
+
+    fn decide_import_prefix(&self) -> Result<String, VerifyError> {
+        // Locally only: a probe on a build service would be a build of its own.
+        if self.plan.flavor != Flavor::Pytest || !self.runner.describe().starts_with("local") {
+            return Ok(String::new());
+        }
+        let paths = tree_paths(self.repo, self.base);
+        let packages = python_packages(&paths);
+        if packages.is_empty() {
+            return Ok(String::new());
+        }
+        let python = python_of(&self.plan.command);
+        let names: Vec<&str> = packages.iter().map(|(n, _)| n.as_str()).collect();
+        let script = format!(
+            "import importlib.util, os\nfor n in {names:?}:\n    try:\n        s = importlib.util.find_spec(n)\n    except Exception:\n        s = None\n    o = (s.origin or (list(s.submodule_search_locations or []) or [''])[0]) if s else ''\n    print('AUTOTRIAGE-IMPORT', n, os.path.realpath(o) if o else '-')\n"
+        );
+        let src_layout = packages.iter().any(|(_, p)| p.starts_with("src/"));
+        let with_path = if src_layout {
+            "PYTHONPATH=\"$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}\" "
+        } else {
+            "PYTHONPATH=\"$PWD${PYTHONPATH:+:$PYTHONPATH}\" "
+        };
+        let p = self.prepare("import check", None)?;
+        let dir = std::fs::canonicalize(&p.wt.dir).unwrap_or(p.wt.dir.clone());
+        let probe = |prefix: &str| -> Result<Vec<(String, String)>, VerifyError> {
+            let out = self.runner.run(
+                &p.wt.dir,
+                None,
+                &format!("{prefix}{python} -c {}", detect::shell_quote(&script)),
+                Duration::from_secs(120),
+                self.stop,
+            )?;
+            let text = out.test.map(|e| e.output).unwrap_or_default();
+            // Each package not imported from the worktree: found elsewhere, or not
+            // found at all (`-`: a `src/` layout nothing installed).
+            Ok(text
+                .lines()
+                .filter_map(|l| l.strip_prefix("AUTOTRIAGE-IMPORT "))
+                .filter_map(|l| l.split_once(' '))
+                .filter(|(_, o)| !Path::new(o).starts_with(&dir))
+                .map(|(n, o)| (n.to_string(), o.to_string()))
+                .collect())
+        };
+        if probe("")?.is_empty() {
+            return Ok(String::new());
+        }
+        // Still not found is left to the tests to report; found elsewhere is not.
+        match probe(with_path)?.into_iter().find(|(_, o)| o != "-") {
+            None => Ok(with_path.to_string()),
+            Some((package, found)) => Err(VerifyError::ImportsElsewhere { package, found }),
+        }
+    }
+
     /// A second run of the base (once per stage), to tell flaky failures from real ones.
     fn base_rerun(&self) -> Result<&Results, VerifyError> {
         if let Some(r) = self.base_again.get() {
@@ -1070,6 +1162,54 @@ pub fn only_test_files(diff: &str) -> String {
         }
     }
     out
+}
+
+/// The Python packages a repository holds: folders with an `__init__.py` at the top
+/// or under `src/`, other than tests, docs and examples.
+pub fn python_packages(paths: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for p in paths {
+        let rest = p.strip_prefix("src/").unwrap_or(p);
+        let Some(name) = rest.strip_suffix("/__init__.py") else {
+            continue;
+        };
+        if name.contains('/')
+            || matches!(
+                name.to_ascii_lowercase().as_str(),
+                "tests"
+                    | "test"
+                    | "testing"
+                    | "docs"
+                    | "doc"
+                    | "examples"
+                    | "example"
+                    | "benchmarks"
+                    | "scripts"
+            )
+        {
+            continue;
+        }
+        let dir = p.trim_end_matches("/__init__.py").to_string();
+        if !out.iter().any(|(n, _)| n == name) {
+            out.push((name.to_string(), dir));
+        }
+    }
+    out
+}
+
+/// The interpreter a pytest command runs under: its program when that is a Python,
+/// else `python3`.
+fn python_of(command: &str) -> String {
+    command
+        .split_whitespace()
+        .find(|w| !w.contains('='))
+        .filter(|w| {
+            w.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("python"))
+        })
+        .unwrap_or("python3")
+        .to_string()
 }
 
 /// Why a baseline run cannot serve as the base of a comparison, if it cannot.

@@ -1480,3 +1480,86 @@ fn a_sandboxed_test_cannot_reach_a_host_socket_outside_tmp_and_run() {
         "{c}"
     );
 }
+
+#[test]
+fn the_tests_import_the_worktree_not_another_checkout_installed_in_the_venv() {
+    if !pytest_present() || !bwrap_present() {
+        return;
+    }
+    // A `src/` layout whose package is installed (as an editable install does, by a
+    // .pth file) from ANOTHER checkout that already has the fix, in a venv under /tmp
+    // named by its path in test.command.
+    let t = TestContext::new();
+    commit_files(
+        t.path(),
+        &[
+            ("src/calc/__init__.py", ""),
+            ("src/calc/ops.py", OPS_PY),
+            ("tests/test_ops.py", TEST_OPS_PY),
+            ("pyproject.toml", "[tool.pytest.ini_options]\n"),
+            (".gitignore", ".autotriage/\n.pytest_cache/\n"),
+        ],
+        "init",
+    );
+    t.write("issue.md", PY_ISSUE);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = elsewhere.path().join("other-checkout");
+    std::fs::create_dir_all(other.join("src/calc")).unwrap();
+    std::fs::write(other.join("src/calc/__init__.py"), "").unwrap();
+    std::fs::write(
+        other.join("src/calc/ops.py"),
+        OPS_PY.replace("a - b", "a + b"),
+    )
+    .unwrap();
+    let venv = elsewhere.path().join("venv");
+    let made = std::process::Command::new("python3")
+        .args(["-m", "venv", "--without-pip", "--system-site-packages"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let site = std::process::Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
+        .output()
+        .unwrap();
+    let site = String::from_utf8(site.stdout).unwrap().trim().to_string();
+    std::fs::write(
+        std::path::Path::new(&site).join("calc-editable.pth"),
+        format!("{}\n", other.join("src").display()),
+    )
+    .unwrap();
+    let python = venv.join("bin/python").display().to_string();
+    let o = fix_until_test(
+        &t,
+        &[&PY_FIX.replace("calc/ops.py", "src/calc/ops.py")],
+        &format!("test:\n  command: {python} -m pytest\n  sandbox: off\n"),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    // The base fails (the worktree's bug), the candidate passes: proven on its code.
+    assert_eq!(
+        v["test"]["baseline"]["run"]["results"]["tests"]["tests.test_ops::test_add"], "failed",
+        "{}",
+        v["test"]["baseline"]
+    );
+    assert_eq!(v["verdict"], "fixed", "{}", v["test"]["summary"]);
+    assert!(
+        v["test"]["candidates"][0]["runs"][0]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("PYTHONPATH=\"$PWD/src:$PWD"),
+        "{}",
+        v["test"]["candidates"][0]["runs"][0]
+    );
+    // In the sandbox too: the venv under /tmp is visible by its path.
+    let o = fix_until_test(
+        &t,
+        &[&PY_FIX.replace("calc/ops.py", "src/calc/ops.py")],
+        &format!("test:\n  command: {python} -m pytest\n  sandbox: required\n"),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["verdict"], "fixed");
+}
