@@ -36,12 +36,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pass_env: vec![],
         writable: vec![],
         readable: vec![],
+        network: false,
     };
     let boxed = find_on_path("bwrap").map(|b| Sandbox {
         bwrap: Some(b),
         pass_env: vec![],
         writable: vec![],
         readable: vec![],
+        network: false,
     });
     for script in ["true", "/bin/ls -la /usr/bin"] {
         let direct = stats(

@@ -442,6 +442,9 @@ pub enum TestRunner {
 pub struct TestConfig {
     /// Command run once before the tests.
     pub setup: Option<String>,
+    /// The setup command keeps the network (to install dependencies); the tests
+    /// never have it.
+    pub setup_network: bool,
     /// The test command; detected from the files present when unset.
     pub command: Option<String>,
     /// Wall-clock limit per test run, seconds.
@@ -471,6 +474,7 @@ impl Default for TestConfig {
     fn default() -> Self {
         Self {
             setup: None,
+            setup_network: false,
             command: None,
             timeout: 900,
             sandbox: SandboxPolicy::Auto,

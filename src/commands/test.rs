@@ -285,6 +285,7 @@ pub(crate) fn test_stage(
             Box::new(LocalRunner {
                 sandbox,
                 build_cache: build_cache.map(|(var, dir)| (var.to_string(), dir)),
+                setup_network: cfg.setup_network,
             })
         }
     };

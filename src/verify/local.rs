@@ -16,11 +16,15 @@ pub struct LocalRunner {
     /// `GOCACHE`), so each candidate does not build everything again; writable inside
     /// the sandbox too.
     pub build_cache: Option<(String, PathBuf)>,
+    /// The setup command keeps the network (`test.setup_network`); the tests never do.
+    pub setup_network: bool,
 }
 
 impl Runner for LocalRunner {
     fn describe(&self) -> String {
-        if self.sandbox.bwrap.is_some() {
+        if self.sandbox.bwrap.is_some() && self.setup_network {
+            "local (bubblewrap, no network but for the setup)".into()
+        } else if self.sandbox.bwrap.is_some() {
             "local (bubblewrap, no network)".into()
         } else {
             "local (unsandboxed)".into()
@@ -73,7 +77,9 @@ impl Runner for LocalRunner {
         };
         let mut out = RunOutput::default();
         if let Some(s) = setup {
-            let e = sandbox.exec(dir, s, &env, timeout, stop).map_err(io)?;
+            let mut with_net = sandbox.clone();
+            with_net.network = self.setup_network;
+            let e = with_net.exec(dir, s, &env, timeout, stop).map_err(io)?;
             let ok = e.ok();
             out.setup = Some(e);
             if !ok {

@@ -79,6 +79,8 @@ pub struct Sandbox {
     /// Folders under the private `/tmp` a sandboxed run must still read (the objects
     /// a worktree borrows, a virtualenv).
     pub readable: Vec<PathBuf>,
+    /// Keep the network (`test.setup_network`, for the setup command only).
+    pub network: bool,
 }
 
 /// The sandbox the policy asks for, or why it cannot be had; with `auto`, a warning
@@ -123,6 +125,7 @@ pub fn resolve(
             pass_env: pass_env.to_vec(),
             writable: Vec::new(),
             readable: Vec::new(),
+            network: false,
         },
         warning,
     ))
@@ -381,6 +384,9 @@ impl Sandbox {
     /// namespace, and dead with its parent.
     fn bwrap_args(&self, dir: &Path) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
+        if !self.network {
+            a.push("--unshare-net".into());
+        }
         for p in visible_paths() {
             match std::fs::symlink_metadata(&p) {
                 // `/bin` → `usr/bin` on merged-/usr systems: the same link inside.
@@ -438,7 +444,6 @@ impl Sandbox {
             dir.as_os_str().to_owned(),
             "--chdir".into(),
             dir.as_os_str().to_owned(),
-            "--unshare-net".into(),
             "--unshare-pid".into(),
             "--unshare-ipc".into(),
             "--unshare-uts".into(),
@@ -612,6 +617,7 @@ mod tests {
             pass_env: vec![],
             writable: vec![],
             readable: vec![],
+            network: false,
         };
         // SAFETY: the variable is unique to this test; no other test reads it.
         unsafe { std::env::set_var("AUTOTRIAGE_TEST_SECRET_X", "s3cret") };

@@ -1563,3 +1563,87 @@ fn the_tests_import_the_worktree_not_another_checkout_installed_in_the_venv() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(json(&o)["verdict"], "fixed");
 }
+
+#[test]
+fn the_setup_may_use_the_network_the_tests_never_and_the_users_venv_stays_as_it_was() {
+    if !bwrap_present() || !pytest_present() {
+        return;
+    }
+    // The "network": a listener on the host's loopback that the setup reaches (as pip
+    // reaches an index) and the tests must not.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let user_venv = tempfile::tempdir().unwrap();
+    let t = python_repo();
+    let probe = format!(
+        "import socket\n\n\ndef test_no_network():\n    try:\n        socket.create_connection(('127.0.0.1', {port}), 3)\n    except OSError:\n        return\n    raise AssertionError('the tests reached the network')\n"
+    );
+    let mut patch = String::from(
+        "diff --git a/tests/test_net.py b/tests/test_net.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/test_net.py\n",
+    );
+    patch.push_str(&format!("@@ -0,0 +1,{} @@\n", probe.lines().count()));
+    for l in probe.lines() {
+        patch.push_str(&format!("+{l}\n"));
+    }
+    t.write("net.diff", &patch);
+    let setup = format!(
+        "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3).sendall(b'from setup')\" && (touch {}/installed-here 2>/dev/null; true)",
+        user_venv.path().display()
+    );
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "test:\n  sandbox: required\n  setup_network: true\n  setup: {}\n",
+            serde_json::to_string(&setup).unwrap()
+        ),
+    );
+    let env = vec![(
+        "VIRTUAL_ENV".to_string(),
+        user_venv.path().display().to_string(),
+    )];
+    let o = run_with(
+        &t,
+        &env,
+        &["test", "issue.md", "--patch", "net.diff", "--json"],
+    );
+    let v = json(&o);
+    assert_eq!(v["test"]["sandboxed"], true, "{}", stderr(&o));
+    let c = &v["test"]["candidates"][0];
+    assert_eq!(
+        c["new_passing"],
+        json!(["tests.test_net::test_no_network"]),
+        "the tests had no network: {c}"
+    );
+    let mut got = Vec::new();
+    while let Ok((mut s, _)) = listener.accept() {
+        use std::io::Read;
+        s.set_nonblocking(false).unwrap();
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        got.push(buf);
+    }
+    assert!(
+        got.iter().any(|g| g == "from setup"),
+        "the setup reached the network: {got:?}"
+    );
+    assert!(
+        !user_venv.path().join("installed-here").exists(),
+        "the user's environment is read-only to the setup"
+    );
+    // Without setup_network the setup has no network either: it fails, and says so.
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "test:\n  sandbox: required\n  setup: {}\n",
+            serde_json::to_string(&setup).unwrap()
+        ),
+    );
+    let o = run_with(
+        &t,
+        &env,
+        &["test", "issue.md", "--patch", "net.diff", "--json"],
+    );
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("setup"), "{}", stderr(&o));
+}
