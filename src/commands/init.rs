@@ -42,6 +42,23 @@ pub fn guess_test_command(root: &Path) -> Option<&'static str> {
     }
 }
 
+/// What the whole suite costs per candidate, and a narrower command to consider.
+pub fn narrowing_advice(root: &Path, test: Option<&str>) -> Option<String> {
+    let test = test?;
+    let folder = ["tests", "test", "testing"]
+        .into_iter()
+        .find(|d| root.join(d).is_dir());
+    let narrow = match (test.contains("pytest"), folder) {
+        (true, Some(d)) => format!(
+            "e.g. `{test} {d} -q -p no:cacheprovider`, or the folder nearest the code you fix"
+        ),
+        _ => "name the tests nearest the code you fix".to_string(),
+    };
+    Some(format!(
+        "note: `fix` runs this command up to 4 times per candidate (its targeted tests, the suite, a re-run when something broke, the base with only its test changes) and the base once or twice; when the whole suite is slow, narrow test.command: {narrow}"
+    ))
+}
+
 /// The config text for a checkout.
 pub fn render(repo: Option<&str>, test_command: Option<&str>) -> String {
     let mut out = String::new();
@@ -143,6 +160,9 @@ pub fn run(
             "  test command: {}",
             test.unwrap_or("(none detected; set test.command)")
         ));
+        if let Some(advice) = narrowing_advice(root, test) {
+            out.line(&format!("  {advice}"));
+        }
         if !ignored {
             out.line(&format!("added {STATE_DIR}/ to {}", gitignore.display()));
         }

@@ -211,4 +211,14 @@ fn init_guesses_python_and_works_without_origin() {
     assert_eq!(json(&o)["repo"], serde_json::Value::Null);
     let o = t.run(&["config", "show"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // On a terminal-free run it says what the whole suite costs and how to narrow it.
+    std::fs::create_dir_all(t.path().join("tests")).unwrap();
+    let o = t.run(&["init", "--force"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("up to 4 times per candidate")
+            && stdout(&o).contains("`python -m pytest tests -q -p no:cacheprovider`"),
+        "{}",
+        stdout(&o)
+    );
 }
