@@ -163,13 +163,27 @@ pub fn read_dataset(path: &Path) -> Result<Vec<Instance>, EvalFixError> {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(
-            serde_json::from_str(line).map_err(|e| EvalFixError::Record {
+        let inst: Instance = serde_json::from_str(line).map_err(|e| EvalFixError::Record {
+            path: path.display().to_string(),
+            line: i + 1,
+            detail: e.to_string(),
+        })?;
+        // The id names scratch folders that are made and removed: one plain name.
+        let mut parts = Path::new(&inst.instance_id).components();
+        if !matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) {
+            return Err(EvalFixError::Record {
                 path: path.display().to_string(),
                 line: i + 1,
-                detail: e.to_string(),
-            })?,
-        );
+                detail: format!(
+                    "instance_id {:?} is not a plain name (no `/`, `..` or absolute path)",
+                    inst.instance_id
+                ),
+            });
+        }
+        out.push(inst);
     }
     Ok(out)
 }

@@ -513,6 +513,19 @@ fn fix_stages(
                 let mode: EngineArg = ctx.config().triage.engine.into();
                 let asked = session.filter(|_| mode != EngineArg::Offline);
                 let d = super::triage::decide(engine, asked, mode, issue);
+                // Said, not swallowed: the offline triage stands in for the model's.
+                if let Some(why) = d
+                    .budget_stop
+                    .as_ref()
+                    .or(d.error.as_ref())
+                    .or(d.model_failure.as_ref().map(|(e, _)| e))
+                {
+                    ctx.out.warn(&format!(
+                        "{}: the model's triage is not used ({}); the offline triage stands in",
+                        issue.reference(),
+                        why.lines().next().unwrap_or("")
+                    ));
+                }
                 spent += d.calls.iter().map(|c| c.cost_usd).sum::<f64>();
                 calls.extend(d.calls);
                 (d.triage.unwrap_or_else(|| engine.triage(issue)), false)

@@ -192,13 +192,20 @@ impl Ctx {
     }
 }
 
-/// True when the issue was read from GitHub (its source is an API URL), so its live
-/// state can be read again.
+/// True when the issue lives on GitHub, so its live state is what counts: it was read
+/// from the API (its source is a URL), came from a `gh issue list --json` export, or
+/// its origin is unknown (stored before sources were kept). Only issues from local
+/// Markdown or CSV files are taken as they are.
 pub(crate) fn from_github(issue: &Issue) -> bool {
-    issue
-        .source
-        .as_deref()
-        .is_some_and(|s| s.starts_with("https://") || s.starts_with("http://"))
+    match issue.source.as_deref() {
+        None => true,
+        Some(s) => {
+            s.starts_with("https://")
+                || s.starts_with("http://")
+                || s.rsplit_once('#')
+                    .is_some_and(|(file, _)| file.to_ascii_lowercase().ends_with(".json"))
+        }
+    }
 }
 
 /// The one issue behind a reference: a local file, memory, or GitHub (`from` says

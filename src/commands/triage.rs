@@ -376,11 +376,11 @@ pub(crate) struct Decided {
     pub(crate) triage: Option<Triage>,
     pub(crate) calls: Vec<CallUsage>,
     /// A model failure the offline result stands in for, with the raw reply.
-    model_failure: Option<(String, Option<Response>)>,
+    pub(crate) model_failure: Option<(String, Option<Response>)>,
     /// The budget stopped the batch here.
-    budget_stop: Option<String>,
+    pub(crate) budget_stop: Option<String>,
     /// The issue could not be triaged.
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 pub(crate) fn decide(

@@ -104,12 +104,13 @@ fn http_fail(what: &str, status: u16, body: &str) -> ForgeError {
 /// One path segment, percent-encoded: a label name such as `a/b?c` or `🐛 bug` stays
 /// one segment of the request path.
 pub fn segment(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
-        .to_string()
-        .replace("%2D", "-")
-        .replace("%2E", ".")
-        .replace("%5F", "_")
-        .replace("%7E", "~")
+    /// Everything but RFC 3986's unreserved characters.
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 /// A repository path (`src/a b.rs`), each segment percent-encoded, the `/` kept.

@@ -418,7 +418,6 @@ pub(crate) fn streamed_blocks(blocks: Vec<(Option<(String, String)>, String)>) -
         .collect()
 }
 
-/// True when a response is a server-sent event stream.
 /// The most bytes read from one model answer (a plain body or a stream). A larger
 /// answer is refused — whatever `max_tokens` said, a server can send more — and
 /// nothing of it is kept.
@@ -480,6 +479,7 @@ pub(crate) fn body_error(provider: &str, url: &str, e: &std::io::Error) -> Model
     }
 }
 
+/// True when a response is a server-sent event stream.
 pub(crate) fn is_event_stream(headers: &reqwest::header::HeaderMap) -> bool {
     headers
         .get(reqwest::header::CONTENT_TYPE)

@@ -123,5 +123,13 @@ fn program_roots(command: &str) -> Vec<PathBuf> {
     {
         out.push(r);
     }
+    // Never the whole machine or the whole home folder (`~/bin/pytest`, `/pytest`):
+    // only an environment folder of its own, and never a hidden credential folder.
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    out.retain(|r| {
+        r.parent().is_some()
+            && home.as_ref().is_none_or(|h| r != h && !h.starts_with(r))
+            && !crate::verify::sandbox::is_hidden_credential(r)
+    });
     out
 }

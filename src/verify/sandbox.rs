@@ -455,6 +455,17 @@ impl Sandbox {
     }
 }
 
+/// True for a folder under `$HOME` that holds credentials (hidden in the sandbox).
+pub fn is_hidden_credential(p: &Path) -> bool {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .is_some_and(|h| {
+            HIDDEN_UNDER_HOME
+                .iter()
+                .any(|x| p.starts_with(h.join(x)) || h.join(x).starts_with(p))
+        })
+}
+
 /// System folders every test may read: programs, libraries, configuration.
 const SYSTEM_DIRS: &[&str] = &[
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix",
