@@ -341,9 +341,13 @@ pub struct CandidateReport {
     /// that it skips.
     #[serde(default)]
     pub disappeared: Vec<String>,
-    /// Why it is `suspect`: the test infrastructure it changes, the skips it adds.
+    /// Why it is `suspect`: the test infrastructure it changes.
     #[serde(default)]
     pub suspicious: Vec<String>,
+    /// Skip and xfail markers it adds to test files (what they hide in the runs made
+    /// is in `disappeared`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skips_added: Vec<String>,
     /// With the base's test infrastructure restored, does its proof still hold?
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proof_without_infra: Option<bool>,
@@ -600,6 +604,7 @@ impl Verifier<'_> {
             flaky: vec![],
             disappeared: vec![],
             suspicious: vec![],
+            skips_added: vec![],
             proof_without_infra: None,
             diff_lines: diff_lines(&cand.diff),
             error: None,
@@ -620,7 +625,8 @@ impl Verifier<'_> {
         let label = format!("candidate {}", cand.id);
         let read = |p: &str| crate::locate::files::read_at(self.repo, self.base, p);
         let read_new = |p: &str| read_tree_file(self.repo, tree, p).or_else(|| read(p));
-        report.suspicious = suspicious_changes(&cand.diff, &changed, &read, &read_new);
+        report.suspicious = suspicious_changes(&changed, &read, &read_new);
+        report.skips_added = added_skips(&cand.diff);
         let mut files: Vec<String> = all_files.to_vec();
         files.extend(changed.iter().filter(|c| !all_files.contains(c)).cloned());
         // Never appended to a command that already names its tests (they would run
@@ -1125,6 +1131,9 @@ fn summarize(r: &CandidateReport) -> String {
     if !r.flaky.is_empty() {
         parts.push(format!("flaky: {}", list(&r.flaky)));
     }
+    if !r.skips_added.is_empty() {
+        parts.push(r.skips_added.join(", "));
+    }
     if r.verdict == Verdict::Unproven {
         parts.push("no test shows the fix; nothing broke".into());
     }
@@ -1340,18 +1349,24 @@ pub fn is_test_infrastructure(
 }
 
 /// Why a candidate's change to tests needs a person: the test infrastructure it
-/// changes and the skips and xfails it adds.
+/// changes. (Skips and xfails are judged by what they do: a test of the base that the
+/// candidate's run skips or no longer has is in `disappeared`.)
 fn suspicious_changes(
-    diff: &str,
     changed: &[String],
     before: &dyn Fn(&str) -> Option<String>,
     after: &dyn Fn(&str) -> Option<String>,
 ) -> Vec<String> {
-    let mut why: Vec<String> = changed
+    changed
         .iter()
         .filter(|p| is_test_infrastructure(p, before, after))
         .map(|p| format!("changes how tests run ({p})"))
-        .collect();
+        .collect()
+}
+
+/// The skip and xfail markers a candidate adds to test files, for the record: a real
+/// fix may add a `skipif` for another platform; what it skips in the runs made counts
+/// through `disappeared`.
+fn added_skips(diff: &str) -> Vec<String> {
     const SKIPS: &[&str] = &[
         "pytest.mark.skip",
         "pytest.mark.xfail",
@@ -1365,6 +1380,7 @@ fn suspicious_changes(
         "xit(",
         "xdescribe(",
     ];
+    let mut out: Vec<String> = Vec::new();
     let mut file = String::new();
     for line in diff.lines() {
         if let Some(rest) = line.strip_prefix("+++ ") {
@@ -1376,12 +1392,12 @@ fn suspicious_changes(
             && let Some(m) = SKIPS.iter().find(|m| line.contains(*m))
         {
             let what = format!("adds `{}` in {file}", m.trim_end_matches('('));
-            if !why.contains(&what) {
-                why.push(what);
+            if !out.contains(&what) {
+                out.push(what);
             }
         }
     }
-    why
+    out
 }
 
 /// The parts of a `diff --git` patch that do not touch `paths`.
@@ -1565,6 +1581,7 @@ mod tests {
             flaky: vec![],
             disappeared: vec![],
             suspicious: vec![],
+            skips_added: vec![],
             proof_without_infra: None,
             diff_lines,
             error: None,
@@ -1603,8 +1620,16 @@ mod tests {
         assert!(!is_test_infrastructure("calc/ops.py", &before, &after));
         let diff = "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1,2 +1,3 @@\n+@pytest.mark.xfail\n def test_x():\n     pass\n";
         assert_eq!(
-            suspicious_changes(diff, &["tests/test_x.py".into()], &before, &after),
+            added_skips(diff),
             vec!["adds `pytest.mark.xfail` in tests/test_x.py".to_string()]
+        );
+        assert_eq!(
+            suspicious_changes(
+                &["tests/test_x.py".into(), "tests/conftest.py".into()],
+                &before,
+                &after
+            ),
+            vec!["changes how tests run (tests/conftest.py)".to_string()]
         );
         assert_eq!(
             without_files(
