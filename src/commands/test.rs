@@ -260,6 +260,18 @@ pub(crate) fn test_stage(
     )?;
     plan.targeted = cfg.targeted;
     plan.max_targets = cfg.max_targets.max(1);
+    // The project's own environment: a detected pytest command runs with the
+    // checkout's `.venv` (or `venv`) interpreter when there is one, as its user would.
+    if plan.detected
+        && plan.flavor == verify::Flavor::Pytest
+        && let Some(python) = repo.workdir().and_then(project_python)
+        && let Some(rest) = plan.command.strip_prefix("python3 ")
+    {
+        plan.command = format!(
+            "{} {rest}",
+            verify::detect::shell_quote(&python.display().to_string())
+        );
+    }
     let cache = ctx.workspace.cache_dir();
     let key = short_hash(
         &repo
@@ -462,4 +474,13 @@ pub(crate) fn print_lines(ctx: &Ctx, report: &TestReport) {
 /// Where the test worktrees of runs live (for `runs prune`).
 pub(crate) fn worktrees_dir(ctx: &Ctx) -> PathBuf {
     ctx.workspace.cache_dir().join("worktrees")
+}
+
+/// The interpreter of a checkout's own environment (`.venv/bin/python`, then
+/// `venv/bin/python`), when there is one.
+fn project_python(workdir: &std::path::Path) -> Option<std::path::PathBuf> {
+    [".venv", "venv"]
+        .iter()
+        .map(|d| workdir.join(d).join("bin/python"))
+        .find(|p| p.exists())
 }

@@ -1647,3 +1647,34 @@ fn the_setup_may_use_the_network_the_tests_never_and_the_users_venv_stays_as_it_
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("setup"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_detected_pytest_command_uses_the_checkouts_own_venv() {
+    if !pytest_present() || !bwrap_present() {
+        return;
+    }
+    let t = python_repo();
+    let made = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "venv",
+            "--without-pip",
+            "--system-site-packages",
+            ".venv",
+        ])
+        .current_dir(t.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let o = fix_until_test(&t, &[PY_FIX], "test:\n  sandbox: required\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let venv_python = t.path().join(".venv/bin/python").display().to_string();
+    assert_eq!(
+        v["test"]["plan"]["command"],
+        format!("{venv_python} -m pytest"),
+        "{}",
+        v["test"]["plan"]
+    );
+    assert_eq!(v["verdict"], "fixed", "{}", v["test"]["summary"]);
+}
