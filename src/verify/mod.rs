@@ -1244,9 +1244,14 @@ fn unusable_baseline(run: &SuiteRun, flavor: Flavor) -> Option<String> {
         }
         _ => {}
     }
+    // pytest's own verdict line (`!!! Interrupted: 1 error during collection !!!`)
+    // with its exit code 2 — not the words in some test's output.
     if flavor == Flavor::Pytest
-        && (run.output.contains("error during collection")
-            || run.output.contains("errors during collection"))
+        && run.exit_code == Some(2)
+        && run
+            .output
+            .lines()
+            .any(|l| l.contains("Interrupted:") && l.contains("during collection"))
     {
         return Some("could not be collected (pytest reported errors during collection)".into());
     }
