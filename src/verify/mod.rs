@@ -570,11 +570,8 @@ impl Verifier<'_> {
             run: run.clone(),
             output: run.output.clone(),
         };
-        // A run that reported no test at all and failed (a missing tool, a sandbox
-        // that cannot start) is not worth keeping: the next run tries again.
-        let no_tests = run.results.tests.len() == 1
-            && run.results.tests.get(results::EXIT_CODE_TEST) == Some(&Outcome::Failed);
-        if !no_tests && let Ok(text) = serde_json::to_string(&cached) {
+        // A run that could not run returned an error above: what is left is worth keeping.
+        if let Ok(text) = serde_json::to_string(&cached) {
             let _ = std::fs::create_dir_all(&self.cache);
             let _ = crate::runs::fs::write_atomic(&file, text.as_bytes());
         }
