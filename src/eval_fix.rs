@@ -441,7 +441,17 @@ pub fn clone_at(checkout: &Path, commit: &str, dst: &Path) -> Result<(), String>
             String::from_utf8_lossy(&o.stderr).trim()
         ));
     }
-    git(dst, &["checkout", "-q", "--detach", commit]).map(|_| ())
+    git(dst, &["checkout", "-q", "--detach", commit])?;
+    // `git checkout` exits 0 even when blobs are missing (a snapshot without its large
+    // files): the tree would not be the commit's, so the instance cannot be measured.
+    let status = git(dst, &["status", "--porcelain", "--untracked-files=no"])?;
+    if !status.trim().is_empty() {
+        return Err(format!(
+            "the checkout at {commit} is incomplete (the repository lacks objects): {}",
+            status.lines().take(3).collect::<Vec<_>>().join("; ")
+        ));
+    }
+    Ok(())
 }
 
 /// Apply a unified diff to the working tree with `git apply`.
@@ -454,21 +464,51 @@ pub fn git_apply(dir: &Path, patch: &str, name: &str) -> Result<(), String> {
         .map_err(|e| format!("the {name} does not apply: {e}"))
 }
 
-/// The tree of `base` with `patches` applied, in `repo`'s object database.
-pub fn expected_tree(
-    repo: &git2::Repository,
-    base: &str,
-    patches: &[&str],
-) -> Result<git2::Oid, git2::Error> {
-    let commit = repo.find_commit(git2::Oid::from_str(base)?)?;
-    let mut tree = commit.tree()?;
-    for p in patches.iter().filter(|p| !p.trim().is_empty()) {
-        let diff = git2::Diff::from_buffer(p.as_bytes())?;
-        let mut index = repo.apply_to_tree(&tree, &diff, None)?;
-        let oid = index.write_tree_to(repo)?;
-        tree = repo.find_tree(oid)?;
-    }
-    Ok(tree.id())
+/// The tree of `base` with `patches` applied by `git apply --cached` (the reference
+/// applier: libgit2's `apply_to_tree` drops an unchanged executable bit), written into
+/// the object database of the repository at `dir`.
+pub fn expected_tree(dir: &Path, base: &str, patches: &[&str]) -> Result<String, String> {
+    let index = dir.join(".git").join("eval-expected.index");
+    let _ = std::fs::remove_file(&index);
+    let run = |args: &[&str], input: Option<&str>| -> Result<String, String> {
+        let mut cmd = Command::new("git");
+        cmd.arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_INDEX_FILE", &index)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
+        }
+        let o = child
+            .wait_with_output()
+            .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "git {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))
+        }
+    };
+    let result = (|| {
+        run(&["read-tree", base], None)?;
+        for p in patches.iter().filter(|p| !p.trim().is_empty()) {
+            run(&["apply", "--cached", "--whitespace=nowarn", "-"], Some(p))?;
+        }
+        run(&["write-tree"], None)
+    })();
+    let _ = std::fs::remove_file(&index);
+    result
 }
 
 /// Which known patch is replayed.
@@ -520,6 +560,8 @@ pub struct InstanceOutcome {
     pub exit_code: Option<i32>,
     /// The published branch's tree equals base + patch + test_patch.
     pub tree_equal: bool,
+    /// When it does not: the paths that differ, or why the trees could not be compared.
+    pub tree_difference: Option<String>,
     /// Every FAIL_TO_PASS test is among the tests counted as proof.
     pub fail_to_pass_fixed: bool,
     /// FAIL_TO_PASS tests not counted as proof (with what test.json says of them).
@@ -965,21 +1007,38 @@ pub fn judge(inst: &Instance, dir: &Path, doc: &Value, stderr: &str, out: &mut I
             .find(|r| r["label"] == "candidate 1")
             .and_then(|r| r["seconds"].as_f64());
     }
-    out.tree_equal = doc["pr"]["published"]["commit"]
-        .as_str()
-        .and_then(|c| {
-            let repo = git2::Repository::open(dir).ok()?;
-            let got = repo
-                .find_commit(git2::Oid::from_str(c).ok()?)
-                .ok()?
-                .tree_id();
-            let want =
-                expected_tree(&repo, &inst.base_commit, &[&inst.patch, &inst.test_patch]).ok()?;
-            Some(got == want)
-        })
-        .unwrap_or(false);
+    match doc["pr"]["published"]["commit"].as_str() {
+        None => out.tree_difference = Some("nothing was published".into()),
+        Some(c) => match compare_trees(dir, c, inst) {
+            Ok(differs) if differs.is_empty() => out.tree_equal = true,
+            Ok(differs) => out.tree_difference = Some(format!("differs in {}", differs.join(", "))),
+            Err(e) => out.tree_difference = Some(format!("cannot compare: {e}")),
+        },
+    }
     out.proven =
         out.verdict.as_deref() == Some("fixed") && out.tree_equal && out.fail_to_pass_fixed;
+}
+
+/// The paths where the published commit's tree and base + patch + test_patch differ.
+fn compare_trees(dir: &Path, commit: &str, inst: &Instance) -> Result<Vec<String>, String> {
+    let want = expected_tree(dir, &inst.base_commit, &[&inst.patch, &inst.test_patch])?;
+    let e = |e: git2::Error| e.to_string();
+    let repo = git2::Repository::open(dir).map_err(e)?;
+    let got = repo
+        .find_commit(git2::Oid::from_str(commit).map_err(e)?)
+        .and_then(|c| c.tree())
+        .map_err(e)?;
+    let want = repo
+        .find_tree(git2::Oid::from_str(&want).map_err(e)?)
+        .map_err(e)?;
+    let diff = repo
+        .diff_tree_to_tree(Some(&want), Some(&got), None)
+        .map_err(e)?;
+    Ok(diff
+        .deltas()
+        .filter_map(|d| d.new_file().path().or(d.old_file().path()))
+        .map(|p| p.display().to_string())
+        .collect())
 }
 
 /// Run one instance: find its checkout and environment, preflight, replay.

@@ -989,7 +989,10 @@ fn fix(args: &EvalFixArgs, ctx: &Ctx) -> Result<()> {
         if o.preflight == "ok" && !o.proven {
             if kind == PatchKind::Real && o.verdict.as_deref() == Some("fixed") {
                 if !o.tree_equal {
-                    why.push("branch tree differs".to_string());
+                    why.push(format!(
+                        "branch tree {}",
+                        o.tree_difference.as_deref().unwrap_or("differs")
+                    ));
                 }
                 if !o.fail_to_pass_fixed {
                     why.push("FAIL_TO_PASS not among the proof".to_string());

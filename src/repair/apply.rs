@@ -256,7 +256,7 @@ pub fn apply(
                 lines: edit
                     .insert
                     .iter()
-                    .map(|(_, l)| l.trim_end().to_string())
+                    .map(|(_, l)| l.strip_suffix('\r').unwrap_or(l).to_string())
                     .collect(),
                 crlf: false,
                 final_newline: true,
@@ -444,6 +444,24 @@ fn find(edit: &Edit, file: &[String]) -> Result<Found, Miss> {
                     });
                 }
                 many => {
+                    // A diff's header may settle it: the one place that starts exactly
+                    // on a line the header states (as `git apply` tries first). A
+                    // guessed number rarely lands on one of the places exactly.
+                    let stated: Vec<usize> = many
+                        .iter()
+                        .copied()
+                        .filter(|s| edit.stated_lines.contains(&(s + 1)))
+                        .collect();
+                    if let ([s], Method::Exact | Method::TrailingWhitespace) =
+                        (stated.as_slice(), method)
+                    {
+                        return Ok(Found {
+                            method,
+                            start: *s,
+                            end: s + m,
+                            align: (0..m).map(|k| Some(s + k)).collect(),
+                        });
+                    }
                     return Err(Miss::Many {
                         lines: many.iter().map(|s| s + 1).collect(),
                     });
@@ -812,14 +830,16 @@ fn unclear_gap(edit: &Edit, found: &Found) -> Option<usize> {
 /// The file's lines with the edit made at `found`.
 fn splice(edit: &Edit, file: &[String], found: &Found, crlf: bool) -> Vec<String> {
     let re = Reindent::new(edit, file, found);
-    let trim_only = |l: &str| l.trim_end().to_string();
+    // Placed exactly: the new lines are kept as written, trailing spaces too (a diff from
+    // `git diff` must give the tree it was made from); only a stray `\r` goes.
+    let as_written = |l: &str| l.strip_suffix('\r').unwrap_or(l).to_string();
     let ins = |k: Option<usize>| -> Vec<String> {
         edit.insert
             .iter()
             .filter(|(a, _)| *a == k)
             .map(|(_, l)| {
                 if found.method == Method::Exact {
-                    trim_only(l)
+                    as_written(l)
                 } else {
                     re.apply(l)
                 }
@@ -915,6 +935,31 @@ mod tests {
         );
         let e = run("a.py\n<<<<<<< SEARCH\n    while True:\n        spin()\n=======\n    pass\n>>>>>>> REPLACE\n", FILE).unwrap_err();
         assert!(matches!(e, ApplyError::NoMatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_diff_header_settles_only_an_exact_tie() {
+        let twice = "def a():\n    return 1\n\ndef b():\n    return 1\n";
+        // `git diff` numbers: the second place, on line 5 of both sides.
+        let d = "--- a/a.py\n+++ b/a.py\n@@ -5 +5 @@\n-    return 1\n+    return 2\n";
+        assert_eq!(
+            run(d, twice).unwrap(),
+            "def a():\n    return 1\n\ndef b():\n    return 2\n"
+        );
+        // A number that names neither place leaves the tie a tie.
+        let guessed = "--- a/a.py\n+++ b/a.py\n@@ -4 +4 @@\n-    return 1\n+    return 2\n";
+        let e = run(guessed, twice).unwrap_err();
+        assert!(matches!(e, ApplyError::Ambiguous { .. }), "{e}");
+    }
+
+    #[test]
+    fn exact_diffs_keep_trailing_spaces_as_written() {
+        let d =
+            "--- a/a.py\n+++ b/a.py\n@@ -7,2 +7,2 @@\n def g(y):\n-    return y\n+    return y  \n";
+        assert_eq!(
+            run(d, FILE).unwrap(),
+            FILE.replace("    return y\n", "    return y  \n")
+        );
     }
 
     #[test]

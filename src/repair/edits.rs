@@ -19,6 +19,9 @@ pub struct Edit {
     pub creates: bool,
     /// The edit deletes the file (`+++ /dev/null`).
     pub deletes: bool,
+    /// The 1-based lines a diff's `@@ -a +b @@` header names: used only to choose between
+    /// places that match equally well, never to place an edit on their own.
+    pub stated_lines: Vec<usize>,
 }
 
 impl Edit {
@@ -180,6 +183,21 @@ fn parse_blocks(text: &str) -> Result<Vec<Edit>, ParseError> {
     Ok(out)
 }
 
+/// The start lines an `@@ -a,b +c,d @@` header names (`a` and `c`), when it has them.
+fn stated_lines(header: &str) -> Vec<usize> {
+    let Some(body) = header.strip_prefix("@@") else {
+        return Vec::new();
+    };
+    let body = body.split("@@").next().unwrap_or("");
+    body.split_whitespace()
+        .filter_map(|part| {
+            let n = part.strip_prefix(['-', '+'])?;
+            n.split(',').next()?.parse::<usize>().ok()
+        })
+        .filter(|n| *n > 0)
+        .collect()
+}
+
 /// An edit from the two sides of a block: the line diff says which lines stay.
 pub fn from_sides(
     path: Option<String>,
@@ -199,6 +217,7 @@ pub fn from_sides(
             insert,
             creates: true,
             deletes: false,
+            stated_lines: Vec::new(),
         };
     }
     let a: Vec<&str> = search.iter().map(String::as_str).collect();
@@ -222,6 +241,7 @@ pub fn from_sides(
         insert,
         creates: false,
         deletes: false,
+        stated_lines: Vec::new(),
     }
 }
 
@@ -357,6 +377,7 @@ fn parse_diff(text: &str) -> Result<Vec<Edit>, ParseError> {
             deletes: deletes && insert.is_empty(),
             old,
             insert,
+            stated_lines: stated_lines(line),
         });
         i = j;
     }

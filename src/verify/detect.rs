@@ -116,7 +116,7 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// A test file by its path: `tests/…`, `test_x.py`, `x_test.py`, `x_test.go`,
+/// A test file by its path: `tests/…`, `testing/…` at the root, `test_x.py`, `x_test.py`, `x_test.go`,
 /// `x.test.ts`, `x.spec.js`, `src/…/tests.rs`.
 pub fn is_test_file(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
@@ -126,7 +126,11 @@ pub fn is_test_file(path: &str) -> bool {
         .rev()
         .skip(1)
         .any(|d| matches!(d, "test" | "tests" | "__tests__" | "spec"));
+    // `testing/` holds tests at the root (pytest's own layout); deeper it is usually a
+    // package of test helpers (`numpy/testing/`), which is code.
+    let in_root_testing = lower.starts_with("testing/");
     in_test_dir
+        || in_root_testing
         || (name.starts_with("test_") && name.ends_with(".py"))
         || name.ends_with("_test.py")
         || name.ends_with("_test.go")
@@ -228,9 +232,33 @@ fn imports_module(text: &str, module: &str) -> bool {
 /// `file::test` ids, `-k`/`-m` selections, `go test` packages other than `./...`):
 /// targets are then never appended, so nothing runs twice.
 pub fn names_tests(command: &str) -> bool {
+    runner_arguments(command).into_iter().any(|w| {
+        matches!(w, "-k" | "-m")
+            || w.starts_with("-k=")
+            || w.starts_with("-m=")
+            || (!w.starts_with('-')
+                && (w.ends_with(".py") || w.contains("::") || (w.contains('/') && w != "./..."))
+                && !w.starts_with('$'))
+    })
+}
+
+/// The files and folders a test command names (`tests/test_x.py` of
+/// `pytest tests/test_x.py::test_a`): whatever its name, such a file is a test file.
+pub fn named_test_paths(command: &str) -> Vec<String> {
+    runner_arguments(command)
+        .into_iter()
+        .filter(|w| !w.starts_with('-') && !w.starts_with('$') && *w != "./...")
+        .map(|w| w.split("::").next().unwrap_or(w))
+        .filter(|w| w.ends_with(".py") || w.contains('/'))
+        .map(|w| w.trim_start_matches("./").trim_end_matches('/').to_string())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// The test runner's own arguments (after `pytest`, `python -m pytest`, `go test`, else
+/// after the program), without the values of options that take one.
+fn runner_arguments(command: &str) -> Vec<&str> {
     let words: Vec<&str> = command.split_whitespace().collect();
-    // The runner's own arguments: after `pytest` (`python -m pytest`, `.venv/bin/pytest`)
-    // or `go test`, else after the program.
     let start = words
         .iter()
         .position(|w| *w == "pytest" || w.ends_with("/pytest") || *w == "py.test")
@@ -241,11 +269,9 @@ pub fn names_tests(command: &str) -> bool {
                 .map(|i| i + 1)
         })
         .map_or(1, |i| i + 1);
+    let mut out = Vec::new();
     let mut previous = "";
     for w in words.iter().skip(start).copied() {
-        if matches!(w, "-k" | "-m") || w.starts_with("-k=") || w.starts_with("-m=") {
-            return true;
-        }
         // Options whose next word is their value, not a test to run.
         let option_value = matches!(
             previous,
@@ -262,16 +288,12 @@ pub fn names_tests(command: &str) -> bool {
                 | "--junitxml"
                 | "--cov"
         );
-        if !w.starts_with('-')
-            && !option_value
-            && (w.ends_with(".py") || w.contains("::") || (w.contains('/') && w != "./..."))
-            && !w.starts_with('$')
-        {
-            return true;
+        if !option_value {
+            out.push(w);
         }
         previous = w;
     }
-    false
+    out
 }
 
 /// The tests to run first for a change, from evidence rather than words. For
@@ -479,5 +501,12 @@ mod tests {
         assert!(!names_tests("python -m pytest -x -q -p no:cacheprovider"));
         assert!(!names_tests("go test ./..."));
         assert!(!names_tests("pytest --junitxml=$AUTOTRIAGE_JUNIT"));
+        assert_eq!(
+            named_test_paths("python -m pytest -p no:x testing/python/fixtures.py::T tests/ -q"),
+            vec!["testing/python/fixtures.py", "tests"]
+        );
+        assert!(named_test_paths("python -m pytest -x").is_empty());
+        assert!(is_test_file("testing/python/fixtures.py"));
+        assert!(!is_test_file("numpy/testing/utils.py"));
     }
 }

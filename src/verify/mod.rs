@@ -802,7 +802,7 @@ impl Verifier<'_> {
         // from its code: run the base with only its test changes. A test that fails
         // there and passes with the candidate proves the fix — a new test or an
         // existing one it extends; one that passes there shows nothing.
-        let test_only = only_test_files(&cand.diff);
+        let test_only = only_test_files(&cand.diff, &detect::named_test_paths(&self.plan.command));
         if !test_only.is_empty()
             && let Ok((t_tree, _, _)) =
                 crate::pr::apply_patch(self.repo, self.base, &test_only, &self.protected)
@@ -1150,8 +1150,9 @@ pub fn diff_lines(diff: &str) -> usize {
         .count()
 }
 
-/// The parts of a `diff --git` patch that change test files.
-pub fn only_test_files(diff: &str) -> String {
+/// The parts of a `diff --git` patch that change test files: test files by their path,
+/// and the files and folders the test command names (`named`).
+pub fn only_test_files(diff: &str, named: &[String]) -> String {
     let mut out = String::new();
     let mut keep = false;
     for line in diff.split_inclusive('\n') {
@@ -1161,7 +1162,10 @@ pub fn only_test_files(diff: &str) -> String {
                 .last()
                 .map(|p| p.trim_start_matches("b/"))
                 .unwrap_or("");
-            keep = detect::is_test_support(path);
+            keep = detect::is_test_support(path)
+                || named
+                    .iter()
+                    .any(|n| path == n || path.starts_with(&format!("{n}/")));
         }
         if keep {
             out.push_str(line);
@@ -1646,7 +1650,7 @@ mod tests {
     fn only_the_test_files_of_a_patch_are_kept() {
         let diff = "diff --git a/src/x.py b/src/x.py\n--- a/src/x.py\n+++ b/src/x.py\n@@ -1 +1 @@\n-a\n+b\ndiff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1,2 @@\n x\n+y\n";
         assert_eq!(
-            only_test_files(diff),
+            only_test_files(diff, &[]),
             "diff --git a/tests/test_x.py b/tests/test_x.py\n--- a/tests/test_x.py\n+++ b/tests/test_x.py\n@@ -1 +1,2 @@\n x\n+y\n"
         );
         assert_eq!(diff_lines(diff), 3);

@@ -79,9 +79,18 @@ pub fn create(source: &Repository, commit: Oid, dir: &Path) -> Result<Worktree, 
         .map_err(|e| failed(e.message().to_string()))?;
     let mut opts = git2::build::CheckoutBuilder::new();
     opts.force();
-    wt.repo
-        .checkout_head(Some(&mut opts))
-        .map_err(|e| failed(e.message().to_string()))?;
+    wt.repo.checkout_head(Some(&mut opts)).map_err(|e| {
+        if e.code() == git2::ErrorCode::NotFound && e.class() == git2::ErrorClass::Odb {
+            // A partial clone (`--filter`) or a damaged one: libgit2 cannot fetch what
+            // is missing, so say what to do rather than "object not found".
+            failed(format!(
+                "{}; the repository lacks objects of commit {commit} (a partial clone, or a damaged one): fetch them (`git fetch --refetch`, or a full clone) and run again",
+                e.message()
+            ))
+        } else {
+            failed(e.message().to_string())
+        }
+    })?;
     Ok(wt)
 }
 

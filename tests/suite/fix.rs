@@ -1151,6 +1151,36 @@ fn a_fix_proven_by_an_extended_test_is_fixed() {
 }
 
 #[test]
+fn a_test_file_the_command_names_counts_as_a_test_whatever_its_name() {
+    if !pytest_present() {
+        return;
+    }
+    // pytest's own layout: tests in a file no naming rule calls a test file, which the
+    // configured command names. Extending it must prove the fix as any test would.
+    let t = py_repo(&[
+        ("calc/ops.py", OPS_PY),
+        (
+            "checks/ops_checks.py",
+            "from calc.ops import add\n\n\ndef test_add():\n    assert add(0, 0) == 0\n",
+        ),
+    ]);
+    let extends = "Fix the sign and test it.\n\n```diff\ndiff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\ndiff --git a/checks/ops_checks.py b/checks/ops_checks.py\n--- a/checks/ops_checks.py\n+++ b/checks/ops_checks.py\n@@ -4,1 +4,2 @@\n def test_add():\n     assert add(0, 0) == 0\n+    assert add(2, 3) == 5\n```\n";
+    let o = fix_until_test(
+        &t,
+        &[extends],
+        "test:\n  command: python3 -m pytest checks/ops_checks.py\n",
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let c = &json(&o)["test"]["candidates"][0];
+    assert_eq!(c["verdict"], "fixed", "{c}");
+    assert_eq!(
+        c["reproduced"],
+        json!(["checks.ops_checks::test_add"]),
+        "{c}"
+    );
+}
+
+#[test]
 fn targeted_runs_pick_tests_by_import_under_test_folders_only() {
     if !pytest_present() {
         return;
