@@ -17,6 +17,7 @@ pub mod issue;
 pub mod locate;
 pub mod memory;
 pub mod model;
+pub mod pipeline;
 pub mod pr;
 pub mod redact;
 pub mod repair;

@@ -8,6 +8,7 @@ pub mod init;
 pub mod memory;
 pub mod output;
 pub mod pr;
+pub(crate) mod render;
 pub mod runs;
 pub mod test;
 pub mod triage;
@@ -19,7 +20,7 @@ use anyhow::Result;
 use crate::cli::SourceArg;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Config, Loaded, Locations, MemoryBackend, Overrides};
-use crate::error::{CommandError, ErrorKind, HasKind};
+use crate::error::{CommandError, ErrorKind};
 use crate::forge::Forge;
 use crate::forge::github::{GithubForge, ListOptions};
 use crate::forge::local::LocalForge;
@@ -32,31 +33,19 @@ use crate::workspace::Workspace;
 
 pub use output::Output;
 
-/// The kind of an error chain: the first typed error in it decides; anything else is
-/// a runtime failure. The binary maps the kind to an exit code.
+/// The kind of an error chain (see [`crate::pipeline::error_kind`]).
 pub fn error_kind(err: &anyhow::Error) -> ErrorKind {
-    fn of<E: HasKind + std::error::Error + 'static>(
-        cause: &(dyn std::error::Error + 'static),
-    ) -> Option<ErrorKind> {
-        cause.downcast_ref::<E>().map(HasKind::kind)
+    crate::pipeline::error_kind(err)
+}
+
+impl crate::pipeline::Backends for Ctx {
+    fn open_memory(&self, mode: OpenMode) -> Result<crate::memory::AnyMemory> {
+        Ctx::open_memory(self, mode)
     }
-    for cause in err.chain() {
-        let kind = of::<CommandError>(cause)
-            .or_else(|| of::<crate::config::ConfigError>(cause))
-            .or_else(|| of::<crate::issue::RefError>(cause))
-            .or_else(|| of::<crate::forge::ForgeError>(cause))
-            .or_else(|| of::<crate::forge::github_pr::PrError>(cause))
-            .or_else(|| of::<crate::memory::MemoryError>(cause))
-            .or_else(|| of::<crate::runs::RunStoreError>(cause))
-            .or_else(|| of::<crate::model::ModelError>(cause))
-            .or_else(|| of::<crate::pr::PatchError>(cause))
-            .or_else(|| of::<crate::locate::LocateError>(cause))
-            .or_else(|| of::<crate::verify::VerifyError>(cause));
-        if let Some(kind) = kind {
-            return kind;
-        }
+
+    fn open_runs(&self) -> Result<FsRunStore> {
+        self.run_store()
     }
-    ErrorKind::Runtime
 }
 
 /// Everything a command needs: flags, config, where things live, output.
@@ -77,6 +66,17 @@ impl Ctx {
     /// The merged config.
     pub fn config(&self) -> &Config {
         &self.loaded.config
+    }
+
+    /// What pipeline jobs run with: this config, redactor, workspace and backends.
+    pub fn deps(&self) -> crate::pipeline::Deps<'_> {
+        crate::pipeline::Deps {
+            config: self.config(),
+            redactor: &self.redactor,
+            state_dir: self.workspace.state_dir(),
+            cache_dir: self.workspace.cache_dir(),
+            backends: self,
+        }
     }
 
     /// The repository `#N` refers to: `origin`, else config `repo`.
@@ -272,7 +272,7 @@ pub(crate) fn checkout(
     repo_dir: Option<&std::path::Path>,
     ctx: &Ctx,
 ) -> Result<(std::path::PathBuf, git2::Repository)> {
-    let wanted = triage::github_repo(&issue.repo);
+    let wanted = crate::pipeline::triage::github_repo(&issue.repo);
     let dir = match repo_dir {
         Some(d) => d.to_path_buf(),
         None => match (&ctx.workspace.git_top, &wanted) {

@@ -5,10 +5,13 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::cli::PrArgs;
-use crate::error::{CommandError, ErrorKind};
+use crate::error::CommandError;
 use crate::issue::{Issue, IssueRef};
 use crate::memory::sqlite::OpenMode;
-use crate::pr::{BodyContext, LocalPublish, Ours, pr_body, publish_local};
+use crate::pipeline::publish::{
+    PublishInputs, PublishOutcome, ours, partial, publish_github, publish_local_stage,
+};
+use crate::pr::{LocalPublish, publish_local};
 
 fn resolve_issue(args: &PrArgs, ctx: &Ctx) -> Result<Issue> {
     let r = IssueRef::parse(&args.reference, &ctx.ref_context())?;
@@ -22,46 +25,6 @@ fn resolve_issue(args: &PrArgs, ctx: &Ctx) -> Result<Issue> {
         &mut github,
         ctx,
     )
-}
-
-/// The latest triage of the issue in one line, for the PR description.
-fn triage_summary(ctx: &Ctx, issue: &Issue) -> Result<Option<String>> {
-    let memory = ctx.open_memory(OpenMode::ReadOnly)?;
-    Ok(memory
-        .triage_results(&issue.repo, issue.number)?
-        .pop()
-        .map(|t| {
-            let labels: Vec<String> = t["labels"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l["name"].as_str().map(String::from))
-                .collect();
-            format!(
-                "kind {} ({}), {}, labels: {}",
-                t["kind"].as_str().unwrap_or("undecided"),
-                t["kind_confidence"],
-                t["priority"].as_str().unwrap_or("?"),
-                if labels.is_empty() {
-                    "none".to_string()
-                } else {
-                    labels.join(", ")
-                }
-            )
-        }))
-}
-
-/// Ask on a terminal before writing (not with --yes, --dry-run or --json).
-fn confirm(ctx: &Ctx, body: &str, question: &str) -> bool {
-    if !ctx.out.interactive || ctx.global.yes || ctx.global.dry_run || ctx.out.json {
-        return true;
-    }
-    ctx.out.info(body);
-    dialoguer::Confirm::new()
-        .with_prompt(question)
-        .default(false)
-        .interact()
-        .unwrap_or(false)
 }
 
 /// The diff to publish and, for a run, its test evidence.
@@ -119,29 +82,6 @@ fn read_patch(args: &PrArgs, ctx: &Ctx) -> Result<(String, Option<String>, Optio
     Ok((text, evidence, explanation))
 }
 
-/// What a publish did, for printing and memory.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct PublishOutcome {
-    /// `local` or `github`.
-    pub forge: &'static str,
-    /// The branch and its commit.
-    pub published: Option<crate::pr::Published>,
-    /// The pull request's URL (GitHub).
-    pub url: Option<String>,
-    /// `created`, `updated`, `unchanged` (the PR on GitHub, else the branch).
-    pub status: String,
-    /// The checkout the local branch is in.
-    pub repo_dir: Option<String>,
-    /// `pr.md` in the run folder.
-    pub body_path: String,
-    /// The run it was recorded in.
-    pub run_id: String,
-    /// GitHub's side in full (requests made, labels, the comment).
-    pub github: Option<serde_json::Value>,
-    /// What failed after the branch was written (a partial publish).
-    pub problems: Vec<String>,
-}
-
 /// Run `pr`.
 pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     let issue = resolve_issue(args, ctx)?;
@@ -174,11 +114,21 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
         explanation,
     };
     let store = ctx.run_store()?;
+    let sink = super::render::Terminal::new(ctx);
     let outcome = if args.forge == crate::cli::ForgeArg::Github {
         let repo = github_target(&issue, &args.reference, ctx)?;
         let mut run = store.begin(&issue.repo, issue.number, "pr")?;
         run.write_json("issue.json", &issue)?;
-        let out = publish_github(ctx, &mut run, &issue, &repo, &inputs);
+        let emit = crate::pipeline::Emitter::new(&sink, issue.reference());
+        let out = publish_github(
+            &ctx.deps(),
+            &emit,
+            ctx.global.dry_run,
+            &mut run,
+            &issue,
+            &repo,
+            &inputs,
+        );
         finish(ctx, &run, &issue, out)?
     } else {
         let repo_dir = ctx
@@ -187,7 +137,7 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
             .clone()
             .ok_or_else(|| CommandError::usage("`pr` publishes into a git checkout, and this directory is not in one\n  fix: run it inside the repository's clone"))?;
         // Check first: nothing is written (not even a run) if the patch does not apply.
-        let ours = ours(ctx, &issue)?;
+        let ours = ours(&ctx.deps(), &issue)?;
         publish_local(
             &LocalPublish {
                 repo_dir: &repo_dir,
@@ -203,7 +153,16 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
         )?;
         let mut run = store.begin(&issue.repo, issue.number, "pr")?;
         run.write_json("issue.json", &issue)?;
-        let out = publish_local_stage(ctx, &mut run, &issue, &repo_dir, &inputs);
+        let emit = crate::pipeline::Emitter::new(&sink, issue.reference());
+        let out = publish_local_stage(
+            &ctx.deps(),
+            &emit,
+            ctx.global.dry_run,
+            &mut run,
+            &issue,
+            &repo_dir,
+            &inputs,
+        );
         finish(ctx, &run, &issue, out)?
     };
     print_outcome(ctx, &issue, &outcome, Some(&args.reference));
@@ -211,94 +170,6 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// A publish that finished with problems (labels, the link comment) is a partial
-/// publish: what was written stands, and the command fails with the rest listed.
-pub(crate) fn partial(out: &PublishOutcome) -> Option<anyhow::Error> {
-    (!out.problems.is_empty()).then(|| {
-        let message = if out.published.is_none() {
-            format!("nothing was published: {}", out.problems.join("; "))
-        } else {
-            format!(
-                "published {}, but not everything: {}\n  fix: see the messages above; run the command again to finish (it updates what is there)",
-                out.url.as_deref().unwrap_or("the branch"),
-                out.problems.join("; ")
-            )
-        };
-        CommandError::new(ErrorKind::Partial, message).into()
-    })
-}
-
-/// What we published for an issue before: the commits we made and the branch we last
-/// used, from memory's fix records and from every run folder's `pr.json`.
-pub(crate) fn ours(ctx: &Ctx, issue: &Issue) -> Result<Ours> {
-    let mut ours = Ours::default();
-    let memory = ctx.open_memory(OpenMode::ReadOnly)?;
-    for fix in memory.fixes(&issue.repo, issue.number)? {
-        ours.commits.extend(fix.commits);
-        if fix.branch.is_some() {
-            ours.branch = fix.branch;
-        }
-    }
-    let store = ctx.run_store()?;
-    let mut runs: Vec<crate::runs::RunMeta> = store
-        .list()?
-        .into_iter()
-        .filter(|m| m.repo == issue.repo && m.number == issue.number)
-        .collect();
-    runs.sort_by(|a, b| a.id.cmp(&b.id));
-    for meta in runs {
-        let Ok(text) = store.read_file(&meta.id, "pr.json") else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            continue;
-        };
-        for at in ["", "/pr/published"] {
-            let field = |name: &str| {
-                v.pointer(&format!("{at}/{name}"))
-                    .and_then(serde_json::Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-            };
-            if let Some(c) = field("commit") {
-                ours.commits.push(c);
-                if ours.branch.is_none() {
-                    ours.branch = field("branch");
-                }
-            }
-        }
-    }
-    ours.commits.sort();
-    ours.commits.dedup();
-    Ok(ours)
-}
-
-/// Record a commit of ours in memory before a branch is moved to it.
-fn record_commit(ctx: &Ctx, issue: &Issue, run_id: &str, branch: &str, commit: &str) -> Result<()> {
-    let mut memory = ctx.open_memory(OpenMode::Create)?;
-    let mut commits = memory
-        .fixes(&issue.repo, issue.number)?
-        .into_iter()
-        .find(|f| f.run_id == run_id)
-        .map(|f| f.commits)
-        .unwrap_or_default();
-    if !commits.iter().any(|c| c == commit) {
-        commits.push(commit.to_string());
-    }
-    memory.record_fix(&crate::memory::FixRecord {
-        repo: issue.repo.clone(),
-        number: issue.number,
-        run_id: run_id.to_string(),
-        files: Vec::new(),
-        verdict: "publishing".into(),
-        pr_url: None,
-        created_at: crate::runs::now_rfc3339(),
-        branch: Some(branch.to_string()),
-        commits,
-    })?;
-    Ok(())
 }
 
 /// Record the run (and, when something was published, the fix) in memory.
@@ -340,206 +211,6 @@ pub(crate) fn github_target(issue: &Issue, raw: &str, ctx: &Ctx) -> Result<crate
         ))
         .into()),
     }
-}
-
-/// What to publish.
-pub(crate) struct PublishInputs<'a> {
-    /// The diff.
-    pub patch: &'a str,
-    /// The test evidence for the description.
-    pub tests: Option<String>,
-    /// Tokens and cost for the description.
-    pub usage: Option<String>,
-    /// The commit to branch from (default: HEAD).
-    pub base: Option<git2::Oid>,
-    /// The model's explanation of the change, for the description.
-    pub explanation: Option<String>,
-}
-
-/// The `pr` stage, local: branch `autotriage/issue-N` in `repo_dir` and `pr.md`, inside
-/// `run`. Asks first on a terminal.
-pub(crate) fn publish_local_stage(
-    ctx: &Ctx,
-    run: &mut crate::runs::fs::Run,
-    issue: &Issue,
-    repo_dir: &std::path::Path,
-    inputs: &PublishInputs<'_>,
-) -> Result<PublishOutcome> {
-    let protected = &ctx.config().paths.protected;
-    run.stage_started("pr")?;
-    let result = (|| -> Result<PublishOutcome> {
-        let ours = ours(ctx, issue)?;
-        let run_id = run.id().to_string();
-        let request = |dry_run: bool| LocalPublish {
-            repo_dir,
-            issue,
-            patch: inputs.patch,
-            protected,
-            dry_run,
-            base: inputs.base,
-            ours: &ours,
-            run_id: &run_id,
-        };
-        let preview = publish_local(&request(true), &mut |_, _| Ok(()))?;
-        let body_ctx = BodyContext {
-            triage: triage_summary(ctx, issue)?,
-            tests: inputs.tests.clone(),
-            usage: inputs.usage.clone(),
-            explanation: inputs.explanation.clone(),
-            run_id: run.id().to_string(),
-        };
-        let question = format!(
-            "{} branch {} in {}?",
-            if preview.status == "would be updated" {
-                "Update"
-            } else {
-                "Create"
-            },
-            preview.branch,
-            repo_dir.display()
-        );
-        if !confirm(ctx, &pr_body(issue, &preview, &body_ctx), &question) {
-            return Err(CommandError::failure("nothing written: declined").into());
-        }
-        let published = publish_local(&request(ctx.global.dry_run), &mut |branch, commit| {
-            run.write_json(
-                "pr.json",
-                &json!({"branch": branch, "commit": commit, "status": "publishing", "forge": "local"}),
-            )
-            .map_err(|e| e.to_string())?;
-            record_commit(ctx, issue, &run_id, branch, commit).map_err(|e| format!("{e:#}"))
-        })?;
-        let body = pr_body(issue, &published, &body_ctx);
-        run.write_text("pr.md", &body)?;
-        run.write_json("pr.json", &json!({"branch": published.branch, "commit": published.commit, "base": published.base, "status": published.status, "files": published.files, "forge": "local", "repo_dir": repo_dir.display().to_string()}))?;
-        run.event(
-            "pr",
-            "write",
-            &format!("branch {} {}", published.branch, published.status),
-            json!({"commit": published.commit}),
-        )?;
-        Ok(PublishOutcome {
-            forge: "local",
-            status: published.status.clone(),
-            published: Some(published),
-            url: None,
-            repo_dir: Some(repo_dir.display().to_string()),
-            body_path: run.dir.join("pr.md").display().to_string(),
-            run_id: run.id().to_string(),
-            github: None,
-            problems: Vec::new(),
-        })
-    })();
-    run.stage_finished(
-        "pr",
-        result.as_ref().err().map(|e| format!("{e:#}")).as_deref(),
-    )?;
-    result
-}
-
-/// The `pr` stage on GitHub: a branch, a draft pull request and a comment on the issue
-/// linking it, inside `run`. Asks first on a terminal.
-pub(crate) fn publish_github(
-    ctx: &Ctx,
-    run: &mut crate::runs::fs::Run,
-    issue: &Issue,
-    repo: &crate::issue::RepoId,
-    inputs: &PublishInputs<'_>,
-) -> Result<PublishOutcome> {
-    run.stage_started("pr")?;
-    let result = (|| -> Result<PublishOutcome> {
-        let forge =
-            crate::forge::github::GithubForge::from_config(ctx.config(), Default::default())?;
-        let run_id = run.id().to_string();
-        let triage = triage_summary(ctx, issue)?;
-        let body = |p: &crate::pr::Published| {
-            pr_body(
-                issue,
-                p,
-                &BodyContext {
-                    run_id: run_id.clone(),
-                    triage: triage.clone(),
-                    tests: inputs.tests.clone(),
-                    usage: inputs.usage.clone(),
-                    explanation: inputs.explanation.clone(),
-                },
-            )
-        };
-        let gh = &ctx.config().github;
-        let ours = ours(ctx, issue)?;
-        let run_dir = run.dir.clone();
-        let redactor = ctx.redactor.clone();
-        let record = |branch: &str, commit: &str| -> Result<(), String> {
-            crate::runs::fs::write_atomic(
-                &run_dir.join("pr.json"),
-                redactor
-                    .redact(&json!({"branch": branch, "commit": commit, "status": "publishing", "forge": "github"}).to_string())
-                    .as_bytes(),
-            )
-            .map_err(|e| format!("cannot record the commit in {}: {e}", run_dir.display()))?;
-            record_commit(ctx, issue, &run_id, branch, commit).map_err(|e| format!("{e:#}"))
-        };
-        let request = |dry_run: bool| crate::forge::github_pr::PrRequest {
-            repo,
-            issue,
-            patch: inputs.patch,
-            protected: &ctx.config().paths.protected,
-            body: &body,
-            labels: &gh.pr_labels,
-            create_labels: gh.create_labels,
-            dry_run,
-            ours: &ours,
-            run_id: &run_id,
-            record: &record,
-        };
-        if !ctx.global.dry_run && ctx.out.interactive && !ctx.global.yes && !ctx.out.json {
-            // Preview (reads only), then ask.
-            let preview = forge.publish_pr(&request(true))?;
-            let text = preview.published.as_ref().map(&body).unwrap_or_default();
-            if !confirm(
-                ctx,
-                &text,
-                &format!(
-                    "Open a draft pull request on {repo} from autotriage/issue-{}?",
-                    issue.number
-                ),
-            ) {
-                return Err(CommandError::failure("nothing written: declined").into());
-            }
-        }
-        let done = forge.publish_pr(&request(ctx.global.dry_run))?;
-        if let Some(p) = &done.published {
-            run.write_text("pr.md", &body(p))?;
-        }
-        run.write_json("pr.json", &json!({"forge": "github", "pr": done}))?;
-        run.event(
-            "pr",
-            "write",
-            &format!(
-                "PR {} ({}), comment {}",
-                done.url.as_deref().unwrap_or("-"),
-                done.pr_status,
-                done.comment
-            ),
-            json!({"requests": done.requests}),
-        )?;
-        Ok(PublishOutcome {
-            forge: "github",
-            published: done.published.clone(),
-            url: done.url.clone(),
-            status: done.pr_status.clone(),
-            repo_dir: None,
-            body_path: run.dir.join("pr.md").display().to_string(),
-            run_id: run.id().to_string(),
-            github: serde_json::to_value(&done).ok(),
-            problems: done.problems.clone(),
-        })
-    })();
-    run.stage_finished(
-        "pr",
-        result.as_ref().err().map(|e| format!("{e:#}")).as_deref(),
-    )?;
-    result
 }
 
 /// Print what `pr` did (`raw` given: the `pr` command's own output).

@@ -1,28 +1,24 @@
 //! `autotriage triage REF…`
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
 use anyhow::Result;
 use serde_json::json;
 
 use super::Ctx;
+use super::render::Terminal;
 use crate::cli::{EngineArg, SourceArg, TriageArgs};
 use crate::error::CommandError;
 use crate::forge::github::{Applied, GithubForge, ListOptions};
 use crate::forge::{Forge, RecordError};
-use crate::issue::RepoId;
 use crate::issue::{Issue, IssueRef};
 use crate::memory::sqlite::OpenMode;
 use crate::memory::{ListFilter, Memory};
 use crate::model::registry;
 use crate::model::replay::Recorder;
 use crate::model::retry::RetryPolicy;
-use crate::model::session::{REQUEST_TIMEOUT, Session, StructuredError};
-use crate::model::usage::{Budget, CallUsage};
-use crate::model::{ModelError, Response};
-use crate::triage::classifier::{KindModel, TrainSpec};
-use crate::triage::model::{self as tmodel, PromptContext};
-use crate::triage::{Engine, MODEL_KEY, Triage, model_for_history};
+use crate::model::session::{REQUEST_TIMEOUT, Session};
+use crate::model::usage::Budget;
+use crate::pipeline::triage::{ApplyTo, TriageBatch, github_repo};
+use crate::triage::{Engine, Triage};
 
 /// Run `triage`.
 pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
@@ -169,11 +165,6 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         }));
     }
     let mut failed = 0usize;
-    let mut stopped: Option<String> = None;
-    // Memory writes of a batch are committed every 100 issues rather than one by one.
-    let mut pending = 0usize;
-    memory.begin_batch()?;
-    let mut single_error: Vec<anyhow::Error> = Vec::new();
     let mut issues: Vec<Issue> = Vec::new();
     for item in items {
         match item {
@@ -184,90 +175,30 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
             }
         }
     }
-    // A pool of `jobs` workers decides (model calls run in parallel); this thread
-    // writes runs and memory in input order as results arrive.
-    let model_on = AtomicBool::new(true);
-    let halt = AtomicBool::new(false);
-    let next = AtomicUsize::new(0);
-    let workers = if session.is_some() {
-        jobs.min(issues.len()).max(1)
-    } else {
-        1
+    let view = TriageView {
+        terminal: Terminal::new(ctx),
+        ctx,
+        bar: &bar,
+        batch,
     };
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, Decided)>();
-    std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (engine, session, issues, next, halt, model_on) =
-                (&engine, session.as_ref(), &issues, &next, &halt, &model_on);
-            scope.spawn(move || {
-                loop {
-                    if halt.load(Ordering::SeqCst) || crate::interrupt::requested() {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(issue) = issues.get(i) else { break };
-                    let s = session.filter(|_| model_on.load(Ordering::SeqCst));
-                    if tx.send((i, decide(engine, s, mode, issue))).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut ready: std::collections::BTreeMap<usize, Decided> =
-            std::collections::BTreeMap::new();
-        let mut next_write = 0usize;
-        'results: for (i, d) in rx {
-            ready.insert(i, d);
-            while let Some(d) = ready.remove(&next_write) {
-                let issue = &issues[next_write];
-                next_write += 1;
-                bar.inc(1);
-                if let Some(budget) = &d.budget_stop {
-                    if mode == EngineArg::Auto {
-                        // Out of budget: the rest of the batch is triaged offline.
-                        if model_on.swap(false, Ordering::SeqCst) {
-                            ctx.out.warn(&format!(
-                                "{budget}\n(the remaining issues are triaged offline)"
-                            ));
-                        }
-                    } else {
-                        stopped = Some(budget.clone());
-                        halt.store(true, Ordering::SeqCst);
-                        break 'results;
-                    }
-                }
-                let result = triage_one(&store, &mut *memory, issue, &d, apply_to.as_ref());
-                pending += 1;
-                if pending >= 100 {
-                    memory.end_batch()?;
-                    memory.begin_batch()?;
-                    pending = 0;
-                }
-                match result {
-                    Ok((run_id, t, applied)) => {
-                        bar.suspend(|| {
-                            print_triage(ctx, issue, &t, &run_id, batch, applied.as_ref())
-                        });
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        if !batch {
-                            single_error.push(e);
-                            halt.store(true, Ordering::SeqCst);
-                            break 'results;
-                        }
-                        report_error(ctx, &issue.reference(), &format!("{e:#}"));
-                    }
-                }
-            }
-        }
-        halt.store(true, Ordering::SeqCst);
-        Ok(())
-    })?;
+    let done = crate::pipeline::triage::run_batch(
+        &TriageBatch {
+            issues: &issues,
+            mode,
+            apply: apply_to.as_ref(),
+            workers: jobs,
+            stop_on_error: !batch,
+        },
+        &engine,
+        session.as_ref(),
+        &store,
+        &mut *memory,
+        &view,
+    )?;
+    failed += done.failed;
+    let stopped = done.stopped;
+    let mut single_error: Vec<anyhow::Error> = done.error.into_iter().collect();
     bar.finish_and_clear();
-    memory.end_batch()?;
     if let Some(io) = memory.io_counts() {
         ctx.out.debug(&format!(
             "memory {}: {} read requests, {} write requests, {:.0} ms waiting on them",
@@ -371,117 +302,53 @@ pub fn model_session(
     )))
 }
 
-/// What was decided for one issue, before anything is written.
-pub(crate) struct Decided {
-    pub(crate) triage: Option<Triage>,
-    pub(crate) calls: Vec<CallUsage>,
-    /// A model failure the offline result stands in for, with the raw reply.
-    pub(crate) model_failure: Option<(String, Option<Response>)>,
-    /// The budget stopped the batch here.
-    pub(crate) budget_stop: Option<String>,
-    /// The issue could not be triaged.
-    pub(crate) error: Option<String>,
+/// Load the history, reuse or retrain the kind model, build the engine (saying when
+/// the model was trained).
+pub fn build_engine(ctx: &Ctx, memory: &mut dyn Memory) -> Result<Engine> {
+    let (engine, note) = crate::pipeline::triage::build_engine(ctx.config(), memory)?;
+    if let Some(note) = note {
+        ctx.out.info(&note);
+    }
+    Ok(engine)
 }
 
-pub(crate) fn decide(
-    engine: &Engine,
-    session: Option<&Session>,
-    mode: EngineArg,
-    issue: &Issue,
-) -> Decided {
-    let offline = engine.triage(issue);
-    let Some(session) = session.filter(|_| mode == EngineArg::Model || offline.abstained) else {
-        return Decided {
-            triage: Some(offline),
-            calls: vec![],
-            model_failure: None,
-            budget_stop: None,
-            error: None,
-        };
-    };
-    let kinds = engine
-        .model()
-        .map(|m| m.classes.clone())
-        .unwrap_or_else(|| vec!["bug".into(), "feature".into(), "question".into()]);
-    let ctx = PromptContext {
-        labels: engine.described_labels(&issue.repo),
-        similar: engine.similar(issue, 5),
-        examples: engine.examples(issue, 5),
-        offline: Some(engine.offline_kind(issue)),
-        threshold: engine.threshold(),
-        kinds: kinds.clone(),
-    };
-    let mut spent = 0.0;
-    // Redact before the prompt cuts the body: a cut through a secret would leave a
-    // fragment no pattern recognises.
-    let redacted = session
-        .redactor
-        .redact_value(&session.redactor.redact_issue(issue));
-    match session.structured(
-        "triage",
-        tmodel::request(&redacted, &ctx),
-        &tmodel::tool(&kinds),
-        &mut spent,
-    ) {
-        Ok((value, _response, calls)) => match tmodel::answer(&value) {
-            Some(a) => Decided {
-                triage: Some(engine.triage_with_answer(issue, &a)),
-                calls,
-                model_failure: None,
-                budget_stop: None,
-                error: None,
-            },
-            None => Decided {
-                triage: None,
-                calls,
-                model_failure: None,
-                budget_stop: None,
-                error: Some("the model's answer does not fit the triage".into()),
-            },
-        },
-        Err(StructuredError {
-            error: ModelError::Budget(why),
-            usage,
-            ..
-        }) => {
-            // `auto` keeps the offline triage it already has; `model` fails the issue.
-            let triage = (mode == EngineArg::Auto).then(|| {
-                let mut t = offline;
-                t.reasons.push(format!(
-                    "no model call: {}",
-                    why.lines().next().unwrap_or("")
-                ));
-                t
-            });
-            Decided {
-                error: triage.is_none().then(|| why.clone()),
+/// The triage batch on a terminal: each recorded issue printed as it comes (under the
+/// batch's bar), failures reported, the rest rendered by the [`Terminal`].
+struct TriageView<'a> {
+    terminal: Terminal<'a>,
+    ctx: &'a Ctx,
+    bar: &'a indicatif::ProgressBar,
+    batch: bool,
+}
+
+impl crate::pipeline::Sink for TriageView<'_> {
+    fn emit(&self, event: &crate::pipeline::Event) {
+        use crate::pipeline::What;
+        match &event.what {
+            What::Triaged {
                 triage,
-                calls: usage,
-                model_failure: None,
-                budget_stop: Some(why),
+                title,
+                applied,
+                ..
+            } => {
+                let run_id = event.run_id.as_deref().unwrap_or("");
+                self.bar.suspend(|| {
+                    print_triage(
+                        self.ctx,
+                        title,
+                        triage,
+                        run_id,
+                        self.batch,
+                        applied.as_ref(),
+                    )
+                });
             }
-        }
-        Err(StructuredError { error, raw, usage }) => {
-            if mode == EngineArg::Model {
-                return Decided {
-                    triage: None,
-                    calls: usage,
-                    model_failure: Some((error.to_string(), raw)),
-                    budget_stop: None,
-                    error: Some(error.to_string()),
-                };
+            What::Finished { error: Some(e), .. } => {
+                self.bar.suspend(|| report_error(self.ctx, &event.issue, e))
             }
-            let mut t = offline;
-            t.reasons.push(format!(
-                "the model could not help, so this is the offline triage: {error}"
-            ));
-            Decided {
-                triage: Some(t),
-                calls: usage,
-                model_failure: Some((error.to_string(), raw)),
-                budget_stop: None,
-                error: None,
-            }
+            What::Progress { .. } => self.bar.inc(1),
+            What::ProgressDone => {}
+            _ => self.bar.suspend(|| self.terminal.emit(event)),
         }
     }
 }
@@ -495,209 +362,9 @@ fn report_error(ctx: &Ctx, reference: &str, message: &str) {
     }
 }
 
-/// Load the history, reuse or retrain the kind model, build the engine.
-pub fn build_engine(ctx: &Ctx, memory: &mut dyn Memory) -> Result<Engine> {
-    let history = memory.all_issues()?;
-    let stored = memory
-        .get_kv(MODEL_KEY)?
-        .as_ref()
-        .and_then(KindModel::from_json);
-    let started = std::time::Instant::now();
-    let (model, trained) = model_for_history(
-        &history,
-        &ctx.config().labels.aliases,
-        stored,
-        TrainSpec::default(),
-    );
-    if trained && let Some(m) = &model {
-        memory.put_kv(MODEL_KEY, &m.to_json())?;
-        ctx.out.info(&format!(
-            "trained the kind model on {} labelled issues ({}) in {:.1} s",
-            m.trained_on,
-            m.classes.join(", "),
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    Ok(Engine::new(&history, model, ctx.config()))
-}
-
-/// Where `--apply` writes, and whether it only pretends.
-struct ApplyTo<'a> {
-    forge: &'a GithubForge,
-    dry_run: bool,
-    force: bool,
-    create_labels: bool,
-}
-
-/// The bot comment for a triage: what is missing and the likely duplicate, under the
-/// hidden marker; `None` when there is nothing to ask or say.
-fn bot_comment(t: &Triage) -> Option<String> {
-    let marker = crate::triage::missing::COMMENT_MARKER;
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(c) = &t.comment {
-        parts.push(c.trim_start_matches(marker).trim().to_string());
-    }
-    if let Some(d) = t.duplicates.iter().find(|d| d.likely) {
-        parts.push(format!(
-            "This looks like a duplicate of {} (\"{}\", similarity {:.2}). If it is, please follow that issue; if not, say how this one differs.",
-            d.reference,
-            crate::pr::quote::markdown(&crate::pr::quote::one_line(&d.title, 120)),
-            d.score
-        ));
-    }
-    (!parts.is_empty()).then(|| format!("{marker}\n{}\n", parts.join("\n\n")))
-}
-
-fn triage_one(
-    store: &crate::runs::fs::FsRunStore,
-    memory: &mut dyn Memory,
-    issue: &Issue,
-    d: &Decided,
-    apply: Option<&ApplyTo<'_>>,
-) -> Result<(String, Triage, Option<Applied>)> {
-    let mut run = store.begin(&issue.repo, issue.number, "triage")?;
-    run.write_json("issue.json", issue)?;
-    run.event(
-        "forge",
-        "read",
-        &format!(
-            "read {} from {}",
-            issue.reference(),
-            issue.source.as_deref().unwrap_or("memory")
-        ),
-        json!(null),
-    )?;
-    run.stage_started("triage")?;
-    for c in &d.calls {
-        run.event(
-            "triage",
-            "model",
-            &format!(
-                "{} call: {} in, {} out, ${:.5}",
-                c.model, c.input_tokens, c.output_tokens, c.cost_usd
-            ),
-            serde_json::to_value(c)?,
-        )?;
-    }
-    run.write_usage(&d.calls)?;
-    if let Some((error, raw)) = &d.model_failure {
-        run.write_json(
-            "model-failure.json",
-            &json!({"error": error, "raw_reply": raw}),
-        )?;
-        run.event("triage", "error", &format!("model: {error}"), json!(null))?;
-    }
-    let Some(t) = d.triage.clone() else {
-        let why = d.error.clone().unwrap_or_else(|| "no triage".into());
-        run.stage_finished("triage", Some(&why))?;
-        memory.record_run(&run.meta)?;
-        return Err(CommandError::failure(why).into());
-    };
-    run.write_json("triage.json", &t)?;
-    run.event(
-        "triage",
-        "decision",
-        &format!(
-            "engine {} kind {:?} priority {} fixable {}",
-            t.engine, t.kind, t.priority, t.fixable
-        ),
-        json!({"labels": t.labels, "duplicates": t.duplicates.len(), "missing": t.missing}),
-    )?;
-    let applied = match apply {
-        None => None,
-        Some(a) => {
-            let repo = github_repo(&issue.repo).ok_or_else(|| {
-                CommandError::usage(format!(
-                    "--apply writes to GitHub, and {} is not a GitHub issue",
-                    issue.reference()
-                ))
-            })?;
-            let labels: Vec<String> = t.labels.iter().map(|l| l.name.clone()).collect();
-            let skip = if a.force {
-                None
-            } else if issue.locked {
-                Some("the issue is locked")
-            } else if issue.state == crate::issue::IssueState::Closed {
-                Some("the issue is closed")
-            } else {
-                None
-            };
-            let result = if let Some(why) = skip {
-                Ok(Applied {
-                    skipped: Some(format!("{why}; nothing written (--force writes anyway)")),
-                    dry_run: a.dry_run,
-                    comment: "none".into(),
-                    ..Default::default()
-                })
-            } else {
-                a.forge.apply(
-                    &repo,
-                    issue.number,
-                    &labels,
-                    bot_comment(&t).as_deref(),
-                    crate::triage::missing::COMMENT_MARKER,
-                    a.dry_run,
-                    a.create_labels,
-                )
-            };
-            match result {
-                Ok(done) => {
-                    run.event(
-                        "forge",
-                        "write",
-                        &format!(
-                            "{}labels +[{}], comment {}",
-                            if done.dry_run {
-                                "dry run: would write "
-                            } else {
-                                ""
-                            },
-                            done.labels_added.join(", "),
-                            done.comment
-                        ),
-                        serde_json::to_value(&done)?,
-                    )?;
-                    run.write_json("applied.json", &done)?;
-                    Some(done)
-                }
-                Err(e) => {
-                    run.stage_finished("triage", Some(&e.to_string()))?;
-                    memory.record_run(&run.meta)?;
-                    return Err(e.into());
-                }
-            }
-        }
-    };
-    run.stage_finished("triage", None)?;
-    memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;
-    memory.record_triage(
-        &issue.repo,
-        issue.number,
-        Some(run.id()),
-        &serde_json::to_value(&t)?,
-    )?;
-    memory.record_run(&run.meta)?;
-    Ok((run.id().to_string(), t, applied))
-}
-
-/// `owner/name` or `host/owner/name` as a repository on a GitHub host.
-pub(crate) fn github_repo(repo: &str) -> Option<RepoId> {
-    let parts: Vec<&str> = repo.split('/').collect();
-    match parts.as_slice() {
-        ["local", ..] | ["eval", ..] => None,
-        [owner, name] => Some(RepoId::github(owner, name)),
-        [host, owner, name] => Some(RepoId {
-            host: (*host).into(),
-            owner: (*owner).into(),
-            name: (*name).into(),
-        }),
-        _ => None,
-    }
-}
-
 fn print_triage(
     ctx: &Ctx,
-    issue: &Issue,
+    title: &str,
     t: &Triage,
     run_id: &str,
     batch: bool,
@@ -707,7 +374,7 @@ fn print_triage(
         let mut v = serde_json::to_value(t).unwrap_or_default();
         if let Some(map) = v.as_object_mut() {
             map.insert("run_id".into(), json!(run_id));
-            map.insert("title".into(), json!(issue.title));
+            map.insert("title".into(), json!(title));
             if let Some(a) = applied {
                 map.insert(
                     "applied".into(),
@@ -751,7 +418,7 @@ fn print_triage(
         t.priority,
         labels
     ));
-    ctx.out.line(&format!("  {}", issue.title));
+    ctx.out.line(&format!("  {title}"));
     ctx.out
         .line(&format!("  priority: {}", t.priority_reasons.join("; ")));
     if !t.duplicates.is_empty() {

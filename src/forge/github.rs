@@ -515,7 +515,8 @@ fn to_issue(repo: &RepoId, v: &Value) -> Option<Issue> {
 }
 
 /// What `triage --apply` did (or, with `--dry-run`, would do) on GitHub.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Applied {
     /// Labels added (ones the issue already had are not re-added).
     pub labels_added: Vec<String>,

@@ -513,7 +513,7 @@ impl Run {
         message: &str,
         data: serde_json::Value,
     ) -> Result<(), RunStoreError> {
-        let mut event = serde_json::to_value(Event {
+        let event = serde_json::to_value(Event {
             ts: now_rfc3339(),
             stage: stage.into(),
             kind: kind.into(),
@@ -521,6 +521,11 @@ impl Run {
             data,
         })
         .unwrap_or_default();
+        self.append_event(event)
+    }
+
+    /// Append one event, given as JSON (the pipeline's events), redacted.
+    pub fn append_event(&self, mut event: serde_json::Value) -> Result<(), RunStoreError> {
         self.redactor.redact_json(&mut event);
         let mut line = event.to_string();
         line.push('\n');
