@@ -12,6 +12,7 @@ mod github;
 mod locate;
 mod memory;
 mod models;
+mod pipeline;
 mod pr;
 mod red_team;
 mod redaction;
