@@ -109,6 +109,60 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
+    /// Answer GitHub webhooks: verify, queue durably, and triage, fix and learn from
+    /// what happens, with workers running the pipeline.
+    Serve(ServeArgs),
+    /// Inspect and steer the jobs of `serve`: list, show, retry a dead letter, drop.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+/// `serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8787",
+        env = "AUTOTRIAGE_LISTEN"
+    )]
+    pub listen: String,
+    /// Workers running jobs at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub workers: usize,
+}
+
+/// `queue …`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Jobs, newest first.
+    List(QueueListArgs),
+    /// One job in full.
+    Show(QueueJobArgs),
+    /// Queue a job again from its first attempt (a dead letter, say).
+    Retry(QueueJobArgs),
+    /// Remove a job that is not running.
+    Drop(QueueJobArgs),
+}
+
+/// `queue list`
+#[derive(Debug, Args)]
+pub struct QueueListArgs {
+    /// Only jobs in this state: queued, running, done, dead.
+    #[arg(long, value_name = "STATE", value_parser = ["queued", "running", "done", "dead"])]
+    pub state: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+}
+
+/// `queue show|retry|drop`
+#[derive(Debug, Args)]
+pub struct QueueJobArgs {
+    /// The job's id.
+    #[arg(value_name = "JOB")]
+    pub id: i64,
 }
 
 /// `memory …`

@@ -85,6 +85,81 @@ pub struct Config {
     pub test: TestConfig,
     /// Extra secret redaction.
     pub redact: RedactConfig,
+    /// The webhook service (`autotriage serve`).
+    pub serve: ServeConfig,
+    /// The job queue of `serve`.
+    pub queue: QueueConfig,
+}
+
+/// `serve.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// The variable holding the webhook secret (never the secret itself).
+    pub webhook_secret_env: String,
+    /// Repositories whose events are acted on (`owner/name` glob patterns); required.
+    pub repos: Vec<String>,
+    /// What a triage writes back: `labels`, `comment`, `both` or `none`.
+    pub apply: ServeApply,
+    /// Edits of one issue within this many seconds become one job.
+    pub coalesce_seconds: u64,
+    /// Attempts before a job is a dead letter.
+    pub max_attempts: u32,
+    /// Most the service spends on models per day (UTC), USD; jobs wait past it.
+    pub daily_budget_usd: f64,
+    /// Seconds running jobs get to finish on SIGTERM/SIGINT before their leases go back.
+    pub shutdown_grace_seconds: u64,
+    /// Seconds a job's lease lasts without a heartbeat.
+    pub lease_seconds: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            webhook_secret_env: "AUTOTRIAGE_WEBHOOK_SECRET".into(),
+            repos: Vec::new(),
+            apply: ServeApply::Both,
+            coalesce_seconds: 10,
+            max_attempts: 5,
+            daily_budget_usd: 5.0,
+            shutdown_grace_seconds: 30,
+            lease_seconds: 300,
+        }
+    }
+}
+
+/// `serve.apply`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServeApply {
+    /// Labels only.
+    Labels,
+    /// The bot comment only.
+    Comment,
+    /// Labels and the bot comment.
+    #[default]
+    Both,
+    /// Record the triage, write nothing to GitHub.
+    None,
+}
+
+/// `queue.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// `sqlite` (the only backend on one machine).
+    pub backend: QueueBackend,
+    /// The queue file (default: `queue.sqlite3` beside the memory).
+    pub path: Option<PathBuf>,
+}
+
+/// `queue.backend`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueBackend {
+    /// A SQLite file, synced before a delivery is acknowledged.
+    #[default]
+    Sqlite,
 }
 
 /// `triage.*`

@@ -22,6 +22,7 @@ pub mod pr;
 pub mod redact;
 pub mod repair;
 pub mod runs;
+pub mod serve;
 pub mod triage;
 pub mod trust;
 pub mod verify;

@@ -3,7 +3,6 @@
 //! dry-run review is the terminal's answer to the pipeline's question.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 use serde_json::json;
@@ -150,38 +149,17 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
     let batch = jobs.len() > 1 || parsed.iter().any(|(_, r)| matches!(r, IssueRef::Repo(_)));
     let deps = ctx.deps();
     let sink = Terminal::new(ctx);
-    let workers = ctx.global.jobs.unwrap_or(1).clamp(1, jobs.len().max(1));
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, FixOutcome)>> = Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    // After Ctrl-C (seen while a job tests), start nothing new.
-                    if crate::interrupt::requested() {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(job) = jobs.get(i) else { break };
-                    let outcome = crate::pipeline::fix::run_fix(
-                        &deps,
-                        &plan,
-                        session.as_ref(),
-                        &engine,
-                        job,
-                        &sink,
-                    );
-                    show(ctx, job, &outcome, until, batch);
-                    if let Ok(mut r) = results.lock() {
-                        r.push((i, outcome));
-                    }
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|(i, _)| *i);
-    let outcomes: Vec<FixOutcome> = results.into_iter().map(|(_, o)| o).collect();
+    let workers = ctx.global.jobs.unwrap_or(1);
+    let outcomes = crate::pipeline::fix::run_batch(
+        &deps,
+        &plan,
+        session.as_ref(),
+        &engine,
+        &jobs,
+        workers,
+        &sink,
+        &|job, outcome| show(ctx, job, outcome, until, batch),
+    );
     if !batch {
         return match outcomes.into_iter().next() {
             Some(o) => o.error.map_or(Ok(()), Err),

@@ -8,8 +8,10 @@ pub mod init;
 pub mod memory;
 pub mod output;
 pub mod pr;
+pub mod queue;
 pub(crate) mod render;
 pub mod runs;
+pub mod serve;
 pub mod test;
 pub mod triage;
 
@@ -121,6 +123,16 @@ impl Ctx {
             csv: self.config().sources.csv.clone(),
             redactor: self.redactor.clone(),
         }
+    }
+
+    /// The queue file of `serve` (`queue.path`, else beside the memory).
+    pub fn queue_path(&self) -> PathBuf {
+        self.config().queue.path.clone().unwrap_or_else(|| {
+            self.memory_path().parent().map_or_else(
+                || PathBuf::from("queue.sqlite3"),
+                |d| d.join("queue.sqlite3"),
+            )
+        })
     }
 
     /// The SQLite memory file in use.
@@ -430,6 +442,8 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
         Command::Memory(cmd) => memory::run(cmd, &ctx),
         Command::Runs(cmd) => runs::run(cmd, &ctx),
         Command::Config(cmd) => config::run(cmd, &ctx),
+        Command::Serve(args) => serve::run(&args, &ctx),
+        Command::Queue(cmd) => queue::run(cmd, &ctx),
         Command::Completions(_) | Command::Init(_) => Ok(()),
     }
 }

@@ -117,6 +117,9 @@ pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
         dry_run: ctx.global.dry_run,
         force: ctx.global.force,
         create_labels: ctx.config().github.create_labels,
+        labels: true,
+        comment: true,
+        never: Vec::new(),
     });
     let mut memory = ctx.open_memory(OpenMode::Create)?;
     let mut engine = build_engine(ctx, &mut *memory)?;

@@ -364,6 +364,84 @@ impl GithubForge {
         }))
     }
 
+    /// A login's permission on the repository, read live: `admin`, `maintain`, `write`,
+    /// `triage`, `read`, or `none` (not a collaborator).
+    pub fn permission(&self, repo: &RepoId, login: &str) -> Result<String, ForgeError> {
+        let what = format!("{repo} permission of {login}");
+        match self.get(
+            &what,
+            &format!(
+                "/repos/{}/{}/collaborators/{}/permission",
+                repo.owner,
+                repo.name,
+                segment(login)
+            ),
+        ) {
+            Ok((v, _)) => Ok(v
+                .get("permission")
+                .and_then(Value::as_str)
+                .unwrap_or("none")
+                .to_string()),
+            Err(ForgeError::Http { status: 404, .. }) => Ok("none".into()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Labels a person (anyone but `us`) removed from the issue and did not add back:
+    /// a later triage must not put them on again.
+    pub fn removed_labels(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        us: &str,
+    ) -> Result<Vec<String>, ForgeError> {
+        let what = format!("{repo}#{number}");
+        let mut removed: Vec<String> = Vec::new();
+        let mut url = Some(format!(
+            "/repos/{}/{}/issues/{number}/events?per_page=100",
+            repo.owner, repo.name
+        ));
+        while let Some(u) = url {
+            let (page, next) = self.get(&what, &u)?;
+            for e in page.as_array().into_iter().flatten() {
+                let Some(name) = e.pointer("/label/name").and_then(Value::as_str) else {
+                    continue;
+                };
+                let by_us = e
+                    .pointer("/actor/login")
+                    .and_then(Value::as_str)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(us));
+                match e.get("event").and_then(Value::as_str) {
+                    Some("unlabeled")
+                        if !by_us && !removed.iter().any(|r| r.eq_ignore_ascii_case(name)) =>
+                    {
+                        removed.push(name.to_string());
+                    }
+                    Some("labeled") if !by_us => {
+                        removed.retain(|r| !r.eq_ignore_ascii_case(name));
+                    }
+                    _ => {}
+                }
+            }
+            url = next;
+        }
+        Ok(removed)
+    }
+
+    /// Add a reaction (`eyes`, `+1`, …) to an issue comment.
+    pub fn react(&self, repo: &RepoId, comment_id: u64, content: &str) -> Result<(), ForgeError> {
+        self.write(
+            "POST",
+            &format!("{repo} comment {comment_id}"),
+            &format!(
+                "/repos/{}/{}/issues/comments/{comment_id}/reactions",
+                repo.owner, repo.name
+            ),
+            &serde_json::json!({ "content": content }),
+        )
+        .map(|_| ())
+    }
+
     /// The repository's labels with their descriptions.
     pub fn labels(&self, repo: &RepoId) -> Result<Vec<(String, Option<String>)>, ForgeError> {
         let what = repo.to_string();

@@ -131,6 +131,47 @@ fn prior(memory: &dyn Memory, issue: &Issue) -> Result<Vec<PriorFile>> {
     Ok(out)
 }
 
+/// Run `jobs` on `workers` threads (at most one per job), each through [`run_fix`];
+/// `on_done` sees each outcome as its job ends. After Ctrl-C no new job starts (the
+/// running ones stop at their next check). Outcomes come back in the jobs' order.
+#[allow(clippy::too_many_arguments)]
+pub fn run_batch(
+    deps: &Deps<'_>,
+    plan: &FixPlan<'_>,
+    session: Option<&Session>,
+    engine: &crate::triage::Engine,
+    jobs: &[FixJob],
+    workers: usize,
+    sink: &dyn Sink,
+    on_done: &(dyn Fn(&FixJob, &FixOutcome) + Sync),
+) -> Vec<FixOutcome> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let workers = workers.clamp(1, jobs.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, FixOutcome)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    if crate::interrupt::requested() {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(job) = jobs.get(i) else { break };
+                    let outcome = run_fix(deps, plan, session, engine, job, sink);
+                    on_done(job, &outcome);
+                    if let Ok(mut r) = results.lock() {
+                        r.push((i, outcome));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, o)| o).collect()
+}
+
 /// Work on one issue in its own run (or the interrupted one it resumes), reporting to
 /// `sink`. Never
 /// panics the batch: every failure comes back in the outcome.

@@ -176,6 +176,12 @@ pub struct ApplyTo<'a> {
     pub force: bool,
     /// Create labels the repository lacks.
     pub create_labels: bool,
+    /// Write the labels (else only the comment).
+    pub labels: bool,
+    /// Write the bot comment (else only labels).
+    pub comment: bool,
+    /// Labels never to apply (ones a person removed from the issue).
+    pub never: Vec<String>,
 }
 
 /// The bot comment for a triage: what is missing and the likely duplicate, under the
@@ -275,7 +281,12 @@ pub fn triage_one(
                     issue.reference()
                 ))
             })?;
-            let labels: Vec<String> = t.labels.iter().map(|l| l.name.clone()).collect();
+            let labels: Vec<String> = t
+                .labels
+                .iter()
+                .map(|l| l.name.clone())
+                .filter(|l| a.labels && !a.never.iter().any(|n| n.eq_ignore_ascii_case(l)))
+                .collect();
             let skip = if a.force {
                 None
             } else if issue.locked {
@@ -297,7 +308,7 @@ pub fn triage_one(
                     &repo,
                     issue.number,
                     &labels,
-                    bot_comment(&t).as_deref(),
+                    bot_comment(&t).filter(|_| a.comment).as_deref(),
                     crate::triage::missing::COMMENT_MARKER,
                     a.dry_run,
                     a.create_labels,
