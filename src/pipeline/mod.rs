@@ -70,7 +70,8 @@ pub fn error_kind(err: &anyhow::Error) -> ErrorKind {
             .or_else(|| of::<crate::model::ModelError>(cause))
             .or_else(|| of::<crate::pr::PatchError>(cause))
             .or_else(|| of::<crate::locate::LocateError>(cause))
-            .or_else(|| of::<crate::verify::VerifyError>(cause));
+            .or_else(|| of::<crate::verify::VerifyError>(cause))
+            .or_else(|| of::<crate::serve::queue::QueueError>(cause));
         if let Some(kind) = kind {
             return kind;
         }

@@ -148,9 +148,22 @@ pub fn route(event: &str, payload: &Value, s: &RouteSettings) -> Routed {
     if event == "ping" {
         return Routed::Ping;
     }
-    let Some(repo) = payload["repository"]["full_name"].as_str() else {
+    // `full_name`, else `owner.login` / `name` (older and hand-made payloads).
+    let built = match (
+        payload["repository"]["owner"]["login"].as_str(),
+        payload["repository"]["name"].as_str(),
+    ) {
+        (Some(o), Some(n)) => Some(format!("{o}/{n}")),
+        _ => None,
+    };
+    let Some(repo) = payload["repository"]["full_name"]
+        .as_str()
+        .map(String::from)
+        .or(built)
+    else {
         return Routed::Ignored(format!("{event}: the payload names no repository"));
     };
+    let repo = repo.as_str();
     if !s.repos.is_match(repo.to_lowercase()) {
         return Routed::Ignored(format!("{repo} is not in serve.repos"));
     }

@@ -758,6 +758,22 @@ impl World {
         });
     }
 
+    /// `actor` takes `label` off issue `number`, with its `unlabeled` event.
+    pub fn unlabel_issue(&mut self, repo: &str, number: u64, label: &str, actor: &str) {
+        let created_at = self.now();
+        let r = self.repo_mut(repo);
+        let t = r
+            .thread(number)
+            .unwrap_or_else(|| panic!("{repo} has no issue or PR #{number}"));
+        t.labels.retain(|l| !l.eq_ignore_ascii_case(label));
+        t.events.push(Event {
+            event: "unlabeled".into(),
+            label: label.into(),
+            actor: actor.into(),
+            created_at,
+        });
+    }
+
     /// An open pull request by `author` from `head` (a branch of this repository)
     /// into `base`. Returns its number.
     pub fn add_pull(
@@ -1004,6 +1020,15 @@ impl World {
             ("POST", ["issues", n, "comments"]) => self.post_comment(q, full, token, num(n)?),
             ("PATCH", ["issues", "comments", id]) => {
                 self.edit_comment(q, full, token, num(id)?, false)
+            }
+            ("POST", ["issues", "comments", id, "reactions"]) => {
+                let id = num(id)?;
+                if self.repo(full).comment(id).is_none() {
+                    return Err(not_found());
+                }
+                let content = q.str("content").unwrap_or("").to_string();
+                q.note(&format!("reaction {content} by {}", token.login()));
+                created(json!({"id": id, "content": content, "user": user_json(token.login())}))
             }
             ("DELETE", ["issues", "comments", id]) => {
                 self.edit_comment(q, full, token, num(id)?, true)
@@ -2234,9 +2259,9 @@ impl FakeGithub {
 // ---------------------------------------------------------------------------------
 
 /// A maintainer's token (write permission).
-const MAINT: &str = "ghp_fakemaintainer00000000000000000000001";
+pub(super) const MAINT: &str = "ghp_fakemaintainer00000000000000000000001";
 /// The bot's token (a user token with write permission).
-const BOT: &str = "ghp_fakeautotriagebot000000000000000000002";
+pub(super) const BOT: &str = "ghp_fakeautotriagebot000000000000000000002";
 /// An Action's `GITHUB_TOKEN`.
 const ACTION: &str = "ghs_fakeinstallation0000000000000000000003";
 
@@ -2245,7 +2270,7 @@ const FIX: &str = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b
 
 /// `o/r` with `src/lib.rs` on `main`, a maintainer, the bot (both write), an Action
 /// token and a stranger who may only read.
-fn fake() -> FakeGithub {
+pub(super) fn fake() -> FakeGithub {
     let gh = FakeGithub::start();
     let mut w = gh.world();
     w.add_user_token(MAINT, "maint");
@@ -2263,7 +2288,7 @@ fn fake() -> FakeGithub {
 }
 
 /// Import the example history (renamed to `o/r`), so triage knows the kinds.
-fn import_history(t: &TestContext) {
+pub(super) fn import_history(t: &TestContext) {
     let ex = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/issues");
     for e in std::fs::read_dir(&ex).unwrap() {
         let p = e.unwrap().path();

@@ -18,4 +18,5 @@ mod red_team;
 mod redaction;
 mod repair;
 mod runs;
+mod serve;
 mod triage;

@@ -1,0 +1,511 @@
+//! `serve`: the real binary listening on a loopback port, real HTTP deliveries signed
+//! as GitHub signs them, the durable queue, and the fake GitHub showing what the
+//! workers wrote.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::common::{TestContext, code, stderr, stdout};
+use super::fake_github::{BOT, FakeGithub, MAINT, fake, import_history};
+
+const SECRET: &str = "s3cret-for-the-webhook";
+
+/// A running `autotriage serve`, its log lines, and where it listens.
+struct Server {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(t: &TestContext, env: &[(&str, String)], secret: &str) -> Server {
+        let bin = assert_cmd::cargo::cargo_bin("autotriage");
+        let mut cmd = std::process::Command::new(bin);
+        cmd.current_dir(t.path())
+            .env_clear()
+            .env("HOME", t.path().join("home"))
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .env("AUTOTRIAGE_WEBHOOK_SECRET", secret)
+            .env("AUTOTRIAGE_CACHE_DIR", t.path().join("cache"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let err = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["msg"] == "listening"
+                {
+                    let _ = tx.send(v["addr"].as_str().unwrap_or("").to_string());
+                }
+                l.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("serve did not start: {:?}", log.lock().unwrap()));
+        Server { child, addr, log }
+    }
+
+    /// POST a delivery; the status and body.
+    fn deliver(
+        &self,
+        event: &str,
+        id: &str,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> (u16, String) {
+        self.post(event, id, body, signature, "application/json")
+    }
+
+    fn post(
+        &self,
+        event: &str,
+        id: &str,
+        body: &[u8],
+        signature: Option<&str>,
+        content_type: &str,
+    ) -> (u16, String) {
+        let client = reqwest::blocking::Client::new();
+        let mut req = client
+            .post(format!("http://{}/webhook", self.addr))
+            .header("Content-Type", content_type)
+            .body(body.to_vec());
+        if !event.is_empty() {
+            req = req.header("X-GitHub-Event", event);
+        }
+        if !id.is_empty() {
+            req = req.header("X-GitHub-Delivery", id);
+        }
+        if let Some(s) = signature {
+            req = req.header("X-Hub-Signature-256", s);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    }
+
+    /// A signed JSON delivery.
+    fn send(&self, event: &str, id: &str, payload: &Value) -> (u16, String) {
+        let body = payload.to_string();
+        let sig = sign(SECRET, body.as_bytes());
+        self.deliver(event, id, body.as_bytes(), Some(&sig))
+    }
+
+    fn get(&self, path: &str) -> String {
+        reqwest::blocking::get(format!("http://{}{path}", self.addr))
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
+    /// Wait until a log line has `msg` and contains `needle`.
+    fn wait_log(&self, msg: &str, needle: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(v) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["msg"] == msg && v.to_string().contains(needle))
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {msg:?} with {needle:?} in {:#?}",
+                self.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, and the exit code.
+    fn stop(mut self) -> Option<i32> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    autotriage::serve::signature::sign(secret.as_bytes(), body)
+}
+
+fn data() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/webhooks")
+}
+
+fn opened(repo: &str, number: u64) -> Value {
+    json!({"action": "opened", "issue": {"number": number, "title": "t"},
+           "repository": {"full_name": repo}, "sender": {"login": "reporter"}})
+}
+
+fn config(t: &TestContext, repos: &str, extra: &str) {
+    t.write(
+        "autotriage.yaml",
+        &format!("serve:\n  repos: [{repos}]\n  coalesce_seconds: 0\n{extra}"),
+    );
+}
+
+fn env(gh: &FakeGithub, token: &str) -> Vec<(&'static str, String)> {
+    gh.env(token)
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_secret_or_repositories() {
+    let t = TestContext::new();
+    config(&t, "o/r", "");
+    let o = t.run(&["serve"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("serve needs the webhook secret in $AUTOTRIAGE_WEBHOOK_SECRET"),
+        "{}",
+        stderr(&o)
+    );
+    t.write("autotriage.yaml", "serve:\n  repos: []\n");
+    let o = t
+        .cmd()
+        .env("AUTOTRIAGE_WEBHOOK_SECRET", "x")
+        .args(["serve"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("serve.repos is empty"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn every_signed_vector_is_accepted_with_its_secret_and_refused_with_another() {
+    let gh = fake();
+    let t = TestContext::new();
+    // No repository of the vectors is served: every valid delivery is acknowledged and
+    // ignored, so only the signature decides the answer.
+    config(&t, "nobody/nothing", "");
+    let vectors: Value = serde_json::from_str(
+        &std::fs::read_to_string(data().join("signed-vectors/vectors.json")).unwrap(),
+    )
+    .unwrap();
+    let secret = vectors["secret"].as_str().unwrap();
+    let s = Server::start(&t, &env(&gh, BOT), secret);
+    let cases = vectors["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 47);
+    for (i, c) in cases.iter().enumerate() {
+        let body = std::fs::read(
+            data()
+                .join("signed-vectors")
+                .join(c["payload_file"].as_str().unwrap()),
+        )
+        .unwrap();
+        let event = c["headers"]["X-Github-Event"].as_str().unwrap();
+        let good = c["x_hub_signature_256_computed"].as_str().unwrap();
+        let (status, text) = s.deliver(event, &format!("v-{i}"), &body, Some(good));
+        assert!(
+            (200..300).contains(&status),
+            "{}: {status} {text}",
+            c["name"]
+        );
+        let bad = sign("another secret", &body);
+        let (status, _) = s.deliver(event, &format!("w-{i}"), &body, Some(&bad));
+        assert_eq!(status, 401, "{}", c["name"]);
+    }
+    for c in vectors["negative_cases"].as_array().unwrap() {
+        let body = c["body"].as_str().unwrap().as_bytes();
+        let event = c["headers"]["X-Github-Event"].as_str().unwrap_or("");
+        // The recorded sha1 signature, or none: never a valid sha256 one.
+        let sig = c["headers"]["X-Hub-Signature"].as_str();
+        let (status, _) = s.deliver(event, "neg", body, sig);
+        assert!((400..500).contains(&status), "{}: {status}", c["name"]);
+    }
+    // GitHub's documented vector.
+    let doc = &vectors["github_docs_vector"];
+    assert_eq!(
+        sign(
+            doc["secret"].as_str().unwrap(),
+            doc["payload"].as_str().unwrap().as_bytes()
+        ),
+        doc["x_hub_signature_256"].as_str().unwrap()
+    );
+    assert_eq!(s.stop(), Some(0));
+}
+
+#[test]
+fn raw_deliveries_json_and_form_encoded_are_accepted() {
+    let gh = fake();
+    let t = TestContext::new();
+    config(&t, "nobody/nothing", "");
+    let s = Server::start(&t, &env(&gh, BOT), "secretsecret");
+    for file in ["snare_json.http", "snare_urlencoded.http"] {
+        let raw = std::fs::read_to_string(data().join("raw-deliveries").join(file)).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    l.split_once(": ")
+                        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                        .map(|(_, v)| v.trim().to_string())
+                })
+                .unwrap()
+        };
+        let (status, text) = s.post(
+            &header("X-GitHub-Event"),
+            &header("X-GitHub-Delivery"),
+            body.as_bytes(),
+            Some(&header("X-Hub-Signature-256")),
+            &header("Content-Type"),
+        );
+        assert_eq!(status, 202, "{file}: {text}");
+        assert!(
+            text.contains("testuser/testrepo is not in serve.repos"),
+            "{text}"
+        );
+        // The body changed by one byte: refused.
+        let (status, _) = s.post(
+            &header("X-GitHub-Event"),
+            "changed",
+            format!("{body} ").as_bytes(),
+            Some(&header("X-Hub-Signature-256")),
+            &header("Content-Type"),
+        );
+        assert_eq!(status, 401);
+    }
+}
+
+#[test]
+fn an_opened_issue_is_triaged_and_written_back_once_even_when_delivered_twice() {
+    let gh = fake();
+    {
+        let mut w = gh.world();
+        w.add_label("o/r", "bug");
+        w.add_issue(
+            "o/r",
+            7,
+            "Crash when saving a file",
+            "It panics on save with an error: thread 'main' panicked at src/lib.rs:2.",
+            "reporter",
+            "NONE",
+            &[],
+        );
+        w.add_repo("x/y", "main", &[("README.md", "# y\n")]);
+        w.add_issue("x/y", 1, "Crash", "It panics.", "reporter", "NONE", &[]);
+    }
+    let t = TestContext::new();
+    import_history(&t);
+    config(&t, "\"o/*\"", "");
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    let (status, text) = s.send("issues", "d-1", &opened("o/r", 7));
+    assert_eq!(status, 202, "{text}");
+    assert!(text.contains("queued job(s) [1]"), "{text}");
+    // GitHub's redelivery keeps the id: acknowledged, not run again.
+    let (status, text) = s.send("issues", "d-1", &opened("o/r", 7));
+    assert_eq!(
+        (status, text.trim()),
+        (200, "this delivery was received before")
+    );
+    // A repository outside serve.repos: acknowledged and ignored.
+    let (status, text) = s.send("issues", "d-2", &opened("x/y", 1));
+    assert_eq!(status, 202);
+    assert!(text.contains("x/y is not in serve.repos"), "{text}");
+    s.wait_log("job done", "triaged o/r#7");
+    let metrics = s.get("/metrics");
+    assert!(
+        metrics.contains("autotriage_deliveries_total{event=\"issues\",outcome=\"queued\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("autotriage_deliveries_total{event=\"issues\",outcome=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("autotriage_queue_jobs{state=\"done\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(s.get("/healthz"), "ok\n");
+    assert_eq!(s.stop(), Some(0));
+    let w = gh.world();
+    let issue = w.issue("o/r", 7);
+    assert!(
+        issue.labels.iter().any(|l| l == "bug"),
+        "{:?}",
+        issue.labels
+    );
+    let bot: Vec<_> = issue
+        .comments
+        .iter()
+        .filter(|c| c.author == "autotriage-bot")
+        .collect();
+    assert!(bot.len() <= 1, "{bot:?}");
+    assert!(w.writes("x/y").is_empty(), "{:?}", w.writes("x/y"));
+    // One job, done, in the queue.
+    drop(w);
+    let o = t.run(&["queue", "list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(v["jobs"][0]["state"], "done");
+}
+
+#[test]
+fn a_comment_command_runs_for_a_writer_only_and_a_removed_label_stays_removed() {
+    let gh = fake();
+    let (stranger_comment, maint_comment) = {
+        let mut w = gh.world();
+        w.add_label("o/r", "bug");
+        w.add_issue(
+            "o/r",
+            7,
+            "Crash when saving a file",
+            "It panics on save with an error: thread 'main' panicked at src/lib.rs:2.",
+            "reporter",
+            "NONE",
+            &[],
+        );
+        // A person took `bug` off (say, after a wrong triage).
+        w.label_issue("o/r", 7, "bug", "maint");
+        w.unlabel_issue("o/r", 7, "bug", "maint");
+        (
+            w.add_comment("o/r", 7, "stranger", "/autotriage triage"),
+            w.add_comment("o/r", 7, "maint", "/autotriage triage"),
+        )
+    };
+    let t = TestContext::new();
+    import_history(&t);
+    config(&t, "o/r", "");
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    let comment = |id: u64, who: &str| {
+        json!({"action": "created", "issue": {"number": 7}, "repository": {"full_name": "o/r"},
+               "comment": {"id": id, "body": "/autotriage triage"}, "sender": {"login": who}})
+    };
+    s.send(
+        "issue_comment",
+        "c-1",
+        &comment(stranger_comment, "stranger"),
+    );
+    s.wait_log("job done", "from stranger (read permission): nothing done");
+    assert!(
+        !gh.writes("o/r").iter().any(|w| w.method == "POST"),
+        "{:#?}",
+        gh.writes("o/r")
+    );
+    s.send("issue_comment", "c-2", &comment(maint_comment, "maint"));
+    s.wait_log("job done", "triaged o/r#7");
+    assert_eq!(s.stop(), Some(0));
+    let writes = gh.writes("o/r");
+    assert!(
+        writes.iter().any(|w| w
+            .path
+            .ends_with(&format!("/comments/{maint_comment}/reactions"))
+            && w.detail.contains("reaction eyes by autotriage-bot")),
+        "{writes:#?}"
+    );
+    let w = gh.world();
+    assert!(
+        !w.issue("o/r", 7).labels.iter().any(|l| l == "bug"),
+        "a label a person removed was applied again: {:?}",
+        w.issue("o/r", 7).labels
+    );
+}
+
+#[test]
+fn a_closed_pull_request_records_its_outcome_only_from_our_own_branch() {
+    let gh = fake();
+    let t = TestContext::new();
+    config(&t, "o/r", "");
+    // A fix of ours on record: issue 4, pull 9.
+    t.write(
+        "fix.jsonl",
+        "{\"type\":\"header\",\"schema_version\":4,\"tool\":\"autotriage\"}\n{\"type\":\"fix\",\"repo\":\"o/r\",\"number\":4,\"run_id\":\"r1\",\"files\":[\"src/lib.rs\"],\"verdict\":\"published\",\"pr_url\":\"https://github.com/o/r/pull/9\",\"created_at\":\"2026-11-30T00:00:00Z\",\"branch\":\"autotriage/issue-4\",\"commits\":[]}\n",
+    );
+    let imported = t.run(&["memory", "import", "fix.jsonl"]);
+    assert_eq!(code(&imported), 0, "{}", stderr(&imported));
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    let closed = |head_repo: &str| {
+        json!({"action": "closed", "repository": {"full_name": "o/r"}, "sender": {"login": "maint"},
+               "pull_request": {"number": 9, "merged": true,
+                  "head": {"ref": "autotriage/issue-4", "repo": {"full_name": head_repo}}}})
+    };
+    let (status, text) = s.send("pull_request", "p-1", &closed("mallory/r"));
+    assert_eq!(status, 202);
+    assert!(
+        text.contains("is a branch of mallory/r, not of o/r"),
+        "{text}"
+    );
+    s.send("pull_request", "p-2", &closed("o/r"));
+    s.wait_log("job done", "pull 9 merged");
+    assert_eq!(s.stop(), Some(0));
+    let o = t.run(&["memory", "export", "--jsonl"]);
+    let fix = stdout(&o)
+        .lines()
+        .find(|l| l.contains("\"run_id\":\"r1\""))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(fix.contains("\"verdict\":\"merged\""), "{}", stdout(&o));
+}
+
+#[test]
+fn queue_commands_show_retry_and_drop_a_dead_letter() {
+    let gh = fake();
+    let t = TestContext::new();
+    config(&t, "o/r", "  max_attempts: 1\n");
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    // Issue 404 does not exist: the job fails for good.
+    s.send("issues", "d-404", &opened("o/r", 404));
+    s.wait_log("job failed", "\"outcome\":\"dead\"");
+    assert_eq!(s.stop(), Some(0));
+    let o = t.run(&["queue", "list", "--state", "dead", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let id = v["jobs"][0]["id"].as_i64().unwrap();
+    assert_eq!(v["jobs"][0]["spec"]["number"], 404);
+    let o = t.run(&["queue", "show", &id.to_string()]);
+    assert!(stdout(&o).contains("last error:"), "{}", stdout(&o));
+    let o = t.run(&["queue", "retry", &id.to_string(), "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["state"].as_str(), v["attempts"].as_u64()),
+        (Some("queued"), Some(0))
+    );
+    let o = t.run(&["queue", "drop", &id.to_string()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = t.run(&["queue", "show", &id.to_string()]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("no job {id} in the queue")),
+        "{}",
+        stderr(&o)
+    );
+    let _ = MAINT;
+}
