@@ -276,6 +276,7 @@ impl Service<'_> {
         let forge = self.forge()?;
         let issue = forge.issue(&id, number)?;
         let mut memory = ctx.open_memory(OpenMode::Create)?;
+        self.import_history(&mut *memory, repo, &id)?;
         let (mut engine, _) = crate::pipeline::triage::build_engine(cfg, &mut *memory)?;
         if let Ok(labels) = forge.labels(&id) {
             engine.declare_labels(repo, labels);
@@ -326,6 +327,43 @@ impl Service<'_> {
             ),
             spent_usd: spent,
         })
+    }
+
+    /// The first time a repository is served, its labelled closed issues (up to 1,000)
+    /// go into memory, so triage has a history to learn from.
+    fn import_history(
+        &self,
+        memory: &mut dyn crate::memory::Memory,
+        repo: &str,
+        id: &RepoId,
+    ) -> Result<()> {
+        let known = memory.list(&crate::memory::ListFilter {
+            repo: Some(repo.to_string()),
+            label: None,
+            state: None,
+            limit: Some(1),
+        })?;
+        if !known.is_empty() {
+            return Ok(());
+        }
+        let lister = GithubForge::from_config(
+            self.ctx.config(),
+            crate::forge::github::ListOptions {
+                state: Some("closed".into()),
+                label: None,
+                since: None,
+                limit: Some(1000),
+            },
+        )?;
+        let labelled: Vec<crate::issue::Issue> = lister
+            .issues(id)?
+            .into_iter()
+            .filter(|i| !i.labels.is_empty())
+            .collect();
+        memory.upsert_issues(&labelled, &|| false)?;
+        (self.log)(json!({"msg": "history imported", "repo": repo,
+                           "labelled_closed_issues": labelled.len()}));
+        Ok(())
     }
 
     fn fix(&self, repo: &str, number: u64, granted_by: Option<&str>) -> Result<JobDone> {

@@ -509,3 +509,103 @@ fn queue_commands_show_retry_and_drop_a_dead_letter() {
     );
     let _ = MAINT;
 }
+
+fn crash_issue(gh: &FakeGithub) {
+    let mut w = gh.world();
+    w.add_label("o/r", "bug");
+    w.add_issue(
+        "o/r",
+        7,
+        "Crash when saving a file",
+        "It panics on save with an error: thread 'main' panicked at src/lib.rs:2.",
+        "reporter",
+        "NONE",
+        &[],
+    );
+}
+
+fn label_writes(gh: &FakeGithub) -> usize {
+    gh.writes("o/r")
+        .iter()
+        .filter(|w| w.method == "POST" && w.path.ends_with("/issues/7/labels"))
+        .count()
+}
+
+#[test]
+fn a_delivery_acknowledged_before_a_kill_9_runs_once_after_the_restart() {
+    let gh = fake();
+    crash_issue(&gh);
+    let t = TestContext::new();
+    import_history(&t);
+    // The job waits 3 s (the coalescing window): the kill lands before it starts.
+    t.write(
+        "autotriage.yaml",
+        "serve:\n  repos: [o/r]\n  coalesce_seconds: 3\n",
+    );
+    let mut first = Server::start(&t, &env(&gh, BOT), SECRET);
+    let (status, _) = first.send("issues", "k-1", &opened("o/r", 7));
+    assert_eq!(status, 202);
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(
+        !first
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("job started")),
+        "the job started before the kill"
+    );
+    assert_eq!(label_writes(&gh), 0);
+    let second = Server::start(&t, &env(&gh, BOT), SECRET);
+    second.wait_log("job done", "triaged o/r#7");
+    // GitHub retrying the same delivery after the restart changes nothing.
+    let (status, _) = second.send("issues", "k-1", &opened("o/r", 7));
+    assert_eq!(status, 200);
+    assert_eq!(second.stop(), Some(0));
+    assert_eq!(label_writes(&gh), 1, "{:#?}", gh.writes("o/r"));
+    assert!(gh.world().issue("o/r", 7).labels.iter().any(|l| l == "bug"));
+}
+
+#[test]
+fn edits_inside_the_window_become_one_job_and_history_is_imported_first() {
+    let gh = fake();
+    crash_issue(&gh);
+    {
+        let mut w = gh.world();
+        for (n, title, label) in [
+            (1, "Panic when the config file is empty", "bug"),
+            (2, "Support TOML configuration", "enhancement"),
+            (3, "Crash on startup with an empty cache", "bug"),
+        ] {
+            w.add_issue("o/r", n, title, "Details.", "someone", "NONE", &[label]);
+            w.issue_mut("o/r", n).state = "closed".into();
+        }
+    }
+    let t = TestContext::new();
+    t.write(
+        "autotriage.yaml",
+        "serve:\n  repos: [o/r]\n  coalesce_seconds: 2\n",
+    );
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    let (_, text) = s.send("issues", "e-1", &opened("o/r", 7));
+    assert!(text.contains("queued job(s) [1]"), "{text}");
+    let mut edited = opened("o/r", 7);
+    edited["action"] = json!("edited");
+    let (status, text) = s.send("issues", "e-2", &edited);
+    assert_eq!(status, 202);
+    assert!(text.contains("folded into job 1"), "{text}");
+    let imported = s.wait_log("history imported", "o/r");
+    assert_eq!(imported["labelled_closed_issues"], 3);
+    s.wait_log("job done", "triaged o/r#7");
+    assert_eq!(s.stop(), Some(0));
+    let o = t.run(&["queue", "list", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1, "{v}");
+    let o = t.run(&["memory", "list", "--json"]);
+    assert!(
+        stdout(&o).contains("Support TOML configuration"),
+        "{}",
+        stdout(&o)
+    );
+}
