@@ -373,8 +373,9 @@ impl Queue {
         } else {
             JobState::Queued
         };
-        // 2, 4, 8 … s (at most 10 min), plus up to a quarter more so retries spread.
-        let backoff = (2u64 << job.attempts.min(9)).min(600);
+        // 2, 4, 8 … s after attempts 1, 2, 3 (at most 10 min), plus up to a quarter more
+        // so retries spread.
+        let backoff = (1u64 << job.attempts.min(10)).min(600);
         let jitter = (t as u64 ^ id as u64) % (backoff / 4 + 1);
         let wait = retry_after.unwrap_or(backoff + jitter) as i64;
         self.conn

@@ -257,6 +257,8 @@ pub struct World {
     pub tick: i64,
     /// Holds the bare repositories: `<root>/<owner>/<name>.git`.
     pub git_root: tempfile::TempDir,
+    /// Outages: requests whose path ends with the text get the status, this many times.
+    pub outages: Vec<(String, u16, usize)>,
 }
 
 const EPOCH: i64 = 1_704_067_200;
@@ -491,6 +493,7 @@ impl World {
             url,
             tick: 0,
             git_root: tempfile::tempdir().unwrap(),
+            outages: Vec::new(),
         }
     }
 
@@ -955,6 +958,15 @@ impl World {
     }
 
     fn route(&mut self, q: &mut Q) -> Res {
+        let path = format!("/{}", q.segs.join("/"));
+        if let Some(o) = self
+            .outages
+            .iter_mut()
+            .find(|(p, _, n)| *n > 0 && path.ends_with(p.as_str()))
+        {
+            o.2 -= 1;
+            return Err(fail(o.1, "Server Error"));
+        }
         let Some(token) = q.token.clone() else {
             return Err(fail(401, "Bad credentials"));
         };

@@ -609,3 +609,83 @@ fn edits_inside_the_window_become_one_job_and_history_is_imported_first() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_job_that_meets_two_502s_retries_with_backoff_and_then_succeeds() {
+    let gh = fake();
+    crash_issue(&gh);
+    gh.world()
+        .outages
+        .push(("/repos/o/r/issues/7".into(), 502, 2));
+    let t = TestContext::new();
+    import_history(&t);
+    // No retries inside the GitHub client: the queue's own retries are under test.
+    config(&t, "o/r", "retry:\n  max_wait: 0\n");
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    s.send("issues", "r-1", &opened("o/r", 7));
+    s.wait_log("job done", "triaged o/r#7");
+    let log = s.log.lock().unwrap().clone();
+    let failures: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("\"job failed\"") && l.contains("\"outcome\":\"retry\""))
+        .collect();
+    assert_eq!(failures.len(), 2, "{log:#?}");
+    assert!(failures[0].contains("502"), "{}", failures[0]);
+    assert_eq!(s.stop(), Some(0));
+    assert_eq!(label_writes(&gh), 1);
+}
+
+#[test]
+fn past_the_daily_budget_jobs_wait_and_say_so() {
+    let gh = fake();
+    crash_issue(&gh);
+    let t = TestContext::new();
+    config(&t, "o/r", "  daily_budget_usd: 0\n");
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    s.send("issues", "b-1", &opened("o/r", 7));
+    let failed = s.wait_log("job failed", "the day's budget is spent");
+    assert_eq!(failed["outcome"], "retry");
+    assert_eq!(s.stop(), Some(0));
+    let o = t.run(&["queue", "list", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["jobs"][0]["state"], "queued");
+    // It waits for the next UTC day.
+    let wait = v["jobs"][0]["not_before"].as_i64().unwrap() - chrono::Utc::now().timestamp();
+    assert!(wait > 0, "{v}");
+    assert_eq!(label_writes(&gh), 0);
+}
+
+#[test]
+fn sigterm_with_a_job_running_gives_its_lease_back_and_exits_0() {
+    let gh = fake();
+    crash_issue(&gh);
+    // GitHub keeps failing: the job sits in the client's retries.
+    gh.world()
+        .outages
+        .push(("/repos/o/r/issues/7".into(), 502, 1000));
+    let t = TestContext::new();
+    config(
+        &t,
+        "o/r",
+        "  shutdown_grace_seconds: 1\nretry:\n  max_wait: 60\n",
+    );
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    s.send("issues", "g-1", &opened("o/r", 7));
+    s.wait_log("job started", "o/r#7");
+    let started = Instant::now();
+    let log = s.log.clone();
+    assert_eq!(s.stop(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("stopped after the grace period")
+                && l.contains("\"leases_returned\":1")),
+        "{:#?}",
+        log.lock().unwrap()
+    );
+    let o = t.run(&["queue", "list", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["jobs"][0]["state"], "queued", "{v}");
+}
