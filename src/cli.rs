@@ -131,6 +131,11 @@ pub struct ServeArgs {
     /// Workers running jobs at once.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub workers: usize,
+    /// First ask GitHub to redeliver the App webhook's failed deliveries of the last
+    /// HOURS that the queue never received (GitHub does not redeliver by itself; needs
+    /// `github.app_id`).
+    #[arg(long, value_name = "HOURS")]
+    pub catch_up: Option<u64>,
 }
 
 /// `queue …`

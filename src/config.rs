@@ -473,6 +473,13 @@ pub struct GithubConfig {
     /// Where `fix` and `test` clone a repository from when no checkout is at hand;
     /// `{repo}` becomes `owner/name`.
     pub clone_url: String,
+    /// A GitHub App's id: `serve` then acts as the App (a JWT signed with its private key
+    /// gets an installation token per repository, renewed before it expires).
+    pub app_id: Option<u64>,
+    /// The App's private key file (PEM), or
+    pub app_private_key: Option<PathBuf>,
+    /// the variable holding the PEM itself.
+    pub app_private_key_env: Option<String>,
 }
 
 impl Default for GithubConfig {
@@ -483,6 +490,9 @@ impl Default for GithubConfig {
             create_labels: false,
             bot_login: None,
             clone_url: "https://github.com/{repo}.git".into(),
+            app_id: None,
+            app_private_key: None,
+            app_private_key_env: None,
         }
     }
 }

@@ -78,6 +78,7 @@ impl Ctx {
             state_dir: self.workspace.state_dir(),
             cache_dir: self.workspace.cache_dir(),
             backends: self,
+            github_as: None,
         }
     }
 

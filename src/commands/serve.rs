@@ -44,8 +44,12 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         )
         .into());
     }
-    let forge = GithubForge::from_config(ctx.config(), Default::default())?;
-    let bot = forge.identity()?;
+    // A GitHub App when `github.app_id` is set, else the token's user.
+    let app = crate::forge::github_app::AppAuth::from_config(ctx.config())?;
+    let bot = match &app {
+        Some(a) => a.bot_login()?,
+        None => GithubForge::from_config(ctx.config(), Default::default())?.identity()?,
+    };
     let route = RouteSettings::new(
         &cfg.repos,
         &ctx.config().trust.trigger_label,
@@ -54,6 +58,26 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
     .map_err(|e| CommandError::usage(format!("{e}\n  fix: correct serve.repos")))?;
     let queue_path = ctx.queue_path();
     let queue = Arc::new(Mutex::new(Queue::open(&queue_path)?));
+    if let Some(hours) = args.catch_up {
+        let Some(app) = &app else {
+            return Err(CommandError::usage(
+                "--catch-up reads the App webhook's deliveries, and github.app_id is not set\n  fix: configure the GitHub App (github.app_id, github.app_private_key), or drop --catch-up",
+            )
+            .into());
+        };
+        let q = queue
+            .lock()
+            .map_err(|_| CommandError::failure("the queue lock is poisoned"))?;
+        let asked = catch_up(app, &q, hours)?;
+        drop(q);
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "{}",
+            json!({"msg": "catch-up", "hours": hours, "redeliveries_requested": asked,
+                   "ts": crate::runs::now_rfc3339()})
+        );
+    }
     let listener = std::net::TcpListener::bind(&args.listen).map_err(|e| {
         CommandError::usage(format!(
             "cannot listen on {}: {e}\n  fix: pass --listen with a free address",
@@ -80,6 +104,16 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         metrics: metrics.clone(),
         log: log.clone(),
     });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // SIGTERM is caught from before the first line says the service listens.
+    let term = {
+        let _in_runtime = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+    };
+    let _polling = crate::interrupt::Polling::enter();
     log(
         json!({"msg": "listening", "addr": addr.to_string(), "workers": args.workers,
                "queue": queue_path.display().to_string(), "as": bot}),
@@ -87,6 +121,7 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
     let executor = Service {
         ctx,
         bot,
+        app,
         log: log.clone(),
     };
     let settings = WorkerSettings {
@@ -96,11 +131,6 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
     };
     let stop = AtomicBool::new(false);
     let owner = format!("{}-{}", hostname(), std::process::id());
-    let _polling = crate::interrupt::Polling::enter();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let grace = cfg.shutdown_grace_seconds;
     std::thread::scope(|s| -> Result<()> {
         for i in 0..args.workers.max(1) {
@@ -112,7 +142,7 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         let served = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             axum::serve(listener, router(state))
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(shutdown_signal(term))
                 .await
         });
         stop.store(true, Ordering::SeqCst);
@@ -141,8 +171,7 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
 }
 
 /// SIGTERM, or Ctrl-C (through the interrupt flag).
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+async fn shutdown_signal(mut term: Option<tokio::signal::unix::Signal>) {
     loop {
         let tick = tokio::time::sleep(Duration::from_millis(100));
         match term.as_mut() {
@@ -182,10 +211,45 @@ impl Sink for LogSink {
     }
 }
 
+/// GitHub's failed deliveries of the last `hours` that the queue never received, asked
+/// for again (each delivery id once): the catch-up after downtime, since GitHub does
+/// not redeliver by itself.
+fn catch_up(
+    app: &crate::forge::github_app::AppAuth,
+    queue: &Queue,
+    hours: u64,
+) -> Result<Vec<String>> {
+    let since = chrono::Utc::now() - chrono::Duration::hours(hours as i64);
+    let mut asked: Vec<String> = Vec::new();
+    for d in app.deliveries()? {
+        let guid = d["guid"].as_str().unwrap_or("").to_string();
+        let when = d["delivered_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let ok = d["status_code"]
+            .as_u64()
+            .is_some_and(|s| (200..300).contains(&s));
+        let Some(id) = d["id"].as_u64() else { continue };
+        if guid.is_empty()
+            || ok
+            || when.is_none_or(|w| w < since)
+            || asked.contains(&guid)
+            || queue.has_delivery(&guid)?
+        {
+            continue;
+        }
+        app.redeliver(id)?;
+        asked.push(guid);
+    }
+    Ok(asked)
+}
+
 /// Runs the service's jobs with this config.
 struct Service<'a> {
     ctx: &'a Ctx,
     bot: String,
+    /// The GitHub App, when the service acts as one.
+    app: Option<crate::forge::github_app::AppAuth>,
     log: Arc<dyn Fn(Value) + Send + Sync>,
 }
 
@@ -218,11 +282,29 @@ fn spend_key() -> String {
 }
 
 impl Service<'_> {
-    fn forge(&self) -> Result<GithubForge> {
-        Ok(GithubForge::from_config(
-            self.ctx.config(),
-            Default::default(),
-        )?)
+    /// The forge for `repo`: as the App's installation there, or with the token.
+    fn forge(&self, repo: &RepoId) -> Result<GithubForge> {
+        self.forge_listing(repo, Default::default())
+    }
+
+    fn forge_listing(
+        &self,
+        repo: &RepoId,
+        list: crate::forge::github::ListOptions,
+    ) -> Result<GithubForge> {
+        Ok(self.deps_for(repo)?.github(list)?)
+    }
+
+    /// The pipeline's dependencies, acting as the App's installation on `repo`.
+    fn deps_for(&self, repo: &RepoId) -> Result<crate::pipeline::Deps<'_>> {
+        let mut deps = self.ctx.deps();
+        if let Some(app) = &self.app {
+            deps.github_as = Some(crate::pipeline::GithubAs {
+                token: app.installation_token(repo)?,
+                login: self.bot.clone(),
+            });
+        }
+        Ok(deps)
     }
 
     /// The day's spend so far; a job waits when it is at the budget.
@@ -273,7 +355,7 @@ impl Service<'_> {
         let ctx = self.ctx;
         let cfg = ctx.config();
         let id = repo_id(repo)?;
-        let forge = self.forge()?;
+        let forge = self.forge(&id)?;
         let issue = forge.issue(&id, number)?;
         let mut memory = ctx.open_memory(OpenMode::Create)?;
         self.import_history(&mut *memory, repo, &id)?;
@@ -346,8 +428,8 @@ impl Service<'_> {
         if !known.is_empty() {
             return Ok(());
         }
-        let lister = GithubForge::from_config(
-            self.ctx.config(),
+        let lister = self.forge_listing(
+            id,
             crate::forge::github::ListOptions {
                 state: Some("closed".into()),
                 label: None,
@@ -370,7 +452,7 @@ impl Service<'_> {
         let ctx = self.ctx;
         let cfg = ctx.config();
         let id = repo_id(repo)?;
-        let forge = self.forge()?;
+        let forge = self.forge(&id)?;
         // A maintainer's `/autotriage fix` is the trust grant, checked again now.
         let force = match granted_by {
             Some(login) => {
@@ -409,13 +491,19 @@ impl Service<'_> {
             issue,
             dir,
             repo: std::sync::Mutex::new(git),
-            publish_to: PublishTo::Github(id),
+            publish_to: PublishTo::Github(id.clone()),
         };
         let sink = LogSink {
             log: self.log.clone(),
         };
-        let out =
-            crate::pipeline::fix::run_fix(&ctx.deps(), &plan, Some(&session), &engine, &job, &sink);
+        let out = crate::pipeline::fix::run_fix(
+            &self.deps_for(&id)?,
+            &plan,
+            Some(&session),
+            &engine,
+            &job,
+            &sink,
+        );
         self.add_spend(out.spent);
         match out.error {
             None => Ok(JobDone {
@@ -447,7 +535,7 @@ impl Service<'_> {
         comment_id: u64,
     ) -> Result<JobDone> {
         let id = repo_id(repo)?;
-        let forge = self.forge()?;
+        let forge = self.forge(&id)?;
         // The COLLABORATOR association alone is not enough: the permission, read live.
         let p = forge.permission(&id, commenter)?;
         if !can_write(&p) {
@@ -482,7 +570,7 @@ impl Service<'_> {
         }
         // The issue as people left it is the labelled history triage learns from.
         let id = repo_id(repo)?;
-        let issue = self.forge()?.issue(&id, number)?;
+        let issue = self.forge(&id)?.issue(&id, number)?;
         memory.upsert_issues(std::slice::from_ref(&issue), &|| false)?;
         let key = format!("serve/corrections/{repo}#{number}");
         let mut all = memory

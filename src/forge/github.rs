@@ -127,6 +127,16 @@ impl GithubForge {
                 "no GitHub token\n  fix: export GITHUB_TOKEN (or GH_TOKEN), or run `gh auth login`"
                     .into(),
         })?;
+        Self::with_token(api_url, token, max_wait_secs, list)
+    }
+
+    /// A forge for `api_url` acting with `token` (an App's installation token, say).
+    pub fn with_token(
+        api_url: &str,
+        token: String,
+        max_wait_secs: u64,
+        list: ListOptions,
+    ) -> Result<Self, ForgeError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -166,15 +176,33 @@ impl GithubForge {
         config: &crate::config::Config,
         list: ListOptions,
     ) -> Result<Self, ForgeError> {
-        let mut forge = Self::new(&config.github.api_url, config.retry.max_wait, list)?;
-        forge.trigger_label = config.trust.trigger_label.clone();
-        forge.bot_login = config
+        let forge = Self::new(&config.github.api_url, config.retry.max_wait, list)?;
+        Ok(forge.configured(config))
+    }
+
+    /// A forge for the configured GitHub acting with `token` (an App's installation
+    /// token); `bot_login` is who that token writes as.
+    pub fn from_config_with_token(
+        config: &crate::config::Config,
+        list: ListOptions,
+        token: String,
+        bot_login: &str,
+    ) -> Result<Self, ForgeError> {
+        let forge = Self::with_token(&config.github.api_url, token, config.retry.max_wait, list)?;
+        let mut forge = forge.configured(config);
+        forge.bot_login = Some(bot_login.to_string());
+        Ok(forge)
+    }
+
+    fn configured(mut self, config: &crate::config::Config) -> Self {
+        self.trigger_label = config.trust.trigger_label.clone();
+        self.bot_login = config
             .github
             .bot_login
             .clone()
             .filter(|l| !l.trim().is_empty());
-        forge.redactor = crate::redact::Redactor::from_env(&config.redact.secret_vars);
-        Ok(forge)
+        self.redactor = crate::redact::Redactor::from_env(&config.redact.secret_vars);
+        self
     }
 
     /// GET a URL (absolute, or a path under the API URL), retrying what is worth

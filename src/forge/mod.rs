@@ -4,6 +4,7 @@
 //! `gh issue list --json` output and CSV files.
 
 pub mod github;
+pub mod github_app;
 pub mod github_pr;
 pub mod local;
 

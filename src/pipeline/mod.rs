@@ -49,6 +49,36 @@ pub struct Deps<'a> {
     pub cache_dir: PathBuf,
     /// Memory and runs.
     pub backends: &'a dyn Backends,
+    /// Act on GitHub with this token and login (a GitHub App's installation token)
+    /// instead of the environment's token.
+    pub github_as: Option<GithubAs>,
+}
+
+/// A GitHub identity given to a job: a token and the login it writes as.
+#[derive(Clone)]
+pub struct GithubAs {
+    /// The token.
+    pub token: String,
+    /// Its login (`<app>[bot]`).
+    pub login: String,
+}
+
+impl<'a> Deps<'a> {
+    /// The GitHub forge this job acts through.
+    pub fn github(
+        &self,
+        list: crate::forge::github::ListOptions,
+    ) -> Result<crate::forge::github::GithubForge, crate::forge::ForgeError> {
+        match &self.github_as {
+            Some(a) => crate::forge::github::GithubForge::from_config_with_token(
+                self.config,
+                list,
+                a.token.clone(),
+                &a.login,
+            ),
+            None => crate::forge::github::GithubForge::from_config(self.config, list),
+        }
+    }
 }
 
 /// The kind of an error chain: the first typed error in it decides; anything else is

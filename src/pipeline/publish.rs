@@ -147,8 +147,7 @@ pub fn publish_github(
     run.stage_started("pr")?;
     emit.run_event(run, "pr", "pr started", What::StageStarted)?;
     let result = (|| -> Result<PublishOutcome> {
-        let forge =
-            crate::forge::github::GithubForge::from_config(deps.config, Default::default())?;
+        let forge = deps.github(Default::default())?;
         let run_id = run.id().to_string();
         let triage = triage_summary(deps, issue)?;
         let body = |p: &crate::pr::Published| {

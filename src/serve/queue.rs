@@ -401,6 +401,15 @@ impl Queue {
         Ok(n)
     }
 
+    /// Whether a delivery id was received.
+    pub fn has_delivery(&self, id: &str) -> Result<bool, QueueError> {
+        self.conn
+            .query_row("SELECT 1 FROM deliveries WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
+    }
+
     /// One job.
     pub fn show(&self, id: i64) -> Result<Job, QueueError> {
         self.conn

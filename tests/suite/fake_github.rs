@@ -259,6 +259,23 @@ pub struct World {
     pub git_root: tempfile::TempDir,
     /// Outages: requests whose path ends with the text get the status, this many times.
     pub outages: Vec<(String, u16, usize)>,
+    /// A GitHub App, when one is installed on every repository.
+    pub app: Option<FakeApp>,
+}
+
+/// A GitHub App: its JWTs are checked against `public_pem` (RS256, `iss` = the id).
+#[derive(Debug, Clone, Default)]
+pub struct FakeApp {
+    pub id: u64,
+    pub slug: String,
+    pub public_pem: String,
+    pub installation: u64,
+    /// The hook's deliveries, as `GET /app/hook/deliveries` lists them.
+    pub deliveries: Vec<Value>,
+    /// Delivery ids redelivery was asked for.
+    pub redelivered: Vec<u64>,
+    /// Installation tokens issued.
+    pub tokens_issued: usize,
 }
 
 const EPOCH: i64 = 1_704_067_200;
@@ -450,6 +467,8 @@ struct Q {
     method: String,
     raw_path: String,
     segs: Vec<String>,
+    /// A bearer that is no token: maybe an App's JWT.
+    jwt: Option<String>,
     raw_query: String,
     query: Vec<(String, String)>,
     body: Value,
@@ -494,6 +513,7 @@ impl World {
             tick: 0,
             git_root: tempfile::tempdir().unwrap(),
             outages: Vec::new(),
+            app: None,
         }
     }
 
@@ -901,11 +921,12 @@ impl World {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let token = ["Bearer ", "bearer ", "token ", "Token "]
+        let bearer = ["Bearer ", "bearer ", "token ", "Token "]
             .iter()
             .find_map(|p| auth.strip_prefix(p))
-            .and_then(|t| self.tokens.get(t.trim()))
-            .cloned();
+            .map(|t| t.trim().to_string());
+        let token = bearer.as_ref().and_then(|t| self.tokens.get(t)).cloned();
+        let jwt = bearer.filter(|t| token.is_none() && t.matches('.').count() == 2);
         let mut q = Q {
             method: r.method.as_str().to_uppercase(),
             raw_path,
@@ -918,6 +939,7 @@ impl World {
                 .collect(),
             body: serde_json::from_slice(&r.body).unwrap_or(Value::Null),
             token,
+            jwt,
             detail: String::new(),
             unmodelled: false,
         };
@@ -967,6 +989,9 @@ impl World {
             o.2 -= 1;
             return Err(fail(o.1, "Server Error"));
         }
+        if let Some(jwt) = q.jwt.clone() {
+            return self.route_app(q, &jwt);
+        }
         let Some(token) = q.token.clone() else {
             return Err(fail(401, "Bad credentials"));
         };
@@ -989,6 +1014,64 @@ impl World {
                 q.unmodelled = true;
                 Err(not_found())
             }
+        }
+    }
+
+    /// The App's endpoints, with its JWT checked against its public key.
+    fn route_app(&mut self, q: &mut Q, jwt: &str) -> Res {
+        let Some(app) = self.app.clone() else {
+            return Err(fail(401, "A JSON web token could not be decoded"));
+        };
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(app.public_pem.as_bytes())
+            .map_err(|_| fail(500, "bad fake key"))?;
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.set_issuer(&[app.id.to_string()]);
+        if jsonwebtoken::decode::<Value>(jwt, &key, &v).is_err() {
+            return Err(fail(401, "A JSON web token could not be decoded"));
+        }
+        let segs = q.segs.clone();
+        let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        match (q.method.as_str(), s.as_slice()) {
+            ("GET", ["app"]) => ok(json!({"id": app.id, "slug": app.slug})),
+            ("GET", ["repos", owner, name, "installation"]) => {
+                if self.key(&format!("{owner}/{name}")).is_none() {
+                    return Err(not_found());
+                }
+                ok(json!({"id": app.installation, "app_id": app.id}))
+            }
+            ("POST", ["app", "installations", id, "access_tokens"]) => {
+                if id.parse::<u64>().ok() != Some(app.installation) {
+                    return Err(not_found());
+                }
+                let login = format!("{}[bot]", app.slug);
+                let n = app.tokens_issued + 1;
+                let token = format!("ghs_fakeapp{n:030}");
+                self.tokens
+                    .insert(token.clone(), TokenKind::Installation(login.clone()));
+                let repos: Vec<String> = self.repos.keys().cloned().collect();
+                for r in repos {
+                    self.set_permission(&r, &login, "write");
+                }
+                if let Some(a) = self.app.as_mut() {
+                    a.tokens_issued = n;
+                }
+                q.note(&format!("installation token {n}"));
+                created(
+                    json!({"token": token, "expires_at": iso(chrono::Utc::now().timestamp() + 3600)}),
+                )
+            }
+            ("GET", ["app", "hook", "deliveries"]) => ok(Value::Array(app.deliveries.clone())),
+            ("POST", ["app", "hook", "deliveries", id, "attempts"]) => {
+                let id = id.parse::<u64>().map_err(|_| not_found())?;
+                if let Some(a) = self.app.as_mut() {
+                    a.redelivered.push(id);
+                }
+                Ok(reply(202, json!({})))
+            }
+            _ => Err(fail(
+                403,
+                "this endpoint takes an installation token, not the App's JWT",
+            )),
         }
     }
 

@@ -169,6 +169,7 @@ fn fix(
         state_dir: t.path().join(".autotriage"),
         cache_dir: t.path().join(".autotriage/cache"),
         backends: &folder,
+        github_as: None,
     };
     let mut memory = folder.open_memory(OpenMode::Create).unwrap();
     let (engine, _) = autotriage::pipeline::triage::build_engine(config, &mut *memory).unwrap();

@@ -24,6 +24,10 @@ struct Server {
 
 impl Server {
     fn start(t: &TestContext, env: &[(&str, String)], secret: &str) -> Server {
+        Self::start_with(t, env, secret, &[])
+    }
+
+    fn start_with(t: &TestContext, env: &[(&str, String)], secret: &str, args: &[&str]) -> Server {
         let bin = assert_cmd::cargo::cargo_bin("autotriage");
         let mut cmd = std::process::Command::new(bin);
         cmd.current_dir(t.path())
@@ -34,6 +38,7 @@ impl Server {
             .env("AUTOTRIAGE_WEBHOOK_SECRET", secret)
             .env("AUTOTRIAGE_CACHE_DIR", t.path().join("cache"))
             .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -688,4 +693,123 @@ fn sigterm_with_a_job_running_gives_its_lease_back_and_exits_0() {
     let o = t.run(&["queue", "list", "--json"]);
     let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["jobs"][0]["state"], "queued", "{v}");
+}
+
+fn with_app(gh: &FakeGithub) {
+    let public = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/github-app/test-app.pub.pem"),
+    )
+    .unwrap();
+    gh.world().app = Some(super::fake_github::FakeApp {
+        id: 4242,
+        slug: "autotriage-app".into(),
+        public_pem: public,
+        installation: 77,
+        ..Default::default()
+    });
+}
+
+fn app_config(t: &TestContext, extra: &str) {
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/github-app/test-app.pem");
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "github:\n  app_id: 4242\n  app_private_key: {}\nserve:\n  repos: [o/r]\n  coalesce_seconds: 0\n{extra}",
+            key.display()
+        ),
+    );
+}
+
+#[test]
+fn serve_acts_as_a_github_app_with_an_installation_token() {
+    let gh = fake();
+    crash_issue(&gh);
+    with_app(&gh);
+    let t = TestContext::new();
+    import_history(&t);
+    app_config(&t, "");
+    // No user token at all: the App's JWT buys an installation token.
+    let s = Server::start(&t, &[("GITHUB_API_URL", gh.url())], SECRET);
+    assert!(s.log.lock().unwrap()[0].contains("\"as\":\"autotriage-app[bot]\""));
+    s.send("issues", "a-1", &opened("o/r", 7));
+    s.wait_log("job done", "triaged o/r#7");
+    assert_eq!(s.stop(), Some(0));
+    let labels: Vec<_> = gh
+        .writes("o/r")
+        .into_iter()
+        .filter(|w| w.method == "POST" && w.path.ends_with("/issues/7/labels"))
+        .collect();
+    assert_eq!(labels.len(), 1, "{labels:#?}");
+    assert_eq!(labels[0].actor, "autotriage-app[bot]");
+    assert_eq!(gh.world().app.as_ref().unwrap().tokens_issued, 1);
+    // A key that is not the App's: GitHub refuses the JWT, and serve does not start.
+    gh.world().app.as_mut().unwrap().public_pem = String::from_utf8(
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                "openssl genrsa 2048 2>/dev/null | openssl rsa -pubout 2>/dev/null",
+            ])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let o = t
+        .cmd()
+        .env("GITHUB_API_URL", gh.url())
+        .env("AUTOTRIAGE_WEBHOOK_SECRET", SECRET)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("GitHub answered 401 to the App"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn catch_up_asks_again_only_for_recent_failed_deliveries_never_received() {
+    let gh = fake();
+    with_app(&gh);
+    let now = chrono::Utc::now();
+    let at = |hours: i64| (now - chrono::Duration::hours(hours)).to_rfc3339();
+    gh.world().app.as_mut().unwrap().deliveries = vec![
+        json!({"id": 1, "guid": "g-ok", "status_code": 202, "delivered_at": at(1), "event": "issues"}),
+        json!({"id": 2, "guid": "g-failed", "status_code": 502, "delivered_at": at(1), "event": "issues"}),
+        json!({"id": 3, "guid": "g-failed", "status_code": 502, "delivered_at": at(1), "event": "issues", "redelivery": true}),
+        json!({"id": 4, "guid": "g-old", "status_code": 500, "delivered_at": at(48), "event": "issues"}),
+        json!({"id": 5, "guid": "g-known", "status_code": 500, "delivered_at": at(2), "event": "issues"}),
+    ];
+    let t = TestContext::new();
+    app_config(&t, "");
+    // The queue has g-known (received, though GitHub saw the answer fail).
+    let s = Server::start(&t, &[("GITHUB_API_URL", gh.url())], SECRET);
+    s.send("issues", "g-known", &opened("o/r", 1));
+    assert_eq!(s.stop(), Some(0));
+    let s = Server::start_with(
+        &t,
+        &[("GITHUB_API_URL", gh.url())],
+        SECRET,
+        &["--catch-up", "24"],
+    );
+    let caught = s.wait_log("catch-up", "redeliveries_requested");
+    assert_eq!(caught["redeliveries_requested"], json!(["g-failed"]));
+    assert_eq!(s.stop(), Some(0));
+    assert_eq!(gh.world().app.as_ref().unwrap().redelivered, vec![2]);
+    // Without an App there is nothing to read.
+    t.write("autotriage.yaml", "serve:\n  repos: [o/r]\n");
+    let o = gh
+        .cmd(&t, BOT)
+        .env("AUTOTRIAGE_WEBHOOK_SECRET", SECRET)
+        .args(["serve", "--listen", "127.0.0.1:0", "--catch-up", "24"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--catch-up reads the App webhook's deliveries"),
+        "{}",
+        stderr(&o)
+    );
 }
