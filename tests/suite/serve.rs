@@ -813,3 +813,116 @@ fn catch_up_asks_again_only_for_recent_failed_deliveries_never_received() {
         stderr(&o)
     );
 }
+
+/// A Python project on the fake GitHub, with a bug in `add()`.
+fn python_project(gh: &FakeGithub) {
+    let mut w = gh.world();
+    w.add_repo(
+        "o/py",
+        "main",
+        &[
+            ("calc/__init__.py", ""),
+            ("calc/ops.py", "def add(a, b):\n    return a - b\n"),
+            (
+                "tests/test_ops.py",
+                "from calc.ops import add\n\n\ndef test_zero():\n    assert add(0, 0) == 0\n",
+            ),
+            ("pyproject.toml", "[tool.pytest.ini_options]\n"),
+        ],
+    );
+    w.set_permission("o/py", "maint", "write");
+    w.set_permission("o/py", "autotriage-bot", "write");
+    w.add_issue(
+        "o/py",
+        4,
+        "add() subtracts",
+        "`add(2, 3)` returns -1 instead of 5, in calc/ops.py.",
+        "reporter",
+        "NONE",
+        &[],
+    );
+}
+
+const PY_FIX: &str = "Use `+`, with a test.\n\n```diff\ndiff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\ndiff --git a/tests/test_ops.py b/tests/test_ops.py\n--- a/tests/test_ops.py\n+++ b/tests/test_ops.py\n@@ -4,1 +4,5 @@\n def test_zero():\n     assert add(0, 0) == 0\n+\n+\n+def test_add():\n+    assert add(2, 3) == 5\n```\n";
+
+#[test]
+fn a_writers_fix_command_opens_one_draft_pr_and_a_readers_opens_none() {
+    let pytest = std::process::Command::new("python3")
+        .args(["-m", "pytest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        pytest || !super::common::emulators_required(),
+        "CI needs pytest"
+    );
+    if !pytest {
+        return;
+    }
+    let gh = fake();
+    python_project(&gh);
+    let (stranger_says, maint_says) = {
+        let mut w = gh.world();
+        (
+            w.add_comment("o/py", 4, "stranger", "/autotriage fix"),
+            w.add_comment("o/py", 4, "maint", "Confirmed.\n/autotriage fix"),
+        )
+    };
+    let model = super::common::HttpMock::start();
+    model.mount(
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/messages"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200).set_body_json(json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+                "content": [{"type": "text", "text": PY_FIX}],
+                "stop_reason": "end_turn", "usage": {"input_tokens": 1000, "output_tokens": 100}})),
+            ),
+    );
+    let t = TestContext::new();
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "github:\n  clone_url: \"{}\"\nmodels:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\nrepair:\n  candidates: 1\ntest:\n  sandbox: off\n  command: python3 -m pytest tests\nserve:\n  repos: [o/py]\n  coalesce_seconds: 0\n",
+            gh.world().clone_url(),
+            model.server.uri()
+        ),
+    );
+    let mut env = env(&gh, BOT);
+    env.push((
+        "ANTHROPIC_API_KEY",
+        "sk-ant-test-key-000000000000000000".into(),
+    ));
+    let s = Server::start(&t, &env, SECRET);
+    let comment = |id: u64, who: &str| {
+        json!({"action": "created", "issue": {"number": 4}, "repository": {"full_name": "o/py"},
+               "comment": {"id": id, "body": "/autotriage fix"}, "sender": {"login": who}})
+    };
+    s.send("issue_comment", "f-1", &comment(stranger_says, "stranger"));
+    s.wait_log(
+        "job done",
+        "/autotriage fix from stranger (read permission): nothing done",
+    );
+    assert!(model.requests().is_empty());
+    assert!(gh.world().repo("o/py").pulls.is_empty());
+    s.send("issue_comment", "f-2", &comment(maint_says, "maint"));
+    let done = s.wait_log("job done", "o/py#4: fixed");
+    assert!(
+        done["summary"].as_str().unwrap().contains("published"),
+        "{done}"
+    );
+    assert_eq!(s.stop(), Some(0));
+    let w = gh.world();
+    let pulls = &w.repo("o/py").pulls;
+    assert_eq!(pulls.len(), 1, "{pulls:#?}");
+    assert!(pulls[0].draft);
+    assert_eq!(pulls[0].head, "autotriage/issue-4");
+    assert_eq!(pulls[0].author, "autotriage-bot");
+    assert_eq!(model.requests().len(), 1);
+    assert!(
+        w.writes("o/py").iter().any(|x| x
+            .path
+            .ends_with(&format!("/comments/{maint_says}/reactions"))),
+        "{:#?}",
+        w.writes("o/py")
+    );
+}
