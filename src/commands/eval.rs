@@ -151,8 +151,8 @@ fn model_triage(
     started: std::time::Instant,
 ) -> Result<()> {
     use crate::triage::model::{self as tmodel, PromptContext};
-    let session = super::triage::model_session(crate::cli::EngineArg::Model, None, ctx)?
-        .ok_or_else(|| {
+    let session =
+        super::model_session(crate::cli::EngineArg::Model, None, ctx)?.ok_or_else(|| {
             CommandError::usage("eval triage --engine model needs a model (--model NAME)")
         })?;
     let source = args

@@ -8,8 +8,8 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::Ctx;
-use super::render::{Terminal, colour_diff};
-use super::triage::{build_engine, model_session};
+use super::render::Terminal;
+use super::{build_engine, model_session};
 use crate::cli::{EngineArg, FixArgs, FixStage, ForgeArg, SourceArg};
 use crate::error::{CommandError, ErrorKind};
 use crate::forge::github::GithubForge;
@@ -17,7 +17,6 @@ use crate::issue::{Issue, IssueRef};
 use crate::locate::LocateSettings;
 use crate::memory::sqlite::OpenMode;
 use crate::memory::{ListFilter, Memory};
-use crate::pipeline::events::{Edited, Review, ReviewAnswer};
 use crate::pipeline::fix::{FixJob, FixOutcome, FixPlan, FixReport, PublishTo};
 
 /// Run `fix`.
@@ -120,9 +119,9 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         };
         let publish_to = match forge {
             ForgeArg::Github if until == FixStage::Pr => {
-                PublishTo::Github(super::pr::github_target(&issue, &issue.reference(), ctx)?)
+                PublishTo::Github(super::github_target(&issue, &issue.reference(), ctx)?)
             }
-            ForgeArg::Github => super::pr::github_target(&issue, &issue.reference(), ctx)
+            ForgeArg::Github => super::github_target(&issue, &issue.reference(), ctx)
                 .map_or(PublishTo::Local, PublishTo::Github),
             ForgeArg::Local => PublishTo::Local,
         };
@@ -286,76 +285,6 @@ fn live_for_trust(
     super::resolve_one(raw, &r, SourceArg::Github, memory, github, ctx)
 }
 
-/// The dry-run review on a terminal. Without a person to ask (not a terminal, `--yes`),
-/// the candidates are shown and the first that applied goes on; with `--json`, nothing
-/// is shown. Else each candidate is shown with the question: accept, reject, or edit
-/// in $EDITOR.
-pub(crate) fn review(ctx: &Ctx, q: &Review<'_>) -> ReviewAnswer {
-    if ctx.out.json {
-        return ReviewAnswer::NotAsked;
-    }
-    if !ctx.out.interactive || ctx.global.yes {
-        for c in q
-            .candidates
-            .iter()
-            .filter(|c| c.error.is_none() && c.duplicate_of.is_none())
-        {
-            ctx.out
-                .line(&format!("candidate {}: {}", c.id, c.explanation));
-            ctx.out.line(&colour_diff(ctx, &c.diff));
-        }
-        return ReviewAnswer::NotAsked;
-    }
-    match review_candidates(ctx, q) {
-        Ok((id, edited)) => ReviewAnswer::Chosen { id, edited },
-        Err(e) => ReviewAnswer::Failed(format!("{e:#}")),
-    }
-}
-
-fn review_candidates(ctx: &Ctx, q: &Review<'_>) -> Result<(Option<usize>, Option<Edited>)> {
-    let located = q.located;
-    ctx.out.line("ranked files:");
-    for (i, f) in located.files.iter().take(5).enumerate() {
-        let why = f.evidence.first().map(|e| e.detail.as_str()).unwrap_or("");
-        ctx.out
-            .line(&format!("  {}. {}  {}", i + 1, f.path, ctx.out.dim(why)));
-    }
-    for c in q.candidates {
-        if c.error.is_some() || c.duplicate_of.is_some() {
-            continue;
-        }
-        ctx.out.line(&format!(
-            "\n{} {}",
-            ctx.out.bold(&format!("candidate {}:", c.id)),
-            c.explanation
-        ));
-        ctx.out.line(&colour_diff(ctx, &c.diff));
-        let pick = dialoguer::Select::new()
-            .with_prompt(format!("candidate {}", c.id))
-            .items(["accept", "reject", "edit in $EDITOR"])
-            .default(0)
-            .interact_opt()
-            .map_err(|e| CommandError::failure(format!("the prompt failed: {e}")))?;
-        match pick {
-            Some(0) => return Ok((Some(c.id), None)),
-            Some(2) => {
-                let edited = dialoguer::Editor::new()
-                    .extension(".diff")
-                    .edit(&c.diff)
-                    .map_err(|e| CommandError::failure(format!("the editor failed: {e}")))?;
-                let Some(text) = edited else { continue };
-                match (q.check_edit)(&text) {
-                    Ok(edited) => return Ok((Some(c.id), Some(edited))),
-                    Err(e) => ctx.out.warn(&format!(
-                        "the edited patch does not apply, so it was not kept: {e}"
-                    )),
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok((None, None))
-}
 /// Print what a job got to; in a batch (`brief`), one line per issue (the table at the
 /// end has the rest).
 fn print(
@@ -480,7 +409,7 @@ fn print(
         }
     }
     if let Some(t) = &report.tests {
-        super::test::print_lines(ctx, t);
+        super::render::print_lines(ctx, t);
     }
     if let Some(p) = &report.published {
         let what = match (&p.url, &p.published) {

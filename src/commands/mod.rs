@@ -19,6 +19,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::cli::EngineArg;
+use crate::model::registry;
+use crate::model::replay::Recorder;
+use crate::model::retry::RetryPolicy;
+use crate::model::session::{REQUEST_TIMEOUT, Session};
+use crate::model::usage::Budget;
+use crate::triage::Engine;
+
 use crate::cli::SourceArg;
 use crate::cli::{Cli, Command, GlobalArgs};
 use crate::config::{Config, Loaded, Locations, MemoryBackend, Overrides};
@@ -447,4 +455,69 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
         Command::Queue(cmd) => queue::run(cmd, &ctx),
         Command::Completions(_) | Command::Init(_) => Ok(()),
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Helpers shared by the front-ends (no command calls another command)
+// ---------------------------------------------------------------------------------
+
+/// The model session for `--engine model|auto`, if a model is configured.
+pub fn model_session(
+    engine: EngineArg,
+    record: Option<&std::path::Path>,
+    ctx: &Ctx,
+) -> Result<Option<Session>> {
+    if engine == EngineArg::Offline {
+        return Ok(None);
+    }
+    let resolved = registry::configured(ctx.config(), REQUEST_TIMEOUT)?;
+    let Some(mut resolved) = resolved else {
+        if engine == EngineArg::Model {
+            return Err(CommandError::usage(
+                "triage --engine model needs a model, and none is configured\n  fix: set `model:` (and `models:`) in autotriage.yaml, or pass --model NAME / provider:model_id",
+            )
+            .into());
+        }
+        return Ok(None);
+    };
+    if let Some(path) = record {
+        resolved.model = std::sync::Arc::new(Recorder::new(resolved.model.clone(), path));
+    }
+    let cfg = ctx.config();
+    Ok(Some(Session::new(
+        resolved,
+        RetryPolicy::with_max_wait(cfg.retry.max_wait),
+        Budget::new(
+            cfg.budget.per_issue_usd,
+            cfg.budget.per_command_usd,
+            ctx.global.max_cost,
+        ),
+        ctx.redactor.clone(),
+    )))
+}
+
+/// Load the history, reuse or retrain the kind model, build the engine (saying when
+/// the model was trained).
+pub fn build_engine(ctx: &Ctx, memory: &mut dyn Memory) -> Result<Engine> {
+    let (engine, note) = crate::pipeline::triage::build_engine(ctx.config(), memory)?;
+    if let Some(note) = note {
+        ctx.out.info(&note);
+    }
+    Ok(engine)
+}
+
+/// The GitHub repository of an issue, for `--forge github`.
+pub(crate) fn github_target(issue: &Issue, raw: &str, ctx: &Ctx) -> Result<crate::issue::RepoId> {
+    match IssueRef::parse(&issue.reference(), &ctx.ref_context()) {
+        Ok(IssueRef::Remote { repo, .. }) => Ok(repo),
+        _ => Err(CommandError::usage(format!(
+            "{raw}: --forge github needs a GitHub issue (owner/repo#N)\n  fix: use --forge local for local issues"
+        ))
+        .into()),
+    }
+}
+
+/// Where the test worktrees of runs live (for `runs prune`).
+pub(crate) fn worktrees_dir(ctx: &Ctx) -> PathBuf {
+    ctx.workspace.cache_dir().join("worktrees")
 }

@@ -116,7 +116,7 @@ pub fn run(args: &PrArgs, ctx: &Ctx) -> Result<()> {
     let store = ctx.run_store()?;
     let sink = super::render::Terminal::new(ctx);
     let outcome = if args.forge == crate::cli::ForgeArg::Github {
-        let repo = github_target(&issue, &args.reference, ctx)?;
+        let repo = super::github_target(&issue, &args.reference, ctx)?;
         let mut run = store.begin(&issue.repo, issue.number, "pr")?;
         run.write_json("issue.json", &issue)?;
         let emit = crate::pipeline::Emitter::new(&sink, issue.reference());
@@ -200,17 +200,6 @@ fn finish(
         })?;
     }
     Ok(out)
-}
-
-/// The GitHub repository of an issue, for `--forge github`.
-pub(crate) fn github_target(issue: &Issue, raw: &str, ctx: &Ctx) -> Result<crate::issue::RepoId> {
-    match IssueRef::parse(&issue.reference(), &ctx.ref_context()) {
-        Ok(IssueRef::Remote { repo, .. }) => Ok(repo),
-        _ => Err(CommandError::usage(format!(
-            "{raw}: --forge github needs a GitHub issue (owner/repo#N)\n  fix: use --forge local for local issues"
-        ))
-        .into()),
-    }
 }
 
 /// Print what `pr` did (`raw` given: the `pr` command's own output).

@@ -7,8 +7,13 @@ use std::sync::Mutex;
 
 use indicatif::ProgressBar;
 
+use anyhow::Result;
+
 use super::Ctx;
+use crate::error::CommandError;
+use crate::pipeline::events::Edited;
 use crate::pipeline::{Event, Review, ReviewAnswer, Sink, What};
+use crate::verify::{self, TestReport};
 
 /// The terminal as a sink: one spinner or bar per issue at a time.
 pub(crate) struct Terminal<'a> {
@@ -65,7 +70,7 @@ impl Sink for Terminal<'_> {
     }
 
     fn review(&self, question: &Review<'_>) -> ReviewAnswer {
-        super::fix::review(self.ctx, question)
+        review(self.ctx, question)
     }
 
     fn asks(&self) -> bool {
@@ -106,4 +111,114 @@ pub(crate) fn colour_diff(ctx: &Ctx, diff: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The report's lines, shared with `fix`.
+pub(crate) fn print_lines(ctx: &Ctx, report: &TestReport) {
+    let b = &report.baseline.run;
+    ctx.out.line(&format!(
+        "  tests: `{}` ({}), {}",
+        report.plan.command,
+        if report.plan.detected {
+            "detected"
+        } else {
+            "configured"
+        },
+        report.runner
+    ));
+    ctx.out.line(&format!(
+        "  base {}: {} passing, {} failing{}",
+        report.base_commit.get(..12).unwrap_or(&report.base_commit),
+        b.results.with(verify::results::Outcome::Passed).len(),
+        b.results.with(verify::results::Outcome::Failed).len(),
+        if report.baseline.cached {
+            " (cached)"
+        } else {
+            ""
+        }
+    ));
+    for c in &report.candidates {
+        let mark = if Some(c.id) == report.chosen {
+            "*"
+        } else {
+            " "
+        };
+        ctx.out.line(&format!(
+            "  {mark} candidate {}: {} — {}",
+            c.id,
+            c.verdict.as_str(),
+            c.summary
+        ));
+    }
+}
+
+/// The dry-run review on a terminal. Without a person to ask (not a terminal, `--yes`),
+/// the candidates are shown and the first that applied goes on; with `--json`, nothing
+/// is shown. Else each candidate is shown with the question: accept, reject, or edit
+/// in $EDITOR.
+pub(crate) fn review(ctx: &Ctx, q: &Review<'_>) -> ReviewAnswer {
+    if ctx.out.json {
+        return ReviewAnswer::NotAsked;
+    }
+    if !ctx.out.interactive || ctx.global.yes {
+        for c in q
+            .candidates
+            .iter()
+            .filter(|c| c.error.is_none() && c.duplicate_of.is_none())
+        {
+            ctx.out
+                .line(&format!("candidate {}: {}", c.id, c.explanation));
+            ctx.out.line(&colour_diff(ctx, &c.diff));
+        }
+        return ReviewAnswer::NotAsked;
+    }
+    match review_candidates(ctx, q) {
+        Ok((id, edited)) => ReviewAnswer::Chosen { id, edited },
+        Err(e) => ReviewAnswer::Failed(format!("{e:#}")),
+    }
+}
+
+fn review_candidates(ctx: &Ctx, q: &Review<'_>) -> Result<(Option<usize>, Option<Edited>)> {
+    let located = q.located;
+    ctx.out.line("ranked files:");
+    for (i, f) in located.files.iter().take(5).enumerate() {
+        let why = f.evidence.first().map(|e| e.detail.as_str()).unwrap_or("");
+        ctx.out
+            .line(&format!("  {}. {}  {}", i + 1, f.path, ctx.out.dim(why)));
+    }
+    for c in q.candidates {
+        if c.error.is_some() || c.duplicate_of.is_some() {
+            continue;
+        }
+        ctx.out.line(&format!(
+            "\n{} {}",
+            ctx.out.bold(&format!("candidate {}:", c.id)),
+            c.explanation
+        ));
+        ctx.out.line(&colour_diff(ctx, &c.diff));
+        let pick = dialoguer::Select::new()
+            .with_prompt(format!("candidate {}", c.id))
+            .items(["accept", "reject", "edit in $EDITOR"])
+            .default(0)
+            .interact_opt()
+            .map_err(|e| CommandError::failure(format!("the prompt failed: {e}")))?;
+        match pick {
+            Some(0) => return Ok((Some(c.id), None)),
+            Some(2) => {
+                let edited = dialoguer::Editor::new()
+                    .extension(".diff")
+                    .edit(&c.diff)
+                    .map_err(|e| CommandError::failure(format!("the editor failed: {e}")))?;
+                let Some(text) = edited else { continue };
+                match (q.check_edit)(&text) {
+                    Ok(edited) => return Ok((Some(c.id), Some(edited))),
+                    Err(e) => ctx.out.warn(&format!(
+                        "the edited patch does not apply, so it was not kept: {e}"
+                    )),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((None, None))
 }

@@ -138,7 +138,7 @@ pub fn run(cmd: RunsCommand, ctx: &Ctx) -> Result<()> {
                     .map(|m| m.id)
                     .collect();
                 crate::verify::worktree::prune(
-                    &super::test::worktrees_dir(ctx),
+                    &super::worktrees_dir(ctx),
                     &removed,
                     &busy,
                     args.older_than,

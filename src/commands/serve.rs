@@ -364,7 +364,7 @@ impl Service<'_> {
             engine.declare_labels(repo, labels);
         }
         let mode: EngineArg = cfg.triage.engine.into();
-        let session = super::triage::model_session(mode, None, ctx)?;
+        let session = super::model_session(mode, None, ctx)?;
         let d = decide(&engine, session.as_ref(), mode, &issue);
         let spent: f64 = d.calls.iter().map(|c| c.cost_usd).sum();
         let apply = cfg.serve.apply;
@@ -468,7 +468,7 @@ impl Service<'_> {
             None => false,
         };
         let issue = forge.issue(&id, number)?;
-        let Some(session) = super::triage::model_session(EngineArg::Model, None, ctx)? else {
+        let Some(session) = super::model_session(EngineArg::Model, None, ctx)? else {
             return Err(CommandError::usage("a fix needs a model, and none is configured").into());
         };
         let (dir, git) = super::checkout(&issue, None, ctx)?;

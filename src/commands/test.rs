@@ -1,8 +1,6 @@
 //! `autotriage test REF [--run ID | --patch FILE]`: the repository's own tests on the
 //! base commit and on each candidate, in throwaway worktrees; `test.json`.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 use git2::Oid;
 use serde_json::json;
@@ -14,7 +12,7 @@ use crate::issue::{Issue, IssueRef};
 use crate::memory::sqlite::OpenMode;
 use crate::pipeline::test::{ensure_commit, preflight, test_stage};
 use crate::runs::fs::Run;
-use crate::verify::{self, CandidateInput, TestReport};
+use crate::verify::{CandidateInput, TestReport};
 
 /// Run `test`.
 pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
@@ -166,50 +164,6 @@ pub(crate) fn print_report(ctx: &Ctx, issue: &Issue, run_id: &str, report: &Test
             .json(&json!({"ref": issue.reference(), "run_id": run_id, "test": report}));
         return;
     }
-    print_lines(ctx, report);
+    super::render::print_lines(ctx, report);
     ctx.out.line(&format!("  run {run_id}"));
-}
-
-/// The report's lines, shared with `fix`.
-pub(crate) fn print_lines(ctx: &Ctx, report: &TestReport) {
-    let b = &report.baseline.run;
-    ctx.out.line(&format!(
-        "  tests: `{}` ({}), {}",
-        report.plan.command,
-        if report.plan.detected {
-            "detected"
-        } else {
-            "configured"
-        },
-        report.runner
-    ));
-    ctx.out.line(&format!(
-        "  base {}: {} passing, {} failing{}",
-        report.base_commit.get(..12).unwrap_or(&report.base_commit),
-        b.results.with(verify::results::Outcome::Passed).len(),
-        b.results.with(verify::results::Outcome::Failed).len(),
-        if report.baseline.cached {
-            " (cached)"
-        } else {
-            ""
-        }
-    ));
-    for c in &report.candidates {
-        let mark = if Some(c.id) == report.chosen {
-            "*"
-        } else {
-            " "
-        };
-        ctx.out.line(&format!(
-            "  {mark} candidate {}: {} — {}",
-            c.id,
-            c.verdict.as_str(),
-            c.summary
-        ));
-    }
-}
-
-/// Where the test worktrees of runs live (for `runs prune`).
-pub(crate) fn worktrees_dir(ctx: &Ctx) -> PathBuf {
-    ctx.workspace.cache_dir().join("worktrees")
 }

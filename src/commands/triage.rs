@@ -3,22 +3,17 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::Ctx;
 use super::render::Terminal;
-use crate::cli::{EngineArg, SourceArg, TriageArgs};
+use super::{Ctx, build_engine, model_session};
+use crate::cli::{SourceArg, TriageArgs};
 use crate::error::CommandError;
 use crate::forge::github::{Applied, GithubForge, ListOptions};
 use crate::forge::{Forge, RecordError};
 use crate::issue::{Issue, IssueRef};
+use crate::memory::ListFilter;
 use crate::memory::sqlite::OpenMode;
-use crate::memory::{ListFilter, Memory};
-use crate::model::registry;
-use crate::model::replay::Recorder;
-use crate::model::retry::RetryPolicy;
-use crate::model::session::{REQUEST_TIMEOUT, Session};
-use crate::model::usage::Budget;
 use crate::pipeline::triage::{ApplyTo, TriageBatch, github_repo};
-use crate::triage::{Engine, Triage};
+use crate::triage::Triage;
 
 /// Run `triage`.
 pub fn run(args: &TriageArgs, ctx: &Ctx) -> Result<()> {
@@ -268,51 +263,6 @@ fn github_forge<'a>(
 
 fn is_markdown(r: &IssueRef) -> bool {
     matches!(r, IssueRef::File { path, .. } if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("md") || e.eq_ignore_ascii_case("markdown")))
-}
-
-/// The model session for `--engine model|auto`, if a model is configured.
-pub fn model_session(
-    engine: EngineArg,
-    record: Option<&std::path::Path>,
-    ctx: &Ctx,
-) -> Result<Option<Session>> {
-    if engine == EngineArg::Offline {
-        return Ok(None);
-    }
-    let resolved = registry::configured(ctx.config(), REQUEST_TIMEOUT)?;
-    let Some(mut resolved) = resolved else {
-        if engine == EngineArg::Model {
-            return Err(CommandError::usage(
-                "triage --engine model needs a model, and none is configured\n  fix: set `model:` (and `models:`) in autotriage.yaml, or pass --model NAME / provider:model_id",
-            )
-            .into());
-        }
-        return Ok(None);
-    };
-    if let Some(path) = record {
-        resolved.model = std::sync::Arc::new(Recorder::new(resolved.model.clone(), path));
-    }
-    let cfg = ctx.config();
-    Ok(Some(Session::new(
-        resolved,
-        RetryPolicy::with_max_wait(cfg.retry.max_wait),
-        Budget::new(
-            cfg.budget.per_issue_usd,
-            cfg.budget.per_command_usd,
-            ctx.global.max_cost,
-        ),
-        ctx.redactor.clone(),
-    )))
-}
-
-/// Load the history, reuse or retrain the kind model, build the engine (saying when
-/// the model was trained).
-pub fn build_engine(ctx: &Ctx, memory: &mut dyn Memory) -> Result<Engine> {
-    let (engine, note) = crate::pipeline::triage::build_engine(ctx.config(), memory)?;
-    if let Some(note) = note {
-        ctx.out.info(&note);
-    }
-    Ok(engine)
 }
 
 /// The triage batch on a terminal: each recorded issue printed as it comes (under the
