@@ -371,7 +371,7 @@ fn an_opened_issue_is_triaged_and_written_back_once_even_when_delivered_twice() 
         .iter()
         .filter(|c| c.author == "autotriage-bot")
         .collect();
-    assert!(bot.len() <= 1, "{bot:?}");
+    assert_eq!(bot.len(), 1, "{bot:?}");
     assert!(w.writes("x/y").is_empty(), "{:?}", w.writes("x/y"));
     // One job, done, in the queue.
     drop(w);
@@ -503,6 +503,11 @@ fn queue_commands_show_retry_and_drop_a_dead_letter() {
         (v["state"].as_str(), v["attempts"].as_u64()),
         (Some("queued"), Some(0))
     );
+    // The retried job runs again (and, the issue still missing, dies again).
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    let again = s.wait_log("job failed", &format!("\"job\":{id},"));
+    assert_eq!(again["attempt"], 1, "{again}");
+    assert_eq!(s.stop(), Some(0));
     let o = t.run(&["queue", "drop", &id.to_string()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let o = t.run(&["queue", "show", &id.to_string()]);
@@ -924,5 +929,71 @@ fn a_writers_fix_command_opens_one_draft_pr_and_a_readers_opens_none() {
             .ends_with(&format!("/comments/{maint_says}/reactions"))),
         "{:#?}",
         w.writes("o/py")
+    );
+}
+
+#[test]
+fn oversized_and_malformed_deliveries_are_refused() {
+    let gh = fake();
+    let t = TestContext::new();
+    config(&t, "o/r", "");
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    // Signed, but not JSON: 400.
+    let body = b"{not json";
+    let (status, text) = s.deliver("issues", "m-1", body, Some(&sign(SECRET, body)));
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("the body is not JSON"), "{text}");
+    // No X-GitHub-Event: 400.
+    let body = b"{}";
+    let (status, _) = s.deliver("", "m-2", body, Some(&sign(SECRET, body)));
+    assert_eq!(status, 400);
+    // Over 25 MB: 413, whatever the signature.
+    let big = vec![b' '; 26 * 1024 * 1024];
+    let (status, _) = s.deliver("issues", "m-3", &big, Some(&sign(SECRET, &big)));
+    assert_eq!(status, 413);
+    // ping: 200.
+    let (status, text) = s.send("ping", "m-4", &json!({"zen": "Keep it logically awesome."}));
+    assert_eq!((status, text.trim()), (200, "pong"));
+    assert_eq!(s.stop(), Some(0));
+    assert!(gh.writes("o/r").is_empty());
+}
+
+#[test]
+fn a_persons_label_change_on_an_issue_we_triaged_is_recorded_as_a_correction() {
+    let gh = fake();
+    crash_issue(&gh);
+    let t = TestContext::new();
+    import_history(&t);
+    config(&t, "o/r", "");
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    s.send("issues", "l-1", &opened("o/r", 7));
+    s.wait_log("job done", "triaged o/r#7");
+    // A maintainer says it is a feature request, not a bug.
+    gh.world().unlabel_issue("o/r", 7, "bug", "maint");
+    gh.world().label_issue("o/r", 7, "enhancement", "maint");
+    let event = |action: &str, label: &str| {
+        json!({"action": action, "issue": {"number": 7}, "repository": {"full_name": "o/r"},
+               "label": {"name": label}, "sender": {"login": "maint"}})
+    };
+    s.send("issues", "l-2", &event("unlabeled", "bug"));
+    s.send("issues", "l-3", &event("labeled", "enhancement"));
+    s.wait_log(
+        "job done",
+        "maint added `enhancement`; recorded as a correction",
+    );
+    // Our own label changes are not corrections.
+    let mut ours = event("labeled", "bug");
+    ours["sender"]["login"] = json!("autotriage-bot");
+    let (status, text) = s.send("issues", "l-4", &ours);
+    assert_eq!(status, 202);
+    assert!(text.contains("labeled by us"), "{text}");
+    assert_eq!(s.stop(), Some(0));
+    let o = t.run(&["memory", "show", "o/r#7", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let labels = v["issue"]["labels"].to_string();
+    assert!(
+        labels.contains("enhancement") && !labels.contains("\"bug\""),
+        "{v}"
     );
 }
