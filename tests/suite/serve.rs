@@ -51,12 +51,14 @@ impl Server {
         let l = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["msg"] == "listening"
-                {
+                let listening = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .filter(|v| v["msg"] == "listening");
+                // Kept before it is announced: a test reading the log sees the line.
+                l.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                if let Some(v) = listening {
                     let _ = tx.send(v["addr"].as_str().unwrap_or("").to_string());
                 }
-                l.lock().unwrap().push(line);
             }
         });
         let addr = rx
