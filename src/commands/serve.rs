@@ -58,6 +58,14 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
     .map_err(|e| CommandError::usage(format!("{e}\n  fix: correct serve.repos")))?;
     let queue_path = ctx.queue_path();
     let queue = Arc::new(Mutex::new(Queue::open(&queue_path)?));
+    let listener = std::net::TcpListener::bind(&args.listen).map_err(|e| {
+        CommandError::usage(format!(
+            "cannot listen on {}: {e}\n  fix: pass --listen with a free address",
+            args.listen
+        ))
+    })?;
+    listener.set_nonblocking(true)?;
+    // Bound before the catch-up: GitHub's redeliveries wait in the backlog.
     if let Some(hours) = args.catch_up {
         let Some(app) = &app else {
             return Err(CommandError::usage(
@@ -78,13 +86,6 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
                    "ts": crate::runs::now_rfc3339()})
         );
     }
-    let listener = std::net::TcpListener::bind(&args.listen).map_err(|e| {
-        CommandError::usage(format!(
-            "cannot listen on {}: {e}\n  fix: pass --listen with a free address",
-            args.listen
-        ))
-    })?;
-    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let redactor = ctx.redactor.clone();
     let log: Arc<dyn Fn(Value) + Send + Sync> = Arc::new(move |mut v: Value| {
@@ -122,6 +123,7 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         ctx,
         bot,
         app,
+        clones: Mutex::new(()),
         log: log.clone(),
     };
     let settings = WorkerSettings {
@@ -219,7 +221,7 @@ fn catch_up(
     queue: &Queue,
     hours: u64,
 ) -> Result<Vec<String>> {
-    let since = chrono::Utc::now() - chrono::Duration::hours(hours as i64);
+    let since = chrono::Utc::now() - chrono::Duration::hours(hours.min(24 * 365) as i64);
     let mut asked: Vec<String> = Vec::new();
     for d in app.deliveries()? {
         let guid = d["guid"].as_str().unwrap_or("").to_string();
@@ -238,8 +240,10 @@ fn catch_up(
         {
             continue;
         }
-        app.redeliver(id)?;
-        asked.push(guid);
+        // One refused redelivery does not stop the others, nor the service.
+        if app.redeliver(id).is_ok() {
+            asked.push(guid);
+        }
     }
     Ok(asked)
 }
@@ -250,6 +254,8 @@ struct Service<'a> {
     bot: String,
     /// The GitHub App, when the service acts as one.
     app: Option<crate::forge::github_app::AppAuth>,
+    /// Held while a checkout is cloned or fetched.
+    clones: Mutex<()>,
     log: Arc<dyn Fn(Value) + Send + Sync>,
 }
 
@@ -263,6 +269,7 @@ fn failure(e: &anyhow::Error) -> JobFailure {
             kind,
             ErrorKind::Network | ErrorKind::Service | ErrorKind::Runtime | ErrorKind::Partial
         ),
+        waits: false,
     }
 }
 
@@ -330,6 +337,7 @@ impl Service<'_> {
                 ),
                 retry_after: Some(wait),
                 permanent: false,
+                waits: true,
             });
         }
         Ok(())
@@ -471,7 +479,12 @@ impl Service<'_> {
         let Some(session) = super::model_session(EngineArg::Model, None, ctx)? else {
             return Err(CommandError::usage("a fix needs a model, and none is configured").into());
         };
-        let (dir, git) = super::checkout(&issue, None, ctx)?;
+        // One clone or fetch of the cache at a time: two workers on one repository would
+        // otherwise write the same cached clone.
+        let (dir, git) = {
+            let _one_at_a_time = self.clones.lock().unwrap_or_else(|p| p.into_inner());
+            super::checkout(&issue, None, ctx)?
+        };
         let mut memory = ctx.open_memory(OpenMode::Create)?;
         let (engine, _) = crate::pipeline::triage::build_engine(cfg, &mut *memory)?;
         drop(memory);
@@ -662,6 +675,7 @@ impl Executor for Service<'_> {
                     message: "a job this version does not know".into(),
                     retry_after: None,
                     permanent: true,
+                    waits: false,
                 });
             }
         };

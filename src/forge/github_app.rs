@@ -123,13 +123,14 @@ impl AppAuth {
         Ok(format!("{slug}[bot]"))
     }
 
-    /// An installation token for `repo`, from the cache while it has five minutes left.
+    /// An installation token for `repo`, from the cache while it has 45 of its 60
+    /// minutes left: a job takes its token when it starts, and a fix can run long.
     pub fn installation_token(&self, repo: &RepoId) -> Result<String, ForgeError> {
         let key = format!("{}/{}", repo.owner, repo.name);
         let now = chrono::Utc::now().timestamp();
         if let Ok(cache) = self.tokens.lock()
             && let Some((t, exp)) = cache.get(&key)
-            && *exp - now > 300
+            && *exp - now > 2700
         {
             return Ok(t.clone());
         }

@@ -92,7 +92,13 @@ async fn webhook(
         .unwrap_or("")
         .to_string();
     let answer = |status: StatusCode, outcome: &str, reason: String| {
-        s.metrics.delivery(&event, outcome);
+        // Metric labels from a fixed set: an unsigned request names no series.
+        let label = match (outcome, event.as_str()) {
+            ("refused", _) => "unverified",
+            (_, e @ ("issues" | "issue_comment" | "pull_request" | "ping")) => e,
+            _ => "other",
+        };
+        s.metrics.delivery(label, outcome);
         (s.log)(
             json!({"msg": "delivery", "delivery": delivery, "event": event,
                        "status": status.as_u16(), "outcome": outcome, "reason": reason}),
@@ -126,12 +132,13 @@ async fn webhook(
         Routed::Jobs(jobs) => jobs,
     };
     let queue = s.queue.clone();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
     let (d, e, coalesce) = (delivery.clone(), event.clone(), s.coalesce_seconds);
     let stored = tokio::task::spawn_blocking(move || {
         let mut q = queue
             .lock()
             .map_err(|_| "the queue lock is poisoned".to_string())?;
-        q.enqueue(&d, &e, "queued", &jobs, coalesce)
+        q.enqueue(&d, &digest, &e, "queued", &jobs, coalesce)
             .map_err(|e| e.to_string())
     })
     .await

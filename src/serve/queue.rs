@@ -153,6 +153,8 @@ impl Queue {
                state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
                not_before INTEGER NOT NULL, lease_until INTEGER, owner TEXT,
                created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, last_error TEXT);
+             CREATE TABLE IF NOT EXISTS digests (
+               digest TEXT PRIMARY KEY, delivery TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS job_deliveries (
                delivery TEXT NOT NULL, job INTEGER NOT NULL);
              CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);",
@@ -174,6 +176,7 @@ impl Queue {
     pub fn enqueue(
         &mut self,
         delivery: &str,
+        digest: &str,
         event: &str,
         outcome: &str,
         specs: &[JobSpec],
@@ -197,6 +200,20 @@ impl Queue {
             )
             .optional()
             .map_err(err)?;
+        // GitHub signs the body, not the delivery id: the same signed body under a new
+        // id is a replay, and runs nothing.
+        let replayed: Option<String> = tx
+            .query_row(
+                "SELECT delivery FROM digests WHERE digest = ?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if seen.is_none() && replayed.is_some() {
+            tx.commit().map_err(err)?;
+            return Ok(Enqueued::Duplicate);
+        }
         if seen.is_some() {
             // A redelivery: run again only what died.
             let dead: Vec<i64> = {
@@ -229,6 +246,11 @@ impl Queue {
         tx.execute(
             "INSERT INTO deliveries (id, event, received_at, outcome) VALUES (?1, ?2, ?3, ?4)",
             params![delivery, event, t, outcome],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO digests (digest, delivery) VALUES (?1, ?2)",
+            params![digest, delivery],
         )
         .map_err(err)?;
         let mut ids = Vec::new();
@@ -290,7 +312,12 @@ impl Queue {
 
     /// Claim the next job that may run: queued and due, or running with an expired
     /// lease, and no other job of its issue running. The lease lasts `lease_seconds`.
-    pub fn claim(&mut self, owner: &str, lease_seconds: u64) -> Result<Option<Job>, QueueError> {
+    pub fn claim(
+        &mut self,
+        owner: &str,
+        lease_seconds: u64,
+        max_attempts: u32,
+    ) -> Result<Option<Job>, QueueError> {
         let t = now();
         let path = self.path.clone();
         let err = |e: rusqlite::Error| QueueError::Store {
@@ -301,6 +328,15 @@ impl Queue {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
+        // A job whose worker died at its last attempt (it crashed the process, say) is
+        // a dead letter, not claimed again forever.
+        tx.execute(
+            "UPDATE jobs SET state='dead', lease_until=NULL, owner=NULL, updated_at=?1,
+             last_error=COALESCE(last_error, 'its worker stopped during every attempt')
+             WHERE state='running' AND lease_until < ?1 AND attempts >= ?2",
+            params![t, max_attempts],
+        )
+        .map_err(err)?;
         let id: Option<i64> = tx
             .query_row(
                 "SELECT j.id FROM jobs j
@@ -328,32 +364,58 @@ impl Queue {
         self.show(id).map(Some)
     }
 
-    /// Extend a running job's lease (the worker is alive).
+    /// Extend a running job's lease (the worker is alive). False when the lease is no
+    /// longer `owner`'s (it expired and another worker took the job).
     pub fn heartbeat(
         &mut self,
         id: i64,
         owner: &str,
         lease_seconds: u64,
-    ) -> Result<(), QueueError> {
+    ) -> Result<bool, QueueError> {
         let t = now();
-        self.conn
+        let n = self
+            .conn
             .execute(
                 "UPDATE jobs SET lease_until=?2, updated_at=?3 WHERE id=?1 AND owner=?4 AND state='running'",
                 params![id, t + lease_seconds as i64, t, owner],
             )
             .map_err(|e| self.err(e))?;
-        Ok(())
+        Ok(n == 1)
     }
 
-    /// The job finished.
-    pub fn complete(&mut self, id: i64) -> Result<(), QueueError> {
-        self.conn
+    /// The job finished (only the lease holder may say so). False when it was not
+    /// `owner`'s any more.
+    pub fn complete(&mut self, id: i64, owner: &str) -> Result<bool, QueueError> {
+        let n = self
+            .conn
             .execute(
-                "UPDATE jobs SET state='done', lease_until=NULL, last_error=NULL, updated_at=?2 WHERE id=?1",
-                params![id, now()],
+                "UPDATE jobs SET state='done', lease_until=NULL, owner=NULL, last_error=NULL,
+                 updated_at=?2 WHERE id=?1 AND owner=?3 AND state='running'",
+                params![id, now(), owner],
             )
             .map_err(|e| self.err(e))?;
-        Ok(())
+        Ok(n == 1)
+    }
+
+    /// Give one job back unfinished, its attempt undone (shutdown, a budget wait).
+    pub fn hand_back(
+        &mut self,
+        id: i64,
+        owner: &str,
+        not_before_secs: u64,
+        note: &str,
+    ) -> Result<bool, QueueError> {
+        let t = now();
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET state='queued', attempts=MAX(attempts-1, 0), lease_until=NULL,
+                 owner=NULL, not_before=?3, last_error=?4, updated_at=?5
+                 WHERE id=?1 AND owner=?2 AND state='running'",
+                params![id, owner, t + not_before_secs as i64, note, t],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
     }
 
     /// The job failed: again after `retry_after` seconds (or backoff with jitter), or a
@@ -361,6 +423,7 @@ impl Queue {
     pub fn fail(
         &mut self,
         id: i64,
+        owner: &str,
         error: &str,
         retry_after: Option<u64>,
         permanent: bool,
@@ -381,8 +444,8 @@ impl Queue {
         self.conn
             .execute(
                 "UPDATE jobs SET state=?2, last_error=?3, not_before=?4, lease_until=NULL,
-                 owner=NULL, updated_at=?5 WHERE id=?1",
-                params![id, state.as_str(), error, t + wait, t],
+                 owner=NULL, updated_at=?5 WHERE id=?1 AND owner=?6 AND state='running'",
+                params![id, state.as_str(), error, t + wait, t, owner],
             )
             .map_err(|e| self.err(e))?;
         Ok(state)
@@ -514,23 +577,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut q = Queue::open(&dir.path().join("q.sqlite3")).unwrap();
         assert_eq!(
-            q.enqueue("d1", "issues", "queued", &[triage(1)], 0)
+            q.enqueue("d1", "x1", "issues", "queued", &[triage(1)], 0)
                 .unwrap(),
             Enqueued::Queued(vec![1])
         );
         assert_eq!(
-            q.enqueue("d1", "issues", "queued", &[triage(1)], 0)
+            q.enqueue("d1", "x1", "issues", "queued", &[triage(1)], 0)
                 .unwrap(),
             Enqueued::Duplicate
         );
         // An edit of the same issue while its triage waits: one job.
         assert_eq!(
-            q.enqueue("d2", "issues", "queued", &[triage(1)], 0)
+            q.enqueue("d2", "x2", "issues", "queued", &[triage(1)], 0)
                 .unwrap(),
             Enqueued::Coalesced(1)
         );
         q.enqueue(
             "d3",
+            "x3",
             "issues",
             "queued",
             &[JobSpec::Fix {
@@ -541,30 +605,43 @@ mod tests {
             0,
         )
         .unwrap();
-        let a = q.claim("w1", 60).unwrap().unwrap();
+        let a = q.claim("w1", 60, 2).unwrap().unwrap();
         assert_eq!(a.id, 1);
         // The fix of the same issue waits while its triage runs.
-        assert!(q.claim("w2", 60).unwrap().is_none());
+        assert!(q.claim("w2", 60, 2).unwrap().is_none());
         assert_eq!(
-            q.fail(1, "502 from GitHub", Some(0), false, 2).unwrap(),
+            q.fail(1, "w1", "502 from GitHub", Some(0), false, 2)
+                .unwrap(),
             JobState::Queued
         );
-        let again = q.claim("w1", 60).unwrap().unwrap();
+        let again = q.claim("w1", 60, 2).unwrap().unwrap();
         assert_eq!((again.id, again.attempts), (1, 2));
         assert_eq!(
-            q.fail(1, "502 from GitHub", Some(0), false, 2).unwrap(),
+            q.fail(1, "w1", "502 from GitHub", Some(0), false, 2)
+                .unwrap(),
             JobState::Dead
         );
         // A redelivery of a dead job's delivery runs it again.
         assert_eq!(
-            q.enqueue("d1", "issues", "queued", &[triage(1)], 0)
+            q.enqueue("d1", "x1", "issues", "queued", &[triage(1)], 0)
                 .unwrap(),
             Enqueued::Retried(vec![1])
         );
         // A lease that expires gives the job back.
-        let b = q.claim("w1", 0).unwrap().unwrap();
+        let b = q.claim("w1", 0, 5).unwrap().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let c = q.claim("w2", 60).unwrap().unwrap();
+        let c = q.claim("w2", 60, 5).unwrap().unwrap();
         assert_eq!(b.id, c.id);
+        // The first worker lost the lease: it can neither finish nor fail the job.
+        assert!(!q.complete(c.id, "w1").unwrap());
+        assert!(!q.heartbeat(c.id, "w1", 60).unwrap());
+        assert!(q.heartbeat(c.id, "w2", 60).unwrap());
+        assert!(q.complete(c.id, "w2").unwrap());
+        // The same signed body under a new delivery id is a replay.
+        assert_eq!(
+            q.enqueue("d9", "x1", "issues", "queued", &[triage(1)], 0)
+                .unwrap(),
+            Enqueued::Duplicate
+        );
     }
 }

@@ -86,7 +86,17 @@ impl JobSpec {
             | JobSpec::Fix { repo, number, .. }
             | JobSpec::Command { repo, number, .. }
             | JobSpec::Correction { repo, number, .. } => format!("{repo}#{number}"),
-            JobSpec::Outcome { repo, pull, .. } => format!("{repo}#{pull}"),
+            // The outcome rewrites the issue's fix record: it queues with the issue.
+            JobSpec::Outcome {
+                repo, pull, branch, ..
+            } => match branch
+                .strip_prefix("autotriage/issue-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                Some(n) => format!("{repo}#{n}"),
+                None => format!("{repo}#pull-{pull}"),
+            },
             JobSpec::Unknown => "unknown".into(),
         }
     }
@@ -210,6 +220,9 @@ pub fn route(event: &str, payload: &Value, s: &RouteSettings) -> Routed {
             if s.ours(sender) {
                 return Routed::Ignored("our own comment".into());
             }
+            if payload["issue"]["pull_request"].is_object() {
+                return Routed::Ignored("a comment on a pull request, not an issue".into());
+            }
             let body = payload["comment"]["body"].as_str().unwrap_or("");
             let command = body
                 .lines()
@@ -299,6 +312,13 @@ mod tests {
         assert!(matches!(
             route("issue_comment", &comment, &s),
             Routed::Jobs(ref j) if j[0].kind() == "command"
+        ));
+        let on_a_pull = json!({"action": "created", "repository": {"full_name": "acme/calc"},
+            "issue": {"number": 5, "pull_request": {"url": "x"}},
+            "comment": {"id": 78, "body": "/autotriage fix"}, "sender": {"login": "amy"}});
+        assert!(matches!(
+            route("issue_comment", &on_a_pull, &s),
+            Routed::Ignored(_)
         ));
         assert_eq!(route("ping", &json!({}), &s), Routed::Ping);
     }

@@ -19,6 +19,9 @@ pub struct JobFailure {
     pub retry_after: Option<u64>,
     /// Trying again cannot help (bad input, a refusal): dead at once.
     pub permanent: bool,
+    /// Not a failure of the job: it waits (`retry_after`) without using an attempt
+    /// (the day's budget is spent).
+    pub waits: bool,
 }
 
 /// How a job ended well.
@@ -65,7 +68,7 @@ pub fn work(
         }
     };
     while !stop.load(Ordering::SeqCst) {
-        let job = match queue.claim(owner, settings.lease_seconds) {
+        let job = match queue.claim(owner, settings.lease_seconds, settings.max_attempts) {
             Ok(Some(j)) => j,
             Ok(None) => {
                 std::thread::sleep(settings.poll);
@@ -83,40 +86,79 @@ pub fn work(
         );
         let started = Instant::now();
         let done = AtomicBool::new(false);
+        let lost = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             // The heartbeat: the lease outlives the job only while this worker lives.
             s.spawn(|| {
-                let Ok(mut q) = Queue::open(queue_path) else {
-                    return;
-                };
+                let mut q = Queue::open(queue_path).ok();
                 let every = Duration::from_secs((settings.lease_seconds / 3).max(1));
                 let mut last = Instant::now();
                 while !done.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(100));
                     if last.elapsed() >= every {
-                        let _ = q.heartbeat(job.id, owner, settings.lease_seconds);
+                        let kept = q.as_mut().is_some_and(|q| {
+                            q.heartbeat(job.id, owner, settings.lease_seconds)
+                                .unwrap_or(false)
+                        });
+                        if !kept && !lost.swap(true, Ordering::SeqCst) {
+                            log(json!({"msg": "lease lost", "job": job.id, "owner": owner}));
+                        }
                         last = Instant::now();
                     }
                 }
             });
-            let r = executor.execute(&job);
+            // A panicking job is a failure of that job, never a stuck worker.
+            let r =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| executor.execute(&job)))
+                    .unwrap_or_else(|_| {
+                        Err(JobFailure {
+                            message: "the job panicked".into(),
+                            retry_after: None,
+                            permanent: true,
+                            waits: false,
+                        })
+                    });
             done.store(true, Ordering::SeqCst);
             r
         });
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok(d) => {
-                let _ = queue.complete(job.id);
+                // Recorded, or the job would run again when its lease runs out.
+                let mut recorded = queue.complete(job.id, owner);
+                for _ in 0..5 {
+                    if recorded.is_ok() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    recorded = queue.complete(job.id, owner);
+                }
                 metrics.job(job.spec.kind(), "done", seconds, d.spent_usd);
                 log(
                     json!({"msg": "job done", "job": job.id, "kind": job.spec.kind(),
                            "key": job.key, "seconds": seconds, "summary": d.summary}),
                 );
             }
+            // Stopping, or waiting for the budget: the job goes back, its attempt undone.
+            Err(f) if f.waits || stop.load(Ordering::SeqCst) || crate::interrupt::requested() => {
+                let wait = if f.waits {
+                    f.retry_after.unwrap_or(60)
+                } else {
+                    0
+                };
+                let _ = queue.hand_back(job.id, owner, wait, &f.message);
+                metrics.job(job.spec.kind(), "waiting", seconds, 0.0);
+                log(
+                    json!({"msg": "job failed", "job": job.id, "kind": job.spec.kind(),
+                           "key": job.key, "attempt": job.attempts, "outcome": "retry",
+                           "waits_seconds": wait, "error": f.message}),
+                );
+            }
             Err(f) => {
                 let state = queue
                     .fail(
                         job.id,
+                        owner,
                         &f.message,
                         f.retry_after,
                         f.permanent,

@@ -999,3 +999,30 @@ fn a_persons_label_change_on_an_issue_we_triaged_is_recorded_as_a_correction() {
         "{v}"
     );
 }
+
+#[test]
+fn a_signed_body_replayed_under_a_new_delivery_id_runs_nothing() {
+    // GitHub signs the body, not the X-GitHub-Delivery header: whoever holds one signed
+    // delivery could send it again under fresh ids.
+    let gh = fake();
+    crash_issue(&gh);
+    let t = TestContext::new();
+    import_history(&t);
+    config(&t, "o/r", "");
+    let s = Server::start(&t, &env(&gh, BOT), SECRET);
+    let (status, _) = s.send("issues", "first", &opened("o/r", 7));
+    assert_eq!(status, 202);
+    for i in 0..3 {
+        let (status, text) = s.send("issues", &format!("replay-{i}"), &opened("o/r", 7));
+        assert_eq!(
+            (status, text.trim()),
+            (200, "this delivery was received before")
+        );
+    }
+    s.wait_log("job done", "triaged o/r#7");
+    assert_eq!(s.stop(), Some(0));
+    let o = t.run(&["queue", "list", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(label_writes(&gh), 1);
+}
