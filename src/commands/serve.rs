@@ -248,6 +248,13 @@ fn catch_up(
     Ok(asked)
 }
 
+/// A maintainer's `/autotriage fix`: who, when, and the body they read.
+struct Grant<'a> {
+    login: &'a str,
+    at: Option<&'a str>,
+    body_sha256: Option<&'a str>,
+}
+
 /// Runs the service's jobs with this config.
 struct Service<'a> {
     ctx: &'a Ctx,
@@ -456,14 +463,14 @@ impl Service<'_> {
         Ok(())
     }
 
-    fn fix(&self, repo: &str, number: u64, granted_by: Option<&str>) -> Result<JobDone> {
+    fn fix(&self, repo: &str, number: u64, granted_by: Option<&Grant<'_>>) -> Result<JobDone> {
         let ctx = self.ctx;
         let cfg = ctx.config();
         let id = repo_id(repo)?;
         let forge = self.forge(&id)?;
         // A maintainer's `/autotriage fix` is the trust grant, checked again now.
         let force = match granted_by {
-            Some(login) => {
+            Some(Grant { login, .. }) => {
                 let p = forge.permission(&id, login)?;
                 if !can_write(&p) {
                     return Ok(JobDone {
@@ -475,7 +482,27 @@ impl Service<'_> {
             }
             None => false,
         };
-        let issue = forge.issue(&id, number)?;
+        let mut issue = forge.issue(&id, number)?;
+        if let Some(g) = granted_by {
+            // The grant covers the issue as the maintainer read it: not a body edited
+            // since, nor comments written after the command.
+            if let Some(want) = g.body_sha256
+                && crate::serve::route::body_digest(&issue.body) != want
+            {
+                return Ok(JobDone {
+                    summary: format!(
+                        "not fixed: the issue was edited after {} asked; ask again with /autotriage fix",
+                        g.login
+                    ),
+                    spent_usd: 0.0,
+                });
+            }
+            if let Some(at) = g.at {
+                issue
+                    .comments
+                    .retain(|c| c.created_at.as_deref().is_none_or(|t| t <= at));
+            }
+        }
         let Some(session) = super::model_session(EngineArg::Model, None, ctx)? else {
             return Err(CommandError::usage("a fix needs a model, and none is configured").into());
         };
@@ -539,6 +566,7 @@ impl Service<'_> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn command(
         &self,
         repo: &str,
@@ -546,6 +574,8 @@ impl Service<'_> {
         command: &str,
         commenter: &str,
         comment_id: u64,
+        at: Option<&str>,
+        body_sha256: Option<&str>,
     ) -> Result<JobDone> {
         let id = repo_id(repo)?;
         let forge = self.forge(&id)?;
@@ -561,7 +591,15 @@ impl Service<'_> {
         }
         forge.react(&id, comment_id, "eyes")?;
         match command {
-            "fix" => self.fix(repo, number, Some(commenter)),
+            "fix" => self.fix(
+                repo,
+                number,
+                Some(&Grant {
+                    login: commenter,
+                    at,
+                    body_sha256,
+                }),
+            ),
             _ => self.triage(repo, number),
         }
     }
@@ -649,14 +687,35 @@ impl Executor for Service<'_> {
                 repo,
                 number,
                 granted_by,
-            } => self.fix(repo, *number, granted_by.as_deref()),
+            } => self.fix(
+                repo,
+                *number,
+                granted_by
+                    .as_deref()
+                    .map(|login| Grant {
+                        login,
+                        at: None,
+                        body_sha256: None,
+                    })
+                    .as_ref(),
+            ),
             JobSpec::Command {
                 repo,
                 number,
                 command,
                 commenter,
                 comment_id,
-            } => self.command(repo, *number, command, commenter, *comment_id),
+                at,
+                body_sha256,
+            } => self.command(
+                repo,
+                *number,
+                command,
+                commenter,
+                *comment_id,
+                at.as_deref(),
+                body_sha256.as_deref(),
+            ),
             JobSpec::Correction {
                 repo,
                 number,

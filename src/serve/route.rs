@@ -37,6 +37,13 @@ pub enum JobSpec {
         commenter: String,
         /// The comment (for the 👀 reaction).
         comment_id: u64,
+        /// When it was written: later comments are not part of what was granted.
+        #[serde(default)]
+        at: Option<String>,
+        /// SHA-256 of the issue's body as it was then: an edit after the command voids
+        /// the grant.
+        #[serde(default)]
+        body_sha256: Option<String>,
     },
     /// A person changed a label of an issue: a correction of our triage.
     Correction {
@@ -100,6 +107,13 @@ impl JobSpec {
             JobSpec::Unknown => "unknown".into(),
         }
     }
+}
+
+/// SHA-256 (hex) of an issue body, with line endings as `\n`.
+pub fn body_digest(body: &str) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        body.replace("\r\n", "\n").as_bytes(),
+    ))
 }
 
 /// What an event asks for.
@@ -243,6 +257,8 @@ pub fn route(event: &str, payload: &Value, s: &RouteSettings) -> Routed {
                 command: command.into(),
                 commenter: sender.into(),
                 comment_id,
+                at: payload["comment"]["created_at"].as_str().map(String::from),
+                body_sha256: payload["issue"]["body"].as_str().map(body_digest),
             }])
         }
         "pull_request" => {
