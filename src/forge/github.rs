@@ -47,6 +47,11 @@ pub struct GithubForge {
     identity: std::sync::Mutex<Option<String>>,
 }
 
+/// The last `X-RateLimit-Remaining` GitHub sent this process (-1: none yet), for
+/// `serve`'s metrics.
+pub static RATE_LIMIT_REMAINING: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(-1);
+
 /// The token: `GITHUB_TOKEN`, then `GH_TOKEN`, then `gh auth token`.
 pub fn token() -> Option<String> {
     for var in ["GITHUB_TOKEN", "GH_TOKEN"] {
@@ -234,6 +239,9 @@ impl GithubForge {
                     };
                     let remaining =
                         header("x-ratelimit-remaining").and_then(|v| v.parse::<u64>().ok());
+                    if let Some(r) = remaining {
+                        RATE_LIMIT_REMAINING.store(r as i64, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let retry_after = header("retry-after").and_then(|v| v.parse::<f64>().ok());
                     let reset = header("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok());
                     match *status {

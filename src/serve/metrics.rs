@@ -85,6 +85,15 @@ impl Metrics {
         for (state, n) in depth {
             text.push_str(&format!("autotriage_queue_jobs{{state=\"{state}\"}} {n}\n"));
         }
+        let remaining =
+            crate::forge::github::RATE_LIMIT_REMAINING.load(std::sync::atomic::Ordering::Relaxed);
+        if remaining >= 0 {
+            text.push_str("# HELP autotriage_github_rate_limit_remaining GitHub's X-RateLimit-Remaining, last seen\n");
+            text.push_str("# TYPE autotriage_github_rate_limit_remaining gauge\n");
+            text.push_str(&format!(
+                "autotriage_github_rate_limit_remaining {remaining}\n"
+            ));
+        }
         text
     }
 }

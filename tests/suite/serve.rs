@@ -359,6 +359,14 @@ fn an_opened_issue_is_triaged_and_written_back_once_even_when_delivered_twice() 
         metrics.contains("autotriage_queue_jobs{state=\"done\"} 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("autotriage_github_rate_limit_remaining 4999"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("autotriage_job_seconds_count{kind=\"triage\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(s.get("/healthz"), "ok\n");
     assert_eq!(s.stop(), Some(0));
     let w = gh.world();
@@ -1062,5 +1070,44 @@ fn a_fix_command_does_not_cover_an_issue_edited_after_it() {
         "not fixed: the issue was edited after maint asked",
     );
     assert_eq!(s.stop(), Some(0));
+    assert!(gh.world().repo("o/py").pulls.is_empty());
+}
+
+#[test]
+fn a_strangers_trigger_label_reaches_the_live_trust_gate_and_no_model() {
+    let gh = fake();
+    python_project(&gh);
+    gh.world()
+        .label_issue("o/py", 4, "autotriage:fix", "stranger");
+    let model = super::common::HttpMock::start();
+    let t = TestContext::new();
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "github:\n  clone_url: \"{}\"\nmodels:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\ntest:\n  sandbox: off\nserve:\n  repos: [o/py]\n  coalesce_seconds: 0\n",
+            gh.world().clone_url(),
+            model.server.uri()
+        ),
+    );
+    let mut env = env(&gh, BOT);
+    env.push((
+        "ANTHROPIC_API_KEY",
+        "sk-ant-test-key-000000000000000000".into(),
+    ));
+    let s = Server::start(&t, &env, SECRET);
+    s.send(
+        "issues",
+        "t-1",
+        &json!({"action": "labeled", "repository": {"full_name": "o/py"},
+                "issue": {"number": 4}, "label": {"name": "autotriage:fix"},
+                "sender": {"login": "stranger"}}),
+    );
+    let done = s.wait_log("job done", "not eligible");
+    assert!(
+        done["summary"].as_str().unwrap().contains("stranger"),
+        "{done}"
+    );
+    assert_eq!(s.stop(), Some(0));
+    assert!(model.requests().is_empty());
     assert!(gh.world().repo("o/py").pulls.is_empty());
 }
