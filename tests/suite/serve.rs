@@ -758,17 +758,10 @@ fn serve_acts_as_a_github_app_with_an_installation_token() {
     assert_eq!(labels[0].actor, "autotriage-app[bot]");
     assert_eq!(gh.world().app.as_ref().unwrap().tokens_issued, 1);
     // A key that is not the App's: GitHub refuses the JWT, and serve does not start.
-    gh.world().app.as_mut().unwrap().public_pem = String::from_utf8(
-        std::process::Command::new("sh")
-            .args([
-                "-c",
-                "openssl genrsa 2048 2>/dev/null | openssl rsa -pubout 2>/dev/null",
-            ])
-            .output()
-            .map(|o| o.stdout)
-            .unwrap_or_default(),
+    gh.world().app.as_mut().unwrap().public_pem = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/github-app/other-app.pub.pem"),
     )
-    .unwrap_or_default();
+    .unwrap();
     let o = t
         .cmd()
         .env("GITHUB_API_URL", gh.url())
