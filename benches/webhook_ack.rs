@@ -52,9 +52,11 @@ fn start(dir: &Path, api: &str) -> (Child, String) {
 }
 
 fn delivery(n: usize, repo: &str) -> (String, String) {
-    let body = json!({"action": "opened", "issue": {"number": n % 1000 + 1, "title": "t"},
+    // Each event's body is its own, as GitHub's are (a repeated body is a replay).
+    let body =
+        json!({"action": "opened", "issue": {"number": n % 1000 + 1, "title": format!("t{n}")},
                       "repository": {"full_name": repo}, "sender": {"login": "someone"}})
-    .to_string();
+        .to_string();
     let sig = autotriage::serve::signature::sign(SECRET.as_bytes(), body.as_bytes());
     (body, sig)
 }
