@@ -124,6 +124,7 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         bot,
         app,
         clones: Mutex::new(()),
+        spend: Mutex::new(()),
         log: log.clone(),
     };
     let settings = WorkerSettings {
@@ -263,6 +264,8 @@ struct Service<'a> {
     app: Option<crate::forge::github_app::AppAuth>,
     /// Held while a checkout is cloned or fetched.
     clones: Mutex<()>,
+    /// Held while the day's spend is read and written (workers finish together).
+    spend: Mutex<()>,
     log: Arc<dyn Fn(Value) + Send + Sync>,
 }
 
@@ -354,6 +357,7 @@ impl Service<'_> {
         if usd <= 0.0 {
             return;
         }
+        let _one_at_a_time = self.spend.lock().unwrap_or_else(|p| p.into_inner());
         if let Ok(mut m) = self.ctx.open_memory(OpenMode::Create) {
             let key = spend_key();
             let before = m
