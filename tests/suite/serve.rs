@@ -853,6 +853,26 @@ fn python_project(gh: &FakeGithub) {
 
 const PY_FIX: &str = "Use `+`, with a test.\n\n```diff\ndiff --git a/calc/ops.py b/calc/ops.py\n--- a/calc/ops.py\n+++ b/calc/ops.py\n@@ -1,2 +1,2 @@\n def add(a, b):\n-    return a - b\n+    return a + b\ndiff --git a/tests/test_ops.py b/tests/test_ops.py\n--- a/tests/test_ops.py\n+++ b/tests/test_ops.py\n@@ -4,1 +4,5 @@\n def test_zero():\n     assert add(0, 0) == 0\n+\n+\n+def test_add():\n+    assert add(2, 3) == 5\n```\n";
 
+/// The service for `o/py`: the fake's clones, a priced model at `model_url`, offline
+/// triage, pytest as the test command; started with the bot's token and a model key.
+fn py_service(gh: &FakeGithub, model_url: &str) -> (TestContext, Server) {
+    let t = TestContext::new();
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "github:\n  clone_url: \"{}\"\nmodels:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {model_url}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\nrepair:\n  candidates: 1\ntest:\n  sandbox: off\n  command: python3 -m pytest tests\nserve:\n  repos: [o/py]\n  coalesce_seconds: 0\n",
+            gh.world().clone_url()
+        ),
+    );
+    let mut env = env(gh, BOT);
+    env.push((
+        "ANTHROPIC_API_KEY",
+        "sk-ant-test-key-000000000000000000".into(),
+    ));
+    let s = Server::start(&t, &env, SECRET);
+    (t, s)
+}
+
 #[test]
 fn a_writers_fix_command_opens_one_draft_pr_and_a_readers_opens_none() {
     let pytest = std::process::Command::new("python3")
@@ -886,21 +906,7 @@ fn a_writers_fix_command_opens_one_draft_pr_and_a_readers_opens_none() {
                 "stop_reason": "end_turn", "usage": {"input_tokens": 1000, "output_tokens": 100}})),
             ),
     );
-    let t = TestContext::new();
-    t.write(
-        "autotriage.yaml",
-        &format!(
-            "github:\n  clone_url: \"{}\"\nmodels:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\nrepair:\n  candidates: 1\ntest:\n  sandbox: off\n  command: python3 -m pytest tests\nserve:\n  repos: [o/py]\n  coalesce_seconds: 0\n",
-            gh.world().clone_url(),
-            model.server.uri()
-        ),
-    );
-    let mut env = env(&gh, BOT);
-    env.push((
-        "ANTHROPIC_API_KEY",
-        "sk-ant-test-key-000000000000000000".into(),
-    ));
-    let s = Server::start(&t, &env, SECRET);
+    let (_t, s) = py_service(&gh, &model.server.uri());
     let comment = |id: u64, who: &str| {
         json!({"action": "created", "issue": {"number": 4}, "repository": {"full_name": "o/py"},
                "comment": {"id": id, "body": "/autotriage fix"}, "sender": {"login": who}})
@@ -1073,21 +1079,7 @@ fn a_strangers_trigger_label_reaches_the_live_trust_gate_and_no_model() {
     gh.world()
         .label_issue("o/py", 4, "autotriage:fix", "stranger");
     let model = super::common::HttpMock::start();
-    let t = TestContext::new();
-    t.write(
-        "autotriage.yaml",
-        &format!(
-            "github:\n  clone_url: \"{}\"\nmodels:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\ntest:\n  sandbox: off\nserve:\n  repos: [o/py]\n  coalesce_seconds: 0\n",
-            gh.world().clone_url(),
-            model.server.uri()
-        ),
-    );
-    let mut env = env(&gh, BOT);
-    env.push((
-        "ANTHROPIC_API_KEY",
-        "sk-ant-test-key-000000000000000000".into(),
-    ));
-    let s = Server::start(&t, &env, SECRET);
+    let (_t, s) = py_service(&gh, &model.server.uri());
     s.send(
         "issues",
         "t-1",
