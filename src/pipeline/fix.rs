@@ -413,29 +413,7 @@ fn fix_stages(
             ),
             What::Decision(json!({"labels": t.labels})),
         )?;
-        run.stage_finished("triage", None)?;
-        emit.run_event(
-            run,
-            "triage",
-            format!(
-                "{}: {} {}",
-                issue.reference(),
-                t.kind.as_deref().unwrap_or("undecided"),
-                t.priority
-            ),
-            What::Triaged {
-                triage: Box::new(t.clone()),
-                title: issue.title.clone(),
-                reused,
-                applied: None,
-            },
-        )?;
-        emit.run_event(
-            run,
-            "triage",
-            "triage finished",
-            What::StageFinished { error: None },
-        )?;
+        super::triage::finish_triage(emit, run, issue, &t, reused, None)?;
         memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;
         if !reused {
             memory.record_triage(

@@ -350,29 +350,7 @@ pub fn triage_one(
             }
         }
     };
-    run.stage_finished("triage", None)?;
-    emit.run_event(
-        &run,
-        "triage",
-        format!(
-            "{}: {} {}",
-            issue.reference(),
-            t.kind.as_deref().unwrap_or("undecided"),
-            t.priority
-        ),
-        What::Triaged {
-            triage: Box::new(t.clone()),
-            title: issue.title.clone(),
-            reused: false,
-            applied: applied.clone(),
-        },
-    )?;
-    emit.run_event(
-        &run,
-        "triage",
-        "triage finished",
-        What::StageFinished { error: None },
-    )?;
+    finish_triage(emit, &mut run, issue, &t, false, applied.clone())?;
     memory.upsert_issues(std::slice::from_ref(issue), &|| false)?;
     memory.record_triage(
         &issue.repo,
@@ -397,6 +375,41 @@ pub fn github_repo(repo: &str) -> Option<RepoId> {
         }),
         _ => None,
     }
+}
+
+/// End the triage stage of `run`: the triage, then the stage's end, as events.
+pub fn finish_triage(
+    emit: &Emitter<'_>,
+    run: &mut crate::runs::fs::Run,
+    issue: &Issue,
+    t: &Triage,
+    reused: bool,
+    applied: Option<Applied>,
+) -> Result<()> {
+    run.stage_finished("triage", None)?;
+    emit.run_event(
+        run,
+        "triage",
+        format!(
+            "{}: {} {}",
+            issue.reference(),
+            t.kind.as_deref().unwrap_or("undecided"),
+            t.priority
+        ),
+        What::Triaged {
+            triage: Box::new(t.clone()),
+            title: issue.title.clone(),
+            reused,
+            applied,
+        },
+    )?;
+    emit.run_event(
+        run,
+        "triage",
+        "triage finished",
+        What::StageFinished { error: None },
+    )?;
+    Ok(())
 }
 
 /// A triage batch: the issues, how to decide them, where to write back.
