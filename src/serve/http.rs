@@ -19,6 +19,10 @@ use super::signature::verify;
 /// The largest delivery GitHub sends is 25 MB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
+/// Requests handled at once: the rest wait, so unsigned 25 MB bodies cannot pile up in
+/// memory (32 × 25 MB at most).
+pub const MAX_IN_FLIGHT: usize = 32;
+
 /// What the endpoint works with.
 pub struct AppState {
     /// The webhook secret.
@@ -42,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))
         .with_state(state)
 }
 
