@@ -420,6 +420,14 @@ pub struct Price {
     pub input_per_mtok: f64,
     /// USD per million output tokens.
     pub output_per_mtok: f64,
+    /// USD per million prompt tokens written to the cache (default 1.25 × input, the
+    /// Anthropic and Bedrock price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_write_per_mtok: Option<f64>,
+    /// USD per million prompt tokens read from the cache (default 0.1 × input; set it
+    /// for OpenAI models, whose discount differs by model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_per_mtok: Option<f64>,
 }
 
 /// `budget.*`
@@ -629,6 +637,29 @@ pub struct RepairConfig {
     pub max_patch_files: usize,
     /// A candidate that adds and removes more lines than this is refused.
     pub max_patch_lines: usize,
+    /// Rounds after the first in which each failed candidate goes back to the model
+    /// with its test evidence (0 = none).
+    pub rounds: usize,
+    /// How candidates are written: one answer per candidate, an agent with tools, or
+    /// the pipeline first and the agent when nothing is proven.
+    pub mode: RepairMode,
+    /// Model turns an agent run may take.
+    pub max_turns: usize,
+    /// Before repair, ask for a test that reproduces the issue and run it on the base.
+    pub reproduce: bool,
+}
+
+/// `repair.mode`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RepairMode {
+    /// Independent answers (and rounds with feedback).
+    #[default]
+    Pipeline,
+    /// A model working through tools: search, read, edit, run tests, submit.
+    Agent,
+    /// The pipeline; the agent when no candidate is proven.
+    Auto,
 }
 
 impl Default for RepairConfig {
@@ -640,6 +671,10 @@ impl Default for RepairConfig {
             max_patch_bytes: 1_000_000,
             max_patch_files: 50,
             max_patch_lines: 5_000,
+            rounds: 1,
+            mode: RepairMode::Pipeline,
+            max_turns: 30,
+            reproduce: false,
         }
     }
 }
@@ -1070,6 +1105,37 @@ fn validate_with_text(
                 config.repair.candidates
             ),
             "ask for 1 to 10 candidates",
+        );
+    }
+    if config.repair.rounds > 5 {
+        return fail(
+            "repair.rounds",
+            format!("`repair.rounds` is {}, above 5", config.repair.rounds),
+            "use 0 to 5 rounds (each can cost as much as the first)",
+        );
+    }
+    if !(1..=200).contains(&config.repair.max_turns) {
+        return fail(
+            "repair.max_turns",
+            format!(
+                "`repair.max_turns` is {}, outside 1..200",
+                config.repair.max_turns
+            ),
+            "use a value such as 30",
+        );
+    }
+    if config.repair.mode != RepairMode::Pipeline
+        && config.test.sandbox != SandboxPolicy::Required
+        && config.test.runner == TestRunner::Local
+    {
+        return fail(
+            "repair.mode",
+            format!(
+                "`repair.mode` is {:?}, and the agent's code runs every turn, but test.sandbox is not `required`",
+                config.repair.mode
+            )
+            .to_lowercase(),
+            "set test.sandbox: required (bubblewrap), or repair.mode: pipeline",
         );
     }
     if !(0.0..=2.0).contains(&config.repair.temperature) {

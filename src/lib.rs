@@ -4,6 +4,7 @@
 //! The library holds the stages and backends; `commands/` is the only module that
 //! prints. See `DESIGN.md` in the shared folder for the pipeline and run folder.
 
+pub mod agent;
 pub mod aws;
 pub mod cli;
 pub mod commands;

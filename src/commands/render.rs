@@ -144,8 +144,13 @@ pub(crate) fn print_lines(ctx: &Ctx, report: &TestReport) {
             " "
         };
         ctx.out.line(&format!(
-            "  {mark} candidate {}: {} — {}",
+            "  {mark} candidate {}{}: {} — {}",
             c.id,
+            if c.round > 0 {
+                format!(" (round {})", c.round)
+            } else {
+                String::new()
+            },
             c.verdict.as_str(),
             c.summary
         ));
@@ -190,11 +195,22 @@ fn review_candidates(ctx: &Ctx, q: &Review<'_>) -> Result<(Option<usize>, Option
         if c.error.is_some() || c.duplicate_of.is_some() {
             continue;
         }
+        let origin = match (&c.by, c.parent) {
+            (Some(by), _) => format!(" ({by}, round {})", c.round),
+            (None, Some(p)) => format!(" (round {}, answering candidate {p})", c.round),
+            (None, None) => String::new(),
+        };
         ctx.out.line(&format!(
             "\n{} {}",
-            ctx.out.bold(&format!("candidate {}:", c.id)),
+            ctx.out.bold(&format!("candidate {}{origin}:", c.id)),
             c.explanation
         ));
+        if !c.trace.is_empty() {
+            ctx.out.line(&ctx.out.dim("  trace:"));
+            for t in c.trace.iter().take(40) {
+                ctx.out.line(&ctx.out.dim(&format!("    {t}")));
+            }
+        }
         ctx.out.line(&colour_diff(ctx, &c.diff));
         let pick = dialoguer::Select::new()
             .with_prompt(format!("candidate {}", c.id))

@@ -50,7 +50,15 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
             run.write_json("issue.json", &issue)?;
             run.set_base_commit(&base.to_string())?;
             run.write_text("candidates/1.diff", &text)?;
-            (run, base, vec![CandidateInput { id: 1, diff: text }])
+            (
+                run,
+                base,
+                vec![CandidateInput {
+                    id: 1,
+                    diff: text,
+                    round: 0,
+                }],
+            )
         }
         None => {
             let id = match &args.run {
@@ -94,7 +102,7 @@ pub fn run(args: &TestArgs, ctx: &Ctx) -> Result<()> {
     ensure_commit(&repo, &dir, base, &emit)?;
     let deps = ctx.deps();
     preflight(&deps, &repo, base)?;
-    let report = match test_stage(&deps, &emit, &mut run, &repo, base, &candidates) {
+    let report = match test_stage(&deps, &emit, &mut run, &repo, base, &candidates, &[]) {
         Ok(r) => r,
         Err(e) => {
             let _ = run.stage_finished("test", Some(&format!("{e:#}")));
@@ -145,7 +153,11 @@ pub(crate) fn run_candidates(
             continue;
         }
         let diff = store.read_file(id, &format!("candidates/{n}.diff"))?;
-        out.push(CandidateInput { id: n, diff });
+        out.push(CandidateInput {
+            id: n,
+            diff,
+            round: 0,
+        });
     }
     if out.is_empty() {
         return Err(CommandError::usage(match only {

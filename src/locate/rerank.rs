@@ -69,6 +69,7 @@ pub fn request(repo: &str, title: &str, body: &str, located: &Located, n: usize)
         max_tokens: 512,
         temperature: Some(0.0),
         stop: vec![],
+        cache_prefix: false,
     }
 }
 

@@ -54,6 +54,16 @@ impl Anthropic {
         if let Some(s) = &r.system {
             body["system"] = json!(s);
         }
+        // One breakpoint after the first user message caches the tools, the system
+        // prompt and that message: the prefix every later turn repeats.
+        if r.cache_prefix
+            && let Some(last) = body
+                .pointer_mut("/messages/0/content")
+                .and_then(Value::as_array_mut)
+                .and_then(|c| c.last_mut())
+        {
+            last["cache_control"] = json!({"type": "ephemeral"});
+        }
         if !r.tools.is_empty() {
             body["tools"] = json!(r.tools);
         }
@@ -98,10 +108,7 @@ impl Anthropic {
             Some(other) => StopReason::Other(other.into()),
             None => StopReason::EndTurn,
         };
-        let usage = v.get("usage").map(|u| Usage {
-            input_tokens: u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0),
-            output_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
-        });
+        let usage = v.get("usage").map(usage_of);
         Ok(Response {
             content,
             stop_reason,
@@ -170,6 +177,17 @@ impl Model for Anthropic {
     }
 }
 
+/// Tokens from a Messages `usage` object, cache writes and reads apart.
+fn usage_of(u: &Value) -> Usage {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Usage {
+        input_tokens: n("input_tokens"),
+        output_tokens: n("output_tokens"),
+        cache_write_tokens: n("cache_creation_input_tokens"),
+        cache_read_tokens: n("cache_read_input_tokens"),
+    }
+}
+
 /// Read a Messages stream: `message_start`, `content_block_start/delta/stop`,
 /// `message_delta`, `message_stop`, and `error` events.
 fn read_events(
@@ -196,10 +214,9 @@ fn read_events(
         let index = ev.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
         match ev.get("type").and_then(Value::as_str) {
             Some("message_start") => {
-                usage.input_tokens = ev
-                    .pointer("/message/usage/input_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+                if let Some(u) = ev.pointer("/message/usage") {
+                    usage = usage_of(u);
+                }
             }
             Some("content_block_start") => {
                 while blocks.len() <= index {

@@ -148,7 +148,8 @@ impl Bedrock {
     fn messages(r: &Request) -> Result<Vec<BMessage>, ModelError> {
         r.messages
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(i, m)| {
                 let role = match m.role {
                     Role::User => ConversationRole::User,
                     Role::Assistant => ConversationRole::Assistant,
@@ -178,6 +179,16 @@ impl Bedrock {
                                 .map_err(build_err)?,
                         ),
                     });
+                }
+                // A cache point after the first user message: the tools, the system
+                // prompt and that message are the prefix every later turn repeats.
+                if r.cache_prefix && i == 0 {
+                    b = b.content(ContentBlock::CachePoint(
+                        aws_sdk_bedrockruntime::types::CachePointBlock::builder()
+                            .r#type(aws_sdk_bedrockruntime::types::CachePointType::Default)
+                            .build()
+                            .map_err(build_err)?,
+                    ));
                 }
                 b.build().map_err(build_err)
             })
@@ -366,10 +377,7 @@ impl Bedrock {
                 }
             }
         }
-        let usage = resp.usage().map(|u| Usage {
-            input_tokens: u.input_tokens().max(0) as u64,
-            output_tokens: u.output_tokens().max(0) as u64,
-        });
+        let usage = resp.usage().map(usage_of);
         Ok(Response {
             content,
             stop_reason: Self::stop(resp.stop_reason()),
@@ -428,10 +436,7 @@ impl Bedrock {
                 }
                 ConverseStreamOutput::MessageStop(m) => stop_reason = Self::stop(m.stop_reason()),
                 ConverseStreamOutput::Metadata(m) => {
-                    usage = m.usage().map(|u| Usage {
-                        input_tokens: u.input_tokens().max(0) as u64,
-                        output_tokens: u.output_tokens().max(0) as u64,
-                    });
+                    usage = m.usage().map(usage_of);
                 }
                 _ => {}
             }
@@ -465,5 +470,16 @@ impl Model for Bedrock {
         } else {
             self.runtime.block_on(self.converse(request))
         }
+    }
+}
+
+/// Tokens from a Converse `usage`, cache writes and reads apart.
+fn usage_of(u: &aws_sdk_bedrockruntime::types::TokenUsage) -> Usage {
+    let n = |v: i32| v.max(0) as u64;
+    Usage {
+        input_tokens: n(u.input_tokens()),
+        output_tokens: n(u.output_tokens()),
+        cache_write_tokens: u.cache_write_input_tokens().map_or(0, n),
+        cache_read_tokens: u.cache_read_input_tokens().map_or(0, n),
     }
 }

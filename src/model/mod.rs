@@ -125,6 +125,11 @@ pub struct Request {
     /// Stop sequences.
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Mark the unchanging prefix (system, tools, the first user message) cacheable
+    /// where the provider has prompt caching (Anthropic `cache_control`, Bedrock cache
+    /// points); later turns then read it from the cache at the provider's cache price.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache_prefix: bool,
 }
 
 /// Why the model stopped.
@@ -146,10 +151,20 @@ pub enum StopReason {
 /// Tokens of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
-    /// Prompt tokens.
+    /// Prompt tokens read at the full price (cache writes and reads not included).
     pub input_tokens: u64,
     /// Reply tokens.
     pub output_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A model's reply.

@@ -227,12 +227,25 @@ impl OpenAi {
             Some("stop") | None => StopReason::EndTurn,
             Some(other) => StopReason::Other(other.into()),
         };
-        let usage = v.get("usage").filter(|u| !u.is_null()).map(|u| Usage {
-            input_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-            output_tokens: u
-                .get("completion_tokens")
+        let usage = v.get("usage").filter(|u| !u.is_null()).map(|u| {
+            // Cached prompt tokens are part of `prompt_tokens`, priced apart.
+            let cached = u
+                .pointer("/prompt_tokens_details/cached_tokens")
                 .and_then(Value::as_u64)
-                .unwrap_or(0),
+                .unwrap_or(0);
+            Usage {
+                input_tokens: u
+                    .get("prompt_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0)
+                    .saturating_sub(cached),
+                output_tokens: u
+                    .get("completion_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+                cache_write_tokens: 0,
+                cache_read_tokens: cached,
+            }
         });
         Ok(Response {
             content,
@@ -426,7 +439,8 @@ mod tests {
             r.usage,
             Some(Usage {
                 input_tokens: 5,
-                output_tokens: 2
+                output_tokens: 2,
+                ..Default::default()
             })
         );
         let v = json!({"choices": [{"message": {"content": "I think it is a bug."}, "finish_reason": "length"}]});

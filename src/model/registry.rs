@@ -126,6 +126,8 @@ pub fn build(name: &str, e: &ModelEntry, timeout: Duration) -> Result<ResolvedMo
         None if local => Price {
             input_per_mtok: 0.0,
             output_per_mtok: 0.0,
+            cache_write_per_mtok: None,
+            cache_read_per_mtok: None,
         },
         None => {
             return Err(ModelError::Config(format!(

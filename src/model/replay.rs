@@ -45,6 +45,7 @@ pub fn empty_request() -> Request {
         max_tokens: 0,
         temperature: None,
         stop: vec![],
+        cache_prefix: false,
     }
 }
 

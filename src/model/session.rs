@@ -90,6 +90,7 @@ impl Session {
             &Usage {
                 input_tokens: est_in,
                 output_tokens: u64::from(req.max_tokens),
+                ..Default::default()
             },
         );
         self.lock_budget().reserve(worst, *issue_spent)?;
@@ -121,6 +122,7 @@ impl Session {
                     Usage {
                         input_tokens: est_in,
                         output_tokens: out,
+                        ..Default::default()
                     },
                     false,
                 )
@@ -137,6 +139,8 @@ impl Session {
             reported,
             cost_usd: usd,
             millis: started.elapsed().as_millis() as u64,
+            cache_write_tokens: usage.cache_write_tokens,
+            cache_read_tokens: usage.cache_read_tokens,
         };
         Ok((response, call))
     }

@@ -42,13 +42,23 @@ pub fn builtin_price(model_id: &str) -> Option<Price> {
         .map(|(_, i, o)| Price {
             input_per_mtok: *i,
             output_per_mtok: *o,
+            cache_write_per_mtok: None,
+            cache_read_per_mtok: None,
         })
 }
 
 /// Cost of tokens at a price.
 pub fn cost(price: &Price, usage: &Usage) -> f64 {
+    let write = price
+        .cache_write_per_mtok
+        .unwrap_or(price.input_per_mtok * 1.25);
+    let read = price
+        .cache_read_per_mtok
+        .unwrap_or(price.input_per_mtok * 0.1);
     (usage.input_tokens as f64 * price.input_per_mtok
-        + usage.output_tokens as f64 * price.output_per_mtok)
+        + usage.output_tokens as f64 * price.output_per_mtok
+        + usage.cache_write_tokens as f64 * write
+        + usage.cache_read_tokens as f64 * read)
         / 1e6
 }
 
@@ -79,6 +89,16 @@ pub struct CallUsage {
     pub cost_usd: f64,
     /// Wall time of the call including retries, ms.
     pub millis: u64,
+    /// Prompt tokens written to the provider's cache (priced apart).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
+    /// Prompt tokens read from the provider's cache (priced apart).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_read_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Spending limits and what was spent by a command. Per-issue spending is counted by
@@ -155,7 +175,8 @@ mod tests {
                 &p,
                 &Usage {
                     input_tokens: 1_000_000,
-                    output_tokens: 100_000
+                    output_tokens: 100_000,
+                    ..Default::default()
                 }
             ) - 4.5)
                 .abs()

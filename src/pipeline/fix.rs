@@ -534,7 +534,7 @@ fn fix_stages(
     let Some(session) = session else {
         return Err(CommandError::usage("the repair stage needs a model").into());
     };
-    let (candidates, chosen) = if run.meta.done("repair") {
+    let (mut candidates, chosen) = if run.meta.done("repair") {
         let v: serde_json::Value = run.read_json("candidates.json")?;
         (
             serde_json::from_value::<Vec<Candidate>>(v["candidates"].clone())?,
@@ -560,7 +560,7 @@ fn fix_stages(
     };
     outcome.spent = spent;
     outcome.verdict = "repaired".into();
-    outcome.report.located = Some(located);
+    outcome.report.located = Some(located.clone());
     outcome.report.candidates = Some((candidates.clone(), chosen));
     // Test: every candidate that applied (and the user accepted, after a review).
     let reviewed = run
@@ -578,17 +578,110 @@ fn fix_stages(
         .iter()
         .filter(|c| c.error.is_none() && c.duplicate_of.is_none())
         .filter(|c| !reviewed || Some(c.id) == chosen)
+        .filter(|c| c.round == 0)
         .map(|c| crate::verify::CandidateInput {
             id: c.id,
             diff: c.diff.clone(),
+            round: c.round,
         })
         .collect();
-    let tests: TestReport = if run.meta.done("test") {
+    let mut tests: TestReport = if run.meta.done("test") {
         run.read_json("test.json")?
     } else {
         super::test::ensure_commit(repo, dir, commit, emit)?;
-        super::test::test_stage(deps, emit, run, repo, commit, &inputs)?
+        super::test::test_stage(deps, emit, run, repo, commit, &inputs, &[])?
     };
+    // Rounds with feedback, then the agent in `auto` mode: not after a review (the
+    // person chose); not in agent mode (the agent ran its own tests).
+    let mode = deps.config.repair.mode;
+    if !reviewed && tests.chosen.is_none() && mode != crate::config::RepairMode::Agent {
+        let cfg = &deps.config.repair;
+        let inputs = repair_inputs(memory, &t, &prior_files)?;
+        let first =
+            crate::repair::prompt::request(issue, &located.context, &inputs, cfg.max_tokens, 0.0);
+        let read = |p: &str| locate::files::read_at(repo, commit, p);
+        let files = context_files(&located);
+        let settings = repair_settings(cfg);
+        let r = super::rounds::RoundInputs {
+            deps,
+            emit,
+            session,
+            first: &first,
+            read: &read,
+            context_files: &files,
+            guard: plan.guard,
+            settings: &settings,
+            repo,
+            base: commit,
+            rounds: cfg.rounds,
+        };
+        // With no rounds left this only tests what a resumed run had not.
+        super::rounds::run_rounds(
+            &r,
+            run,
+            &mut candidates,
+            chosen,
+            &mut tests,
+            &mut calls,
+            &mut spent,
+        )?;
+        if mode == crate::config::RepairMode::Auto
+            && tests.chosen.is_none()
+            && !candidates.iter().any(|c| c.by.as_deref() == Some("agent"))
+            && !crate::interrupt::requested()
+        {
+            let a = super::agent::AgentInputs {
+                deps,
+                emit,
+                session,
+                issue,
+                located: &located,
+                repo,
+                base: commit,
+                guard: plan.guard,
+                settings: &settings,
+                frozen: Vec::new(),
+            };
+            let id = candidates.iter().map(|c| c.id).max().unwrap_or(0) + 1;
+            let round = candidates.iter().map(|c| c.round).max().unwrap_or(0) + 1;
+            emit.run_event(
+                run,
+                "repair",
+                format!("no candidate is proven: the agent writes candidate {id}"),
+                What::Info,
+            )?;
+            let (c, _) =
+                super::agent::agent_candidate(&a, run, id, round, &candidates, &mut spent)?;
+            calls.extend(c.usage.iter().cloned());
+            if c.error.is_none() {
+                run.write_text(&format!("candidates/{}.diff", c.id), &c.diff)?;
+            }
+            candidates.push(c);
+            run.write_usage(&calls)?;
+            let review = run
+                .read_json::<serde_json::Value>("candidates.json")
+                .ok()
+                .map(|v| v["review"].clone())
+                .unwrap_or(serde_json::Value::Null);
+            run.write_json(
+                "candidates.json",
+                &json!({"candidates": candidates, "chosen": chosen, "review": review}),
+            )?;
+            // Tested like every other candidate (and no further round).
+            let only_test = super::rounds::RoundInputs { rounds: 0, ..r };
+            super::rounds::run_rounds(
+                &only_test,
+                run,
+                &mut candidates,
+                chosen,
+                &mut tests,
+                &mut calls,
+                &mut spent,
+            )?;
+        }
+        outcome.spent = spent;
+        outcome.report.candidates = Some((candidates.clone(), chosen));
+    }
     outcome.verdict = tests.verdict.clone();
     let files_of = |id: usize| -> Vec<String> {
         candidates
@@ -662,18 +755,33 @@ fn fix_stages(
     let inputs = super::publish::PublishInputs {
         patch: &diff,
         tests: Some(format!(
-            "From run `{}`: verdict **{}**; {}",
+            "From run `{}`: verdict **{}**; {}{}",
             run.id(),
             tests.verdict,
-            tests.summary
+            tests.summary,
+            rounds_note(&candidates, chosen)
         )),
         usage: (!calls.is_empty()).then(|| {
+            let later: Vec<&CallUsage> = candidates
+                .iter()
+                .filter(|c| c.round > 0)
+                .flat_map(|c| c.usage.iter())
+                .collect();
             format!(
-                "{} model call(s), {} tokens in, {} out, ${:.4}",
+                "{} model call(s), {} tokens in, {} out, ${:.4}{}",
                 calls.len(),
                 calls.iter().map(|c| c.input_tokens).sum::<u64>(),
                 calls.iter().map(|c| c.output_tokens).sum::<u64>(),
-                spent
+                spent,
+                if later.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} of them in rounds with feedback, ${:.4})",
+                        later.len(),
+                        later.iter().map(|c| c.cost_usd).sum::<f64>()
+                    )
+                }
             )
         }),
         base: Some(commit),
@@ -713,6 +821,20 @@ fn fix_stages(
     match partial {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// How the chosen candidate came to be, when a round with feedback wrote it.
+fn rounds_note(candidates: &[Candidate], chosen: usize) -> String {
+    let Some(c) = candidates.iter().find(|c| c.id == chosen) else {
+        return String::new();
+    };
+    match (c.round, c.parent) {
+        (0, _) | (_, None) => String::new(),
+        (round, Some(parent)) => format!(
+            ". Written in round {round} with feedback: candidate {} answers the test output of candidate {parent}",
+            c.id
+        ),
     }
 }
 
@@ -866,19 +988,7 @@ fn repair_stage(
     run.stage_started("repair")?;
     emit.run_event(run, "repair", "repair started", What::StageStarted)?;
     let cfg = &deps.config.repair;
-    let inputs = crate::repair::prompt::RepairInputs {
-        triage: Some(format!(
-            "kind {}, priority {}{}",
-            t.kind.as_deref().unwrap_or("unclear"),
-            t.priority,
-            if t.missing.is_empty() {
-                String::new()
-            } else {
-                format!(", the report lacks {}", t.missing.join(", "))
-            }
-        )),
-        past: past_fixes(memory, prior_files)?,
-    };
+    let inputs = repair_inputs(memory, t, prior_files)?;
     let base_request = |temperature: f32| {
         crate::repair::prompt::request(
             issue,
@@ -889,12 +999,7 @@ fn repair_stage(
         )
     };
     let read = |p: &str| locate::files::read_at(repo, commit, p);
-    let context_files: Vec<String> = located
-        .context
-        .files
-        .iter()
-        .map(|f| f.path.clone())
-        .collect();
+    let context_files = context_files(located);
     let say = |m: String| {
         emit.say(
             "repair",
@@ -907,25 +1012,34 @@ fn repair_stage(
     };
     say("asking the model for candidates".into());
     let progress = |i: usize| say(format!("candidate {i} of {}", cfg.candidates));
-    let (mut candidates, failure) = crate::repair::candidates::generate(
-        session,
-        &base_request,
-        &read,
-        &context_files,
-        plan.guard,
-        &crate::repair::candidates::RepairSettings {
-            candidates: cfg.candidates,
-            max_tokens: cfg.max_tokens,
-            temperature: cfg.temperature,
-            limits: crate::repair::candidates::PatchLimits {
-                bytes: cfg.max_patch_bytes,
-                files: cfg.max_patch_files,
-                lines: cfg.max_patch_lines,
-            },
-        },
-        spent,
-        &progress,
-    );
+    let settings = repair_settings(cfg);
+    let (mut candidates, failure) = if cfg.mode == crate::config::RepairMode::Agent {
+        let inputs = super::agent::AgentInputs {
+            deps,
+            emit,
+            session,
+            issue,
+            located,
+            repo,
+            base: commit,
+            guard: plan.guard,
+            settings: &settings,
+            frozen: Vec::new(),
+        };
+        let (c, _) = super::agent::agent_candidate(&inputs, run, 1, 0, &[], spent)?;
+        (vec![c], None)
+    } else {
+        crate::repair::candidates::generate(
+            session,
+            &base_request,
+            &read,
+            &context_files,
+            plan.guard,
+            &settings,
+            spent,
+            &progress,
+        )
+    };
     emit.say("repair", "", What::ProgressDone);
     for c in &candidates {
         for u in &c.usage {
@@ -1068,6 +1182,51 @@ fn repair_stage(
         return Err(e.into());
     }
     Ok((candidates, chosen))
+}
+
+/// What the repair prompt shows besides the issue and the code.
+fn repair_inputs(
+    memory: &dyn Memory,
+    t: &crate::triage::Triage,
+    prior_files: &[PriorFile],
+) -> Result<crate::repair::prompt::RepairInputs> {
+    Ok(crate::repair::prompt::RepairInputs {
+        triage: Some(format!(
+            "kind {}, priority {}{}",
+            t.kind.as_deref().unwrap_or("unclear"),
+            t.priority,
+            if t.missing.is_empty() {
+                String::new()
+            } else {
+                format!(", the report lacks {}", t.missing.join(", "))
+            }
+        )),
+        past: past_fixes(memory, prior_files)?,
+    })
+}
+
+/// The paths of the context's files.
+fn context_files(located: &Located) -> Vec<String> {
+    located
+        .context
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .collect()
+}
+
+/// `repair.*` as the candidate generator's settings.
+fn repair_settings(cfg: &crate::config::RepairConfig) -> crate::repair::candidates::RepairSettings {
+    crate::repair::candidates::RepairSettings {
+        candidates: cfg.candidates,
+        max_tokens: cfg.max_tokens,
+        temperature: cfg.temperature,
+        limits: crate::repair::candidates::PatchLimits {
+            bytes: cfg.max_patch_bytes,
+            files: cfg.max_patch_files,
+            lines: cfg.max_patch_lines,
+        },
+    }
 }
 
 /// Titles of the past issues whose fixes feed the prior, with their files.

@@ -10,9 +10,11 @@
 //! - [`test`] and [`publish`]: the test and publish stages, shared with the `test` and
 //!   `pr` front-ends.
 
+mod agent;
 pub mod events;
 pub mod fix;
 pub mod publish;
+mod rounds;
 pub mod test;
 pub mod triage;
 

@@ -98,18 +98,15 @@ fn codebuild_runner(deps: &Deps<'_>) -> Result<crate::verify::codebuild::CodeBui
     )?)
 }
 
-/// The test stage inside a run: the plan, the sandbox, the baseline, each candidate,
-/// the choice; `tests/*.log` and `test.json`. Returns the report.
-pub fn test_stage(
+/// The test plan of `base` (the detected or configured command, in the checkout's own
+/// venv when it has one) and the runner the config names.
+pub fn test_setup(
     deps: &Deps<'_>,
     emit: &Emitter<'_>,
-    run: &mut Run,
+    run: &Run,
     repo: &Repository,
     base: Oid,
-    candidates: &[CandidateInput],
-) -> Result<TestReport> {
-    run.stage_started("test")?;
-    emit.run_event(run, "test", "test started", What::StageStarted)?;
+) -> Result<(TestPlan, Box<dyn verify::Runner>)> {
     let cfg = &deps.config.test;
     let read = |p: &str| crate::locate::files::read_at(repo, base, p);
     let mut plan = TestPlan::for_commit(
@@ -162,6 +159,24 @@ pub fn test_stage(
             })
         }
     };
+    Ok((plan, runner))
+}
+
+/// The test stage inside a run: the plan, the sandbox, the baseline, each candidate,
+/// the choice; `tests/*.log` and `test.json`. Returns the report.
+pub fn test_stage(
+    deps: &Deps<'_>,
+    emit: &Emitter<'_>,
+    run: &mut Run,
+    repo: &Repository,
+    base: Oid,
+    candidates: &[CandidateInput],
+    earlier: &[crate::verify::CandidateReport],
+) -> Result<TestReport> {
+    run.stage_started("test")?;
+    emit.run_event(run, "test", "test started", What::StageStarted)?;
+    let (plan, runner) = test_setup(deps, emit, run, repo, base)?;
+    let cache = deps.cache_dir.clone();
     let _polling = crate::interrupt::Polling::enter();
     let stop = || crate::interrupt::requested();
     let verifier = Verifier {
@@ -246,7 +261,7 @@ pub fn test_stage(
         What::Read(json!(null)),
     )?;
     let files = verify::tree_paths(repo, base);
-    let mut reports = Vec::new();
+    let mut reports = earlier.to_vec();
     for (i, c) in candidates.iter().enumerate() {
         progress(i as u64 + 1, format!("tests on candidate {}", c.id));
         let r = verifier.test_candidate(c, &baseline.run.results, &files);
@@ -275,7 +290,8 @@ pub fn test_stage(
         progress(i as u64 + 2, format!("tests on candidate {}", c.id));
     }
     done();
-    let report = TestReport::new(base, plan, runner.as_ref(), baseline, reports);
+    let mut report = TestReport::new(base, plan, runner.as_ref(), baseline, reports);
+    report.rounds = report.candidates.iter().map(|c| c.round).max().unwrap_or(0);
     run.write_json("test.json", &report)?;
     let error = report
         .chosen

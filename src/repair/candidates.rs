@@ -33,6 +33,19 @@ pub struct Candidate {
     /// Same diff as an earlier candidate (that one's id).
     #[serde(default)]
     pub duplicate_of: Option<usize>,
+    /// The round that wrote it: 0 for the first answers, then 1, 2… for answers to
+    /// test evidence.
+    #[serde(default)]
+    pub round: usize,
+    /// The candidate whose evidence it answers (rounds after the first).
+    #[serde(default)]
+    pub parent: Option<usize>,
+    /// `agent` when an agent run submitted it (its trace is in `agent.jsonl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// For an agent's candidate: one line per tool call (tools called, tests run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<String>,
 }
 
 /// Settings of the stage.
@@ -103,90 +116,125 @@ pub fn generate(
     for i in 0..settings.candidates {
         on_progress(i + 1);
         let temperature = if i == 0 { 0.0 } else { settings.temperature };
-        let first = base_request(temperature);
-        let mut usage = Vec::new();
-        let (answer, u) = match session.call("repair", &first, spent) {
-            Ok((r, u)) => (r.text(), u),
-            Err(e) => return (out, Some(e)),
-        };
-        usage.push(u);
-        let mut attempts = 1;
-        let mut result = parse(&answer)
-            .map_err(super::ApplyError::from)
-            .and_then(|edits| apply(&edits, read, files, guard));
-        let mut final_answer = answer.clone();
-        if let Err(e) = &result {
-            attempts = 2;
-            let again = prompt::retry(&first, &answer, &e.to_string());
-            match session.call("repair", &again, spent) {
-                Ok((r, u)) => {
-                    usage.push(u);
-                    final_answer = r.text();
-                    result = parse(&final_answer)
-                        .map_err(super::ApplyError::from)
-                        .and_then(|edits| apply(&edits, read, files, guard));
-                }
-                Err(err) => return (out, Some(err)),
-            }
-        }
         let id = out.len() + 1;
-        let explanation = prompt::explanation(&final_answer);
-        drop(answer);
-        drop(final_answer);
-        let candidate = match result {
-            Ok(applied) => {
-                let (diff, changed) = unified_diff(&applied.files, read);
-                // Over the limits: the refusal is kept, the patch itself is not.
-                if let Some(why) = settings.limits.check(&diff, changed.len()) {
-                    out.push(Candidate {
-                        id,
-                        diff: String::new(),
-                        explanation: explanation.chars().take(2_000).collect(),
-                        edits: Vec::new(),
-                        files: Vec::new(),
-                        usage,
-                        attempts,
-                        error: Some(why),
-                        duplicate_of: None,
-                    });
-                    continue;
-                }
-                let refused = adds_secret(&session.redactor, &diff);
-                let duplicate_of = out
-                    .iter()
-                    .find(|c| c.error.is_none() && normalized(&c.diff) == normalized(&diff))
-                    .map(|c| c.id);
-                Candidate {
-                    id,
-                    diff,
-                    explanation,
-                    edits: applied.reports,
-                    files: changed,
-                    usage,
-                    attempts,
-                    error: if changed_is_empty(&applied.files, read) {
-                        Some("the edits change nothing".to_string())
-                    } else {
-                        refused
-                    },
-                    duplicate_of,
-                }
-            }
-            Err(e) => Candidate {
-                id,
-                diff: String::new(),
-                explanation,
-                edits: Vec::new(),
-                files: Vec::new(),
-                usage,
-                attempts,
-                error: Some(e.to_string()),
-                duplicate_of: None,
-            },
-        };
-        out.push(candidate);
+        match ask(
+            session,
+            &base_request(temperature),
+            read,
+            files,
+            guard,
+            settings,
+            spent,
+            id,
+            &out,
+        ) {
+            Ok(c) => out.push(c),
+            Err(e) => return (out, Some(e)),
+        }
     }
     (out, None)
+}
+
+/// One candidate from `first` (and one retry with the applier's refusal when its
+/// edits do not apply), numbered `id`, checked against the limits, the secrets rule
+/// and the candidates before it.
+#[allow(clippy::too_many_arguments)]
+pub fn ask(
+    session: &Session,
+    first: &Request,
+    read: &dyn Fn(&str) -> Option<String>,
+    files: &[String],
+    guard: &PathGuard,
+    settings: &RepairSettings,
+    spent: &mut f64,
+    id: usize,
+    earlier: &[Candidate],
+) -> Result<Candidate, crate::model::ModelError> {
+    let mut usage = Vec::new();
+    let (r, u) = session.call("repair", first, spent)?;
+    let answer = r.text();
+    usage.push(u);
+    let mut attempts = 1;
+    let mut result = parse(&answer)
+        .map_err(super::ApplyError::from)
+        .and_then(|edits| apply(&edits, read, files, guard));
+    let mut final_answer = answer.clone();
+    if let Err(e) = &result {
+        attempts = 2;
+        let again = prompt::retry(first, &answer, &e.to_string());
+        let (r, u) = session.call("repair", &again, spent)?;
+        usage.push(u);
+        final_answer = r.text();
+        result = parse(&final_answer)
+            .map_err(super::ApplyError::from)
+            .and_then(|edits| apply(&edits, read, files, guard));
+    }
+    let explanation = prompt::explanation(&final_answer);
+    let mut candidate = Candidate {
+        id,
+        diff: String::new(),
+        explanation,
+        edits: Vec::new(),
+        files: Vec::new(),
+        usage,
+        attempts,
+        error: None,
+        duplicate_of: None,
+        round: 0,
+        parent: None,
+        by: None,
+        trace: Vec::new(),
+    };
+    match result {
+        Ok(applied) => {
+            let (diff, changed) = unified_diff(&applied.files, read);
+            settle(
+                &mut candidate,
+                diff,
+                changed,
+                applied.reports,
+                changed_is_empty(&applied.files, read),
+                &session.redactor,
+                settings,
+                earlier,
+            );
+        }
+        Err(e) => candidate.error = Some(e.to_string()),
+    }
+    Ok(candidate)
+}
+
+/// Fill in an applied candidate: refused over the limits (the patch itself is not
+/// kept), when it changes nothing or adds a secret; marked as a duplicate of an
+/// earlier candidate with the same change.
+#[allow(clippy::too_many_arguments)]
+pub fn settle(
+    candidate: &mut Candidate,
+    diff: String,
+    changed: Vec<(String, usize, usize)>,
+    reports: Vec<EditReport>,
+    unchanged: bool,
+    redactor: &crate::redact::Redactor,
+    settings: &RepairSettings,
+    earlier: &[Candidate],
+) {
+    if let Some(why) = settings.limits.check(&diff, changed.len()) {
+        candidate.explanation = candidate.explanation.chars().take(2_000).collect();
+        candidate.error = Some(why);
+        return;
+    }
+    candidate.error = if unchanged {
+        Some("the edits change nothing".to_string())
+    } else {
+        adds_secret(redactor, &diff)
+    };
+    candidate.duplicate_of = earlier
+        .iter()
+        .find(|c| c.error.is_none() && normalized(&c.diff) == normalized(&diff))
+        .map(|c| c.id);
+    candidate.diff = diff;
+    candidate.files = changed;
+    candidate.edits = reports;
 }
 
 /// True when an added line is part of a private key: in the new text of its hunk the

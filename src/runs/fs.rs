@@ -525,11 +525,21 @@ impl Run {
     }
 
     /// Append one event, given as JSON (the pipeline's events), redacted.
-    pub fn append_event(&self, mut event: serde_json::Value) -> Result<(), RunStoreError> {
+    pub fn append_event(&self, event: serde_json::Value) -> Result<(), RunStoreError> {
+        self.append_line("events.jsonl", event)
+    }
+
+    /// Append one JSON line, redacted, to a JSON-lines file of the run (`agent.jsonl`),
+    /// flushed before it returns (and uploaded when the run has a remote).
+    pub fn append_line(
+        &self,
+        name: &str,
+        mut event: serde_json::Value,
+    ) -> Result<(), RunStoreError> {
         self.redactor.redact_json(&mut event);
         let mut line = event.to_string();
         line.push('\n');
-        let path = self.dir.join("events.jsonl");
+        let path = self.dir.join(name);
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -539,7 +549,7 @@ impl Run {
         drop(f);
         if self.remote.is_some() {
             let all = std::fs::read(&path).map_err(io_err(&path))?;
-            self.upload("events.jsonl", &all)?;
+            self.upload(name, &all)?;
         }
         Ok(())
     }
@@ -586,6 +596,11 @@ impl Run {
     pub fn set_cost(&mut self, usd: f64) -> Result<(), RunStoreError> {
         self.meta.cost_usd = Some((usd * 1e6).round() / 1e6);
         self.save_meta()
+    }
+
+    /// A text file the run wrote earlier, when there is one.
+    pub fn read_text(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(name)).ok()
     }
 
     /// Read a JSON file the run wrote earlier (a finished stage's output).

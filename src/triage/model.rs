@@ -151,6 +151,7 @@ pub fn request(issue: &Issue, ctx: &PromptContext) -> Request {
         max_tokens: 1024,
         temperature: Some(0.0),
         stop: vec![],
+        cache_prefix: false,
     }
 }
 

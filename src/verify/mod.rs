@@ -316,6 +316,9 @@ impl Verdict {
 pub struct CandidateReport {
     /// The candidate's number.
     pub id: usize,
+    /// The repair round that wrote it (0 = the first answers).
+    #[serde(default)]
+    pub round: usize,
     /// The verdict.
     pub verdict: Verdict,
     /// One line for people.
@@ -366,6 +369,8 @@ pub struct CandidateInput {
     pub id: usize,
     /// Its diff.
     pub diff: String,
+    /// The repair round that wrote it.
+    pub round: usize,
 }
 
 /// Everything the stage needs, borrowed.
@@ -473,6 +478,18 @@ impl Verifier<'_> {
     ) -> Result<SuiteRun, VerifyError> {
         let p = self.prepare(label, tree)?;
         self.run_in(&p, label, targets)
+    }
+
+    /// Run the command on the base with `tree` written over it, narrowed to `targets`
+    /// (test ids the caller has checked), in a throwaway worktree: the agent's
+    /// `run_tests`.
+    pub fn run_tree(
+        &self,
+        label: &str,
+        tree: Option<Oid>,
+        targets: &[String],
+    ) -> Result<SuiteRun, VerifyError> {
+        self.run_in_worktree(label, tree, targets)
     }
 
     /// Run the tests in a prepared worktree; the setup runs once per worktree.
@@ -589,6 +606,7 @@ impl Verifier<'_> {
     ) -> Result<CandidateReport, VerifyError> {
         let mut report = CandidateReport {
             id: cand.id,
+            round: cand.round,
             verdict: Verdict::Error,
             summary: String::new(),
             fixed: vec![],
@@ -1474,6 +1492,9 @@ pub struct TestReport {
     pub verdict: String,
     /// One line: what the tests showed.
     pub summary: String,
+    /// Rounds with feedback after the first (`repair.rounds`) that were tested.
+    #[serde(default)]
+    pub rounds: usize,
 }
 
 impl TestReport {
@@ -1515,6 +1536,7 @@ impl TestReport {
             candidates,
             chosen,
             best,
+            rounds: 0,
             verdict,
             summary,
         }
@@ -1575,6 +1597,7 @@ mod tests {
     fn the_chosen_candidate_is_fixed_then_smallest() {
         let mk = |id, verdict, diff_lines| CandidateReport {
             id,
+            round: 0,
             verdict,
             summary: String::new(),
             fixed: vec![],

@@ -287,6 +287,47 @@ fn a_candidate_that_breaks_another_test_is_rejected() {
 }
 
 #[test]
+fn a_failed_candidate_goes_back_with_its_test_output_and_the_next_round_is_proven() {
+    if !pytest_present() {
+        return;
+    }
+    let s = HttpMock::start();
+    script_model(&s, &[PY_BREAKS_MUL, PY_FIX]);
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\n  rounds: 1\n"),
+    );
+    let o = run_with(&t, &[], &["fix", "issue.md", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let bodies = s.bodies();
+    assert_eq!(bodies.len(), 2, "one candidate, one round: two requests");
+    // The second request carries the first candidate's diff and the failing test's
+    // name and output.
+    let second = bodies[1]["messages"].to_string();
+    assert!(second.contains("a ** b"), "{second}");
+    assert!(second.contains("tests.test_ops::test_mul"), "{second}");
+    assert!(second.contains("assert 8 == 6"), "{second}");
+    assert!(!bodies[0]["messages"].to_string().contains("assert 8 == 6"));
+    let run_id = json(&o)["run_id"].as_str().unwrap().to_string();
+    let test: Value = serde_json::from_str(&run_file(&t, &run_id, "test.json")).unwrap();
+    assert_eq!(test["rounds"], 1);
+    assert_eq!(test["chosen"], 2);
+    assert_eq!(test["candidates"][0]["verdict"], "regression");
+    assert_eq!(test["candidates"][1]["round"], 1);
+    assert_eq!(test["candidates"][1]["verdict"], "fixed");
+    let usage: Value = serde_json::from_str(&run_file(&t, &run_id, "usage.json")).unwrap();
+    assert_eq!(usage["calls"].as_array().unwrap().len(), 2, "{usage}");
+    let pr = run_file(&t, &run_id, "pr.md");
+    assert!(pr.contains("Written in round 1 with feedback"), "{pr}");
+    assert!(pr.contains("1 of them in rounds with feedback"), "{pr}");
+    assert_eq!(
+        branch_file(&t, "autotriage/issue-4", "calc/ops.py").as_deref(),
+        Some(OPS_PY.replace("a - b", "a + b").as_str())
+    );
+}
+
+#[test]
 fn rust_fix_opens_a_draft_pr_and_a_killed_run_resumes_without_a_duplicate() {
     let gh = HttpMock::start();
     let state: std::sync::Arc<std::sync::Mutex<RepoState>> = Default::default();

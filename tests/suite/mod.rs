@@ -1,5 +1,6 @@
 //! Integration tests: the real binary in a sandboxed home and working folder.
 
+mod agent;
 mod attacks;
 mod aws;
 mod cli;
