@@ -367,15 +367,16 @@ impl Workspace<'_> {
         } else {
             format!("{dir}/")
         };
+        // Protected files are not shown, nor folders that hold only them.
         let mut entries: Vec<String> = self
             .paths()
             .iter()
+            .filter(|p| self.refuse(p).is_none())
             .filter_map(|p| p.strip_prefix(&prefix))
             .map(|rest| match rest.split_once('/') {
                 Some((d, _)) => format!("{d}/"),
                 None => rest.to_string(),
             })
-            .filter(|e| !prefix.is_empty() || self.refuse(e.trim_end_matches('/')).is_none())
             .collect();
         entries.dedup();
         if entries.is_empty() {

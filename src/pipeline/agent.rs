@@ -244,6 +244,7 @@ pub(super) fn agent_candidate(
         parent: None,
         by: Some("agent".into()),
         trace: result.trace.clone(),
+        with_reproduction: false,
     };
     let (diff, changed) = crate::repair::candidates::unified_diff(&result.changed, &read_base);
     if diff.is_empty() {

@@ -585,11 +585,25 @@ fn fix_stages(
             round: c.round,
         })
         .collect();
+    let reproduction: Option<super::reproduce::Reproduction> =
+        run.read_json("reproduction.json").ok();
+    let frozen: Vec<String> = reproduction
+        .as_ref()
+        .filter(|r| r.kept())
+        .map(|r| r.files.clone())
+        .unwrap_or_default();
     let mut tests: TestReport = if run.meta.done("test") {
         run.read_json("test.json")?
     } else {
         super::test::ensure_commit(repo, dir, commit, emit)?;
-        super::test::test_stage(deps, emit, run, repo, commit, &inputs, &[])?
+        let (inputs, suspect) = super::reproduce::split_frozen(inputs, &candidates, &frozen);
+        let mut tests =
+            super::test::test_stage(deps, emit, run, repo, commit, &inputs, &suspect)?;
+        if let Some(r) = &reproduction {
+            tests.reproduction = Some(super::reproduce::summary(r));
+            run.write_json("test.json", &tests)?;
+        }
+        tests
     };
     // Rounds with feedback, then the agent in `auto` mode: not after a review (the
     // person chose); not in agent mode (the agent ran its own tests).
@@ -614,6 +628,7 @@ fn fix_stages(
             repo,
             base: commit,
             rounds: cfg.rounds,
+            reproduction: reproduction.as_ref(),
         };
         // With no rounds left this only tests what a resumed run had not.
         super::rounds::run_rounds(
@@ -640,7 +655,7 @@ fn fix_stages(
                 base: commit,
                 guard: plan.guard,
                 settings: &settings,
-                frozen: Vec::new(),
+                frozen: frozen.clone(),
             };
             let id = candidates.iter().map(|c| c.id).max().unwrap_or(0) + 1;
             let round = candidates.iter().map(|c| c.round).max().unwrap_or(0) + 1;
@@ -650,8 +665,11 @@ fn fix_stages(
                 format!("no candidate is proven: the agent writes candidate {id}"),
                 What::Info,
             )?;
-            let (c, _) =
+            let (mut c, _) =
                 super::agent::agent_candidate(&a, run, id, round, &candidates, &mut spent)?;
+            if let Some(r) = &reproduction {
+                super::reproduce::attach(&mut c, r);
+            }
             calls.extend(c.usage.iter().cloned());
             if c.error.is_none() {
                 run.write_text(&format!("candidates/{}.diff", c.id), &c.diff)?;
@@ -755,11 +773,12 @@ fn fix_stages(
     let inputs = super::publish::PublishInputs {
         patch: &diff,
         tests: Some(format!(
-            "From run `{}`: verdict **{}**; {}{}",
+            "From run `{}`: verdict **{}**; {}{}{}",
             run.id(),
             tests.verdict,
             tests.summary,
-            rounds_note(&candidates, chosen)
+            rounds_note(&candidates, chosen),
+            proof_note(&candidates, &tests, chosen)
         )),
         usage: (!calls.is_empty()).then(|| {
             let later: Vec<&CallUsage> = candidates
@@ -836,6 +855,38 @@ fn rounds_note(candidates: &[Candidate], chosen: usize) -> String {
             c.id
         ),
     }
+}
+
+/// "Proved by a generated test", when the frozen reproduction is what shows the fix.
+fn proof_note(candidates: &[Candidate], tests: &TestReport, chosen: usize) -> String {
+    let with = candidates
+        .iter()
+        .any(|c| c.id == chosen && c.with_reproduction);
+    let Some(generated) = tests
+        .reproduction
+        .as_ref()
+        .and_then(|r| r["tests"].as_array())
+        .filter(|_| with)
+    else {
+        return String::new();
+    };
+    let report = tests.candidates.iter().find(|r| r.id == chosen);
+    let shown: Vec<&str> = generated
+        .iter()
+        .filter_map(|t| t.as_str())
+        .filter(|t| {
+            report.is_some_and(|r| {
+                r.fixed.iter().any(|f| f == t) || r.reproduced.iter().any(|f| f == t)
+            })
+        })
+        .collect();
+    if shown.is_empty() {
+        return String::new();
+    }
+    format!(
+        ". Proved by a generated test: {} was written before the fix from the issue alone, failed on the base and passes with the fix",
+        shown.join(", ")
+    )
 }
 
 /// The error for a repair that left nothing to test.
@@ -1010,6 +1061,24 @@ fn repair_stage(
             },
         )
     };
+    // Reproduction first: a kept test is frozen and joins the candidates without one.
+    let reproduction = if cfg.reproduce {
+        let r = super::reproduce::reproduce(
+            deps, emit, session, issue, located, repo, commit, plan.guard, run, spent,
+        )?;
+        if !calls.iter().any(|c| c.stage == "reproduce") {
+            calls.extend(r.usage.iter().cloned());
+            run.write_usage(calls)?;
+        }
+        Some(r)
+    } else {
+        None
+    };
+    let frozen: Vec<String> = reproduction
+        .as_ref()
+        .filter(|r| r.kept())
+        .map(|r| r.files.clone())
+        .unwrap_or_default();
     say("asking the model for candidates".into());
     let progress = |i: usize| say(format!("candidate {i} of {}", cfg.candidates));
     let settings = repair_settings(cfg);
@@ -1024,7 +1093,7 @@ fn repair_stage(
             base: commit,
             guard: plan.guard,
             settings: &settings,
-            frozen: Vec::new(),
+            frozen: frozen.clone(),
         };
         let (c, _) = super::agent::agent_candidate(&inputs, run, 1, 0, &[], spent)?;
         (vec![c], None)
@@ -1041,8 +1110,14 @@ fn repair_stage(
         )
     };
     emit.say("repair", "", What::ProgressDone);
+    if let Some(r) = &reproduction {
+        for c in candidates.iter_mut() {
+            super::reproduce::attach(c, r);
+        }
+    }
     for c in &candidates {
-        for u in &c.usage {
+        // An agent's calls were reported as it made them.
+        for u in c.usage.iter().filter(|_| c.by.is_none()) {
             emit.run_event(
                 run,
                 "repair",

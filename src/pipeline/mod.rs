@@ -14,6 +14,7 @@ mod agent;
 pub mod events;
 pub mod fix;
 pub mod publish;
+pub mod reproduce;
 mod rounds;
 pub mod test;
 pub mod triage;

@@ -43,6 +43,8 @@ pub(super) struct RoundInputs<'a> {
     pub base: Oid,
     /// The last round to run.
     pub rounds: usize,
+    /// The reproduction, when `repair.reproduce` wrote one.
+    pub reproduction: Option<&'a super::reproduce::Reproduction>,
 }
 
 /// What the model is told about a candidate that did not prove the fix: the
@@ -125,15 +127,23 @@ pub(super) fn run_rounds(
             })
             .collect();
         if !untested.is_empty() {
+            let frozen: Vec<String> = r
+                .reproduction
+                .filter(|x| x.kept())
+                .map(|x| x.files.clone())
+                .unwrap_or_default();
+            let (untested, suspect) =
+                super::reproduce::split_frozen(untested, candidates, &frozen);
+            let mut earlier = tests.candidates.clone();
+            earlier.extend(suspect);
+            let kept = tests.reproduction.take();
             *tests = super::test::test_stage(
-                r.deps,
-                r.emit,
-                run,
-                r.repo,
-                r.base,
-                &untested,
-                &tests.candidates,
+                r.deps, r.emit, run, r.repo, r.base, &untested, &earlier,
             )?;
+            if kept.is_some() {
+                tests.reproduction = kept;
+                run.write_json("test.json", &*tests)?;
+            }
         }
         let last = candidates.iter().map(|c| c.round).max().unwrap_or(0);
         if tests.chosen.is_some() || last >= r.rounds || crate::interrupt::requested() {
@@ -196,6 +206,9 @@ pub(super) fn run_rounds(
             };
             c.round = round;
             c.parent = Some(parent.id);
+            if let Some(x) = r.reproduction {
+                super::reproduce::attach(&mut c, x);
+            }
             for u in &c.usage {
                 r.emit.run_event(
                     run,

@@ -46,6 +46,9 @@ pub struct Candidate {
     /// For an agent's candidate: one line per tool call (tools called, tests run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trace: Vec<String>,
+    /// The frozen reproduction test was added to it (it brought no test of its own).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_reproduction: bool,
 }
 
 /// Settings of the stage.
@@ -184,6 +187,7 @@ pub fn ask(
         parent: None,
         by: None,
         trace: Vec::new(),
+        with_reproduction: false,
     };
     match result {
         Ok(applied) => {

@@ -1495,6 +1495,10 @@ pub struct TestReport {
     /// Rounds with feedback after the first (`repair.rounds`) that were tested.
     #[serde(default)]
     pub rounds: usize,
+    /// Whether and how the issue was reproduced before repair (`repair.reproduce`):
+    /// status, why, the tests and files of the frozen test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduction: Option<serde_json::Value>,
 }
 
 impl TestReport {
@@ -1537,6 +1541,7 @@ impl TestReport {
             chosen,
             best,
             rounds: 0,
+            reproduction: None,
             verdict,
             summary,
         }
