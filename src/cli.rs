@@ -550,9 +550,13 @@ pub struct EvalFixArgs {
     /// Time limit of each test command, seconds (preflight and `test.timeout`).
     #[arg(long, default_value_t = 900, value_name = "SECONDS")]
     pub timeout: u64,
-    /// `test.sandbox` for the replayed runs.
+    /// `test.sandbox` for the replayed runs (`required` in agent mode).
     #[arg(long, default_value = "auto", value_parser = ["auto", "required", "off"])]
     pub sandbox: String,
+    /// How the patch is played: `pipeline` (one answer holding the patch) or `agent`
+    /// (the patch as the agent's `edit_file` calls, one per hunk, then `submit`).
+    #[arg(long, default_value = "pipeline", value_parser = ["pipeline", "agent"])]
+    pub mode: String,
     /// Keep the scratch clones and run folders in this folder (default: a temporary
     /// folder, removed at the end).
     #[arg(long, value_name = "DIR")]

@@ -602,6 +602,8 @@ pub struct RunSpec<'a> {
     pub sandbox: &'a str,
     /// Keep the scratch clones and run folders.
     pub keep: bool,
+    /// Play the patch through agent mode's tools.
+    pub agent: bool,
 }
 
 /// The tests at base + `patches` (preflight).
@@ -818,6 +820,60 @@ pub fn cassette_line(text: &str) -> String {
     serde_json::to_string(&ex).unwrap_or_default()
 }
 
+/// The patch as an agent's turns: one `edit_file` call per edit the repair parser
+/// reads from it (a new file is an edit with an empty `search`), then `submit`; each
+/// turn a wildcard exchange, answered in order.
+pub fn agent_cassette(diff: &str, what: &str) -> Result<String, String> {
+    let edits =
+        crate::repair::parse(diff).map_err(|e| format!("the patch does not parse: {}", e.0))?;
+    let mut lines = Vec::new();
+    let turn = |n: usize, name: &str, input: Value| {
+        let ex = crate::model::replay::Exchange {
+            fingerprint: crate::model::replay::WILDCARD.into(),
+            model: "eval-fix".into(),
+            request: crate::model::replay::empty_request(),
+            response: crate::model::Response {
+                content: vec![crate::model::Block::ToolUse {
+                    id: format!("call_{n}"),
+                    name: name.into(),
+                    input,
+                }],
+                stop_reason: crate::model::StopReason::ToolUse,
+                usage: Some(crate::model::Usage::default()),
+            },
+        };
+        serde_json::to_string(&ex).unwrap_or_default()
+    };
+    for (i, e) in edits.iter().enumerate() {
+        let Some(path) = &e.path else {
+            return Err(format!("{} names no file", e.origin));
+        };
+        let join = |ls: Vec<&str>| {
+            let mut s = ls.join("\n");
+            if !s.is_empty() {
+                s.push('\n');
+            }
+            s
+        };
+        let search = if e.creates {
+            String::new()
+        } else {
+            join(e.old.iter().map(|(_, l)| l.as_str()).collect())
+        };
+        lines.push(turn(
+            i + 1,
+            "edit_file",
+            json!({"path": path, "search": search, "replace": join(e.new_lines())}),
+        ));
+    }
+    lines.push(turn(
+        edits.len() + 1,
+        "submit",
+        json!({"explanation": format!("Replayed by `autotriage eval fix --mode agent`: {what}.")}),
+    ));
+    Ok(lines.join("\n") + "\n")
+}
+
 /// Replay one instance through `fix` (after its preflight passed).
 pub fn replay(
     spec: &RunSpec<'_>,
@@ -858,10 +914,12 @@ pub fn replay(
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .map_err(|e| format!("{}: {e}", p.display()))
     };
-    write(
-        &cassette,
-        &format!("{}\n", cassette_line(&answer_text(inst, &diff, &what))),
-    )?;
+    let played = if spec.agent {
+        agent_cassette(&diff, &what)?
+    } else {
+        format!("{}\n", cassette_line(&answer_text(inst, &diff, &what)))
+    };
+    write(&cassette, &played)?;
     let mut test = serde_json::Map::new();
     test.insert("command".into(), json!(command));
     test.insert("timeout".into(), json!(spec.timeout));
@@ -872,7 +930,11 @@ pub fn replay(
     let cfg = json!({
         "repo": inst.repo,
         "model": format!("replay:{}", cassette.display()),
-        "repair": {"candidates": 1},
+        "repair": if spec.agent {
+            json!({"candidates": 1, "mode": "agent", "max_turns": 200})
+        } else {
+            json!({"candidates": 1})
+        },
         // The cassette answers repair; the triage stays offline.
         "triage": {"engine": "offline"},
         "test": test,
@@ -1286,6 +1348,55 @@ mod tests {
                 .as_deref(),
             Some("def test_x():\n    assert True\n")
         );
+    }
+
+    #[test]
+    fn a_patch_played_as_agent_turns_rebuilds_the_same_files() {
+        let diff = "diff --git a/pkg/a.py b/pkg/a.py\n--- a/pkg/a.py\n+++ b/pkg/a.py\n@@ -1,3 +1,3 @@\n def f():\n-    return 1\n+    return 2\n \n@@ -5,2 +5,3 @@\n def g():\n     pass\n+    return 3\ndiff --git a/pkg/new.py b/pkg/new.py\nnew file mode 100644\n--- /dev/null\n+++ b/pkg/new.py\n@@ -0,0 +1,1 @@\n+x = 1\n";
+        let text = agent_cassette(diff, "the fix").unwrap();
+        let turns: Vec<crate::model::replay::Exchange> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let calls: Vec<(String, Value)> = turns
+            .iter()
+            .map(|t| match &t.response.content[0] {
+                crate::model::Block::ToolUse { name, input, .. } => (name.clone(), input.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            calls.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["edit_file", "edit_file", "edit_file", "submit"]
+        );
+        // Through the agent's workspace, the calls give the patched files.
+        let base: std::collections::BTreeMap<&str, &str> = [(
+            "pkg/a.py",
+            "def f():\n    return 1\n\n\ndef g():\n    pass\n",
+        )]
+        .into_iter()
+        .collect();
+        let read = |p: &str| base.get(p).map(|s| s.to_string());
+        let paths = vec!["pkg/a.py".to_string()];
+        let guard = crate::repair::PathGuard::new(&[]).unwrap();
+        let mut ws = crate::agent::tools::Workspace {
+            read_base: &read,
+            base_paths: &paths,
+            guard: &guard,
+            index: None,
+            changed: Default::default(),
+            reports: vec![],
+            frozen: vec![],
+        };
+        for (name, input) in &calls[..3] {
+            let out = ws.call(name, input);
+            assert!(!out.is_error, "{out:?}");
+        }
+        assert_eq!(
+            ws.read("pkg/a.py").unwrap(),
+            "def f():\n    return 2\n\n\ndef g():\n    pass\n    return 3\n"
+        );
+        assert_eq!(ws.read("pkg/new.py").unwrap(), "x = 1\n");
     }
 
     #[test]

@@ -908,8 +908,13 @@ fn fix(args: &EvalFixArgs, ctx: &Ctx) -> Result<()> {
         scratch: &scratch,
         timeout: args.timeout,
         kind,
-        sandbox: &args.sandbox,
+        sandbox: if args.mode == "agent" {
+            "required"
+        } else {
+            &args.sandbox
+        },
         keep: args.work_dir.is_some(),
+        agent: args.mode == "agent",
     };
     let bar = ctx.out.progress(chosen.len() as u64, "replaying");
     let mut outcomes = Vec::new();

@@ -6,7 +6,9 @@
 //!
 //! An exchange whose fingerprint is [`WILDCARD`] (`"*"`) answers every request the
 //! cassette has no recording for (its `request` may be left out). `eval fix` uses one
-//! to play a known patch as the model's answer, whatever the prompt.
+//! to play a known patch as the model's answer, whatever the prompt. Several wildcard
+//! exchanges answer in file order, the last one from then on: a scripted agent run
+//! (tool calls, then `submit`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -61,6 +63,8 @@ pub fn fingerprint(request: &Request) -> String {
 pub struct Replay {
     path: PathBuf,
     answers: HashMap<String, Response>,
+    wildcards: Vec<Response>,
+    next_wildcard: Mutex<usize>,
 }
 
 impl Replay {
@@ -74,6 +78,7 @@ impl Replay {
             ))
         })?;
         let mut answers = HashMap::new();
+        let mut wildcards = Vec::new();
         for (i, line) in text
             .lines()
             .enumerate()
@@ -86,11 +91,17 @@ impl Replay {
                     i + 1
                 ))
             })?;
-            answers.insert(ex.fingerprint, ex.response);
+            if ex.fingerprint == WILDCARD {
+                wildcards.push(ex.response);
+            } else {
+                answers.insert(ex.fingerprint, ex.response);
+            }
         }
         Ok(Self {
             path: path.to_path_buf(),
             answers,
+            wildcards,
+            next_wildcard: Mutex::new(0),
         })
     }
 }
@@ -102,10 +113,19 @@ impl Model for Replay {
 
     fn complete(&self, request: &Request) -> Result<Response, ModelError> {
         let fp = fingerprint(request);
+        let wildcard = || {
+            let mut next = self.next_wildcard.lock().ok()?;
+            let answer = self
+                .wildcards
+                .get((*next).min(self.wildcards.len().checked_sub(1)?))
+                .cloned();
+            *next += 1;
+            answer
+        };
         self.answers
             .get(&fp)
-            .or_else(|| self.answers.get(WILDCARD))
             .cloned()
+            .or_else(wildcard)
             .ok_or_else(|| {
             ModelError::Cassette(format!(
                 "cassette {} has no recorded reply for request {fp} ({} recorded)\n  fix: the prompt changed since recording; re-record with --record",

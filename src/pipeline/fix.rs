@@ -597,8 +597,7 @@ fn fix_stages(
     } else {
         super::test::ensure_commit(repo, dir, commit, emit)?;
         let (inputs, suspect) = super::reproduce::split_frozen(inputs, &candidates, &frozen);
-        let mut tests =
-            super::test::test_stage(deps, emit, run, repo, commit, &inputs, &suspect)?;
+        let mut tests = super::test::test_stage(deps, emit, run, repo, commit, &inputs, &suspect)?;
         if let Some(r) = &reproduction {
             tests.reproduction = Some(super::reproduce::summary(r));
             run.write_json("test.json", &tests)?;

@@ -79,8 +79,9 @@ pub fn named(issue: &Issue) -> Named {
             v.push(s.to_string());
         }
     };
-    if let Ok(re) = regex::Regex::new(r"\b([A-Z][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b(?::\s*(.{4,160}))?")
-    {
+    if let Ok(re) = regex::Regex::new(
+        r"\b([A-Z][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b(?::\s*(.{4,160}))?",
+    ) {
         for c in re.captures_iter(&text) {
             if &c[1] != "AssertionError" {
                 push(&mut n.exceptions, &c[1]);
@@ -117,13 +118,16 @@ pub fn confirms(named: &Named, output: &str) -> Option<String> {
         .iter()
         .find(|m| m.len() >= 8 && output.contains(m.as_str()))
     {
-        return Some(format!("it fails with the message the issue quotes ({m:?})"));
+        return Some(format!(
+            "it fails with the message the issue quotes ({m:?})"
+        ));
     }
     let word = |line: &str, v: &str| {
         line.match_indices(v).any(|(i, _)| {
             let before = line[..i].chars().next_back();
             let after = line[i + v.len()..].chars().next();
-            let edge = |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+            let edge =
+                |c: Option<char>| c.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
             edge(before) && edge(after)
         })
     };
@@ -199,7 +203,18 @@ pub(super) fn reproduce(
                 ),
                 What::Model(usage.clone()),
             )?;
-            decide(deps, emit, run, repo, base, guard, issue, &answer.text(), &paths, vec![usage])?
+            decide(
+                deps,
+                emit,
+                run,
+                repo,
+                base,
+                guard,
+                issue,
+                &answer.text(),
+                &paths,
+                vec![usage],
+            )?
         }
     };
     run.write_json("reproduction.json", &decided)?;
@@ -210,7 +225,9 @@ pub(super) fn reproduce(
         run,
         "repair",
         format!("reproduction: {} ({})", decided.status, decided.why),
-        What::Decision(json!({"status": decided.status, "tests": decided.tests, "files": decided.files})),
+        What::Decision(
+            json!({"status": decided.status, "tests": decided.tests, "files": decided.files}),
+        ),
     )?;
     Ok(decided)
 }
@@ -234,7 +251,13 @@ fn decide(
         .and_then(|e| crate::repair::apply(&e, &read, &[], guard));
     let applied = match applied {
         Ok(a) => a,
-        Err(e) => return Ok(Reproduction::dropped("dropped", format!("its edits do not apply: {e}"), usage)),
+        Err(e) => {
+            return Ok(Reproduction::dropped(
+                "dropped",
+                format!("its edits do not apply: {e}"),
+                usage,
+            ));
+        }
     };
     let files: Vec<String> = applied.files.keys().cloned().collect();
     if let Some(f) = files.iter().find(|f| {
@@ -252,7 +275,13 @@ fn decide(
     }
     let tree = match crate::pr::apply_patch(repo, base, &diff, &deps.config.paths.protected) {
         Ok((tree, _, _)) => tree,
-        Err(e) => return Ok(Reproduction::dropped("dropped", format!("it cannot be written: {e}"), usage)),
+        Err(e) => {
+            return Ok(Reproduction::dropped(
+                "dropped",
+                format!("it cannot be written: {e}"),
+                usage,
+            ));
+        }
     };
     let (plan, runner) = super::test::test_setup(deps, emit, run, repo, base)?;
     let _polling = crate::interrupt::Polling::enter();
@@ -290,7 +319,8 @@ fn decide(
             "dropped",
             format!(
                 "no test of it ran on the base ({}): {}",
-                ran.exit_code.map_or("killed".into(), |c| format!("exit code {c}")),
+                ran.exit_code
+                    .map_or("killed".into(), |c| format!("exit code {c}")),
                 ran.tail(3).replace('\n', " | ")
             ),
             usage,
@@ -307,7 +337,8 @@ fn decide(
         Some(why) => ("reproduced", why),
         None => (
             "reproduced (unconfirmed)",
-            "it fails on the base, but not with an exception, message or value the issue names".to_string(),
+            "it fails on the base, but not with an exception, message or value the issue names"
+                .to_string(),
         ),
     };
     Ok(Reproduction {
@@ -351,7 +382,11 @@ pub fn attach(c: &mut Candidate, r: &Reproduction) -> bool {
     }
     c.diff.push_str(&r.diff);
     for f in &r.files {
-        let added = r.diff.lines().filter(|l| l.starts_with('+') && !l.starts_with("+++")).count();
+        let added = r
+            .diff
+            .lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .count();
         c.files.push((f.clone(), added, 0));
     }
     c.with_reproduction = true;
@@ -439,7 +474,10 @@ mod tests {
                 .contains("a value the issue names")
         );
         // A failure of another kind (an import error, a typo) does not confirm it.
-        assert_eq!(confirms(&n, "E   ModuleNotFoundError: No module named 'x'"), None);
+        assert_eq!(
+            confirms(&n, "E   ModuleNotFoundError: No module named 'x'"),
+            None
+        );
         assert_eq!(confirms(&n, "E       assert 15 == 16\n"), None);
     }
 }

@@ -132,14 +132,12 @@ pub(super) fn run_rounds(
                 .filter(|x| x.kept())
                 .map(|x| x.files.clone())
                 .unwrap_or_default();
-            let (untested, suspect) =
-                super::reproduce::split_frozen(untested, candidates, &frozen);
+            let (untested, suspect) = super::reproduce::split_frozen(untested, candidates, &frozen);
             let mut earlier = tests.candidates.clone();
             earlier.extend(suspect);
             let kept = tests.reproduction.take();
-            *tests = super::test::test_stage(
-                r.deps, r.emit, run, r.repo, r.base, &untested, &earlier,
-            )?;
+            *tests =
+                super::test::test_stage(r.deps, r.emit, run, r.repo, r.base, &untested, &earlier)?;
             if kept.is_some() {
                 tests.reproduction = kept;
                 run.write_json("test.json", &*tests)?;

@@ -316,6 +316,38 @@ fn eval_fix_proves_the_real_patch_and_no_bad_one() {
 }
 
 #[test]
+fn eval_fix_through_the_agents_tools_proves_what_the_pipeline_proves() {
+    if !pytest_present() {
+        return;
+    }
+    let t = TestContext::new();
+    calc_dataset(&t);
+    let pipeline = eval_fix(
+        &t,
+        "real",
+        &["--instance", "acme__calc-1", "--sandbox", "required"],
+    );
+    let agent = eval_fix(
+        &t,
+        "real",
+        &["--instance", "acme__calc-1", "--mode", "agent"],
+    );
+    assert_eq!(agent["proven"], pipeline["proven"], "{agent:#}");
+    assert_eq!(agent["proven"], 1, "{agent:#}");
+    let one = &agent["per_instance"][0];
+    assert_eq!(one["verdict"], "fixed");
+    assert_eq!(one["tree_equal"], true, "{one}");
+    // The bad patch stays unproven through the agent too.
+    let bad = eval_fix(
+        &t,
+        "tests-only",
+        &["--instance", "acme__calc-1", "--mode", "agent"],
+    );
+    assert_eq!(bad["fixed"], 0, "{bad:#}");
+    assert_eq!(bad["false_passes"], 0);
+}
+
+#[test]
 fn eval_fix_bad_input_is_exit_2_and_a_missing_checkout_is_excluded() {
     let t = TestContext::new();
     t.write("envs.yaml", "acme/calc:\n  python: python3\n");

@@ -331,14 +331,18 @@ fn a_failed_candidate_goes_back_with_its_test_output_and_the_next_round_is_prove
 const REPRO_ADD: &str = "Checks that add() adds.\n\ntests/test_add_repro.py\n<<<<<<< SEARCH\n=======\nfrom calc.ops import add\n\n\ndef test_add_adds():\n    assert add(2, 3) == 5\n>>>>>>> REPLACE\n";
 
 /// Tests only mul(), which works: nothing on the base shows the bug.
-const TEST_MUL_ONLY: &str = "from calc.ops import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n";
+const TEST_MUL_ONLY: &str =
+    "from calc.ops import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n";
 
 #[test]
 fn a_reproduction_that_fails_with_the_issues_value_is_frozen_and_proves_the_fix() {
     if !pytest_present() {
         return;
     }
-    let t = py_repo(&[("calc/ops.py", OPS_PY), ("tests/test_ops.py", TEST_MUL_ONLY)]);
+    let t = py_repo(&[
+        ("calc/ops.py", OPS_PY),
+        ("tests/test_ops.py", TEST_MUL_ONLY),
+    ]);
     // Candidate 1 fixes add() but rewrites the reproduction into a test that always
     // passes; candidate 2 fixes add() and brings no test.
     let weakens = "Fix and test.\n\ncalc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n\ntests/test_add_repro.py\n<<<<<<< SEARCH\n=======\ndef test_add_adds():\n    pass\n>>>>>>> REPLACE\n";
@@ -359,18 +363,32 @@ fn a_reproduction_that_fails_with_the_issues_value_is_frozen_and_proves_the_fix(
     let repro: Value = serde_json::from_str(&run_file(&t, &run_id, "reproduction.json")).unwrap();
     assert_eq!(repro["status"], "reproduced", "{repro}");
     assert!(
-        repro["why"].as_str().unwrap().contains("a value the issue names"),
+        repro["why"]
+            .as_str()
+            .unwrap()
+            .contains("a value the issue names"),
         "{repro}"
     );
-    assert_eq!(repro["tests"], json!(["tests.test_add_repro::test_add_adds"]));
+    assert_eq!(
+        repro["tests"],
+        json!(["tests.test_add_repro::test_add_adds"])
+    );
     let tests = &v["test"];
     assert_eq!(tests["reproduction"]["status"], "reproduced");
     let c1 = &tests["candidates"][0];
     assert_eq!(c1["verdict"], "suspect", "{c1}");
-    assert!(c1["summary"].as_str().unwrap().contains("reproduction test"));
+    assert!(
+        c1["summary"]
+            .as_str()
+            .unwrap()
+            .contains("reproduction test")
+    );
     let c2 = &tests["candidates"][1];
     assert_eq!(c2["verdict"], "fixed", "{c2}");
-    assert_eq!(c2["reproduced"], json!(["tests.test_add_repro::test_add_adds"]));
+    assert_eq!(
+        c2["reproduced"],
+        json!(["tests.test_add_repro::test_add_adds"])
+    );
     assert_eq!(tests["chosen"], 2);
     assert_eq!(v["repair"]["candidates"][1]["with_reproduction"], true);
     assert!(v["repair"]["candidates"][0]["with_reproduction"].is_null());
@@ -388,7 +406,10 @@ fn a_reproduction_that_passes_on_the_base_is_dropped() {
     if !pytest_present() {
         return;
     }
-    let t = py_repo(&[("calc/ops.py", OPS_PY), ("tests/test_ops.py", TEST_MUL_ONLY)]);
+    let t = py_repo(&[
+        ("calc/ops.py", OPS_PY),
+        ("tests/test_ops.py", TEST_MUL_ONLY),
+    ]);
     let passes = "Checks mul.\n\ntests/test_mul_repro.py\n<<<<<<< SEARCH\n=======\nfrom calc.ops import mul\n\n\ndef test_mul_again():\n    assert mul(2, 3) == 6\n>>>>>>> REPLACE\n";
     let s = HttpMock::start();
     script_model(&s, &[passes, PY_FIX]);
@@ -403,12 +424,22 @@ fn a_reproduction_that_passes_on_the_base_is_dropped() {
     // Nothing shows the fix without the dropped test: unproven, exit 3.
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let runs = t.path().join(".autotriage/runs");
-    let run = std::fs::read_dir(&runs).unwrap().flatten().next().unwrap().path();
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
     let repro: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("reproduction.json")).unwrap())
             .unwrap();
     assert_eq!(repro["status"], "dropped", "{repro}");
-    assert!(repro["why"].as_str().unwrap().contains("passes on the base"));
+    assert!(
+        repro["why"]
+            .as_str()
+            .unwrap()
+            .contains("passes on the base")
+    );
     assert!(!run.join("reproduction.diff").exists());
     let diff = std::fs::read_to_string(run.join("candidates/1.diff")).unwrap();
     assert!(!diff.contains("test_mul_repro"), "{diff}");
