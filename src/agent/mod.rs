@@ -121,6 +121,41 @@ pub struct Agent<'a> {
     pub stop: &'a dyn Fn() -> bool,
 }
 
+/// Files of the repository map.
+const MAP_FILES: usize = 15;
+/// Characters of the repository map.
+const MAP_CHARS: usize = 12_000;
+
+/// The ranked files with their definitions, signatures only: where the agent starts.
+pub fn repo_map(ranked: &[String], read: &dyn Fn(&str) -> Option<String>) -> String {
+    let mut out = String::new();
+    for path in ranked.iter().take(MAP_FILES) {
+        let mut part = format!("{path}\n");
+        if let Some(text) = read(path)
+            && let Some(symbols) = crate::locate::symbols::symbols(path, &text)
+        {
+            let lines: Vec<&str> = text.lines().collect();
+            for s in symbols.iter().filter(|s| s.depth <= 1).take(40) {
+                let sig = lines
+                    .get(s.start_line as usize - 1)
+                    .map(|l| l.trim())
+                    .unwrap_or("");
+                part.push_str(&format!(
+                    "  {}{}: {}\n",
+                    "  ".repeat(s.depth as usize),
+                    s.start_line,
+                    sig.chars().take(160).collect::<String>()
+                ));
+            }
+        }
+        if out.len() + part.len() > MAP_CHARS {
+            break;
+        }
+        out.push_str(&part);
+    }
+    out
+}
+
 /// The first request's user message: the issue, the repository map, the instructions.
 pub fn opening(issue: &Issue, repo_map: &str) -> String {
     let cut = crate::triage::text::floor_char_boundary(&issue.body, BODY_CHARS);

@@ -54,15 +54,20 @@ impl Anthropic {
         if let Some(s) = &r.system {
             body["system"] = json!(s);
         }
-        // One breakpoint after the first user message caches the tools, the system
-        // prompt and that message: the prefix every later turn repeats.
-        if r.cache_prefix
-            && let Some(last) = body
-                .pointer_mut("/messages/0/content")
-                .and_then(Value::as_array_mut)
-                .and_then(|c| c.last_mut())
-        {
-            last["cache_control"] = json!({"type": "ephemeral"});
+        // A breakpoint after the first user message caches the tools, the system prompt
+        // and that message, the prefix every later turn repeats; a second one on the
+        // newest message lets the next turn read the whole conversation so far.
+        if r.cache_prefix {
+            let last = r.messages.len().saturating_sub(1);
+            for i in [0, last] {
+                if let Some(block) = body
+                    .pointer_mut(&format!("/messages/{i}/content"))
+                    .and_then(Value::as_array_mut)
+                    .and_then(|c| c.last_mut())
+                {
+                    block["cache_control"] = json!({"type": "ephemeral"});
+                }
+            }
         }
         if !r.tools.is_empty() {
             body["tools"] = json!(r.tools);

@@ -180,9 +180,10 @@ impl Bedrock {
                         ),
                     });
                 }
-                // A cache point after the first user message: the tools, the system
-                // prompt and that message are the prefix every later turn repeats.
-                if r.cache_prefix && i == 0 {
+                // A cache point after the first user message (the tools, the system
+                // prompt and that message: the prefix every later turn repeats) and
+                // after the newest one (the conversation so far, for the next turn).
+                if r.cache_prefix && (i == 0 || i + 1 == r.messages.len()) {
                     b = b.content(ContentBlock::CachePoint(
                         aws_sdk_bedrockruntime::types::CachePointBlock::builder()
                             .r#type(aws_sdk_bedrockruntime::types::CachePointType::Default)

@@ -13,46 +13,12 @@ use crate::agent::tools::Workspace;
 use crate::agent::{Agent, Entry, Stop};
 use crate::issue::Issue;
 use crate::locate::{LocateSettings, Located};
+
 use crate::model::session::Session;
 use crate::repair::PathGuard;
 use crate::repair::candidates::{Candidate, RepairSettings};
 use crate::runs::fs::Run;
 use crate::verify::Verifier;
-
-/// Files of the repository map.
-const MAP_FILES: usize = 15;
-/// Characters of the repository map.
-const MAP_CHARS: usize = 12_000;
-
-/// The ranked files with their definitions, signatures only: where the agent starts.
-pub fn repo_map(located: &Located, read: &dyn Fn(&str) -> Option<String>) -> String {
-    let mut out = String::new();
-    for f in located.files.iter().take(MAP_FILES) {
-        let mut part = format!("{}\n", f.path);
-        if let Some(text) = read(&f.path)
-            && let Some(symbols) = crate::locate::symbols::symbols(&f.path, &text)
-        {
-            let lines: Vec<&str> = text.lines().collect();
-            for s in symbols.iter().filter(|s| s.depth <= 1).take(40) {
-                let sig = lines
-                    .get(s.start_line as usize - 1)
-                    .map(|l| l.trim())
-                    .unwrap_or("");
-                part.push_str(&format!(
-                    "  {}{}: {}\n",
-                    "  ".repeat(s.depth as usize),
-                    s.start_line,
-                    sig.chars().take(160).collect::<String>()
-                ));
-            }
-        }
-        if out.len() + part.len() > MAP_CHARS {
-            break;
-        }
-        out.push_str(&part);
-    }
-    out
-}
 
 /// What the agent stage needs.
 pub(super) struct AgentInputs<'a> {
@@ -168,7 +134,8 @@ pub(super) fn agent_candidate(
             What::Info,
         )?;
     }
-    let map = repo_map(a.located, &read_base);
+    let ranked: Vec<String> = a.located.files.iter().map(|f| f.path.clone()).collect();
+    let map = crate::agent::repo_map(&ranked, &read_base);
     let record = |e: &Entry| -> Result<()> {
         run.append_line("agent.jsonl", serde_json::to_value(e)?)?;
         Ok(())

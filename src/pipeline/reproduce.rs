@@ -270,7 +270,7 @@ fn decide(
         ));
     }
     let (diff, _) = crate::repair::candidates::unified_diff(&applied.files, &read);
-    if let Some(why) = crate::repair::candidates::adds_secret(&deps.redactor, &diff) {
+    if let Some(why) = crate::repair::candidates::adds_secret(deps.redactor, &diff) {
         return Ok(Reproduction::dropped("dropped", why, usage));
     }
     let tree = match crate::pr::apply_patch(repo, base, &diff, &deps.config.paths.protected) {

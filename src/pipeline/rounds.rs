@@ -193,6 +193,7 @@ pub(super) fn run_rounds(
                 spent,
                 id,
                 candidates,
+                &format!("repair round {round}"),
             );
             r.emit.say("repair", "", What::ProgressDone);
             let mut c = match asked {

@@ -130,6 +130,7 @@ pub fn generate(
             spent,
             id,
             &out,
+            "repair",
         ) {
             Ok(c) => out.push(c),
             Err(e) => return (out, Some(e)),
@@ -152,9 +153,10 @@ pub fn ask(
     spent: &mut f64,
     id: usize,
     earlier: &[Candidate],
+    stage: &str,
 ) -> Result<Candidate, crate::model::ModelError> {
     let mut usage = Vec::new();
-    let (r, u) = session.call("repair", first, spent)?;
+    let (r, u) = session.call(stage, first, spent)?;
     let answer = r.text();
     usage.push(u);
     let mut attempts = 1;
@@ -165,7 +167,7 @@ pub fn ask(
     if let Err(e) = &result {
         attempts = 2;
         let again = prompt::retry(first, &answer, &e.to_string());
-        let (r, u) = session.call("repair", &again, spent)?;
+        let (r, u) = session.call(stage, &again, spent)?;
         usage.push(u);
         final_answer = r.text();
         result = parse(&final_answer)

@@ -318,6 +318,7 @@ fn a_failed_candidate_goes_back_with_its_test_output_and_the_next_round_is_prove
     assert_eq!(test["candidates"][1]["verdict"], "fixed");
     let usage: Value = serde_json::from_str(&run_file(&t, &run_id, "usage.json")).unwrap();
     assert_eq!(usage["calls"].as_array().unwrap().len(), 2, "{usage}");
+    assert_eq!(usage["calls"][1]["stage"], "repair round 1", "{usage}");
     let pr = run_file(&t, &run_id, "pr.md");
     assert!(pr.contains("Written in round 1 with feedback"), "{pr}");
     assert!(pr.contains("1 of them in rounds with feedback"), "{pr}");
