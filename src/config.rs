@@ -338,6 +338,9 @@ pub struct MemoryConfig {
     pub region: Option<String>,
     /// Endpoint override (emulators, VPC endpoints).
     pub endpoint_url: Option<String>,
+    /// How long a `fix`'s hold on its issue lasts unless renewed (it is renewed every
+    /// third of it while the fix runs), seconds; unset = 600.
+    pub lease_seconds: Option<u64>,
 }
 
 /// Run store backends.

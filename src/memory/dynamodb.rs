@@ -18,6 +18,7 @@
 //! writes again. Every read pages through `LastEvaluatedKey`. The SDK retries
 //! throttling (standard mode, 5 attempts).
 
+use crate::memory::Lease;
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
@@ -147,6 +148,22 @@ impl DynamoMemory {
                     }
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
+                // Lapsed leases (`expires_at`, seconds since the epoch) are removed by
+                // DynamoDB itself.
+                let ttl = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| aws_error(&self.table, e.to_string()))?;
+                self.runtime
+                    .block_on(
+                        self.client
+                            .update_time_to_live()
+                            .table_name(&self.table)
+                            .time_to_live_specification(ttl)
+                            .send(),
+                    )
+                    .map_err(|e| self.sdk_error("UpdateTimeToLive", e))?;
                 true
             }
             Err(e) => return Err(self.sdk_error("DescribeTable", e)),
@@ -966,6 +983,76 @@ impl Memory for DynamoMemory {
             .into_iter()
             .map(|(i, _)| i)
             .collect())
+    }
+
+    fn acquire_lease(
+        &mut self,
+        key: &str,
+        holder: &str,
+        ttl_seconds: u64,
+    ) -> Result<Option<Lease>, MemoryError> {
+        let now = chrono::Utc::now().timestamp();
+        let pk = format!("LEASE#{key}");
+        let mut item = keys(&pk, "LEASE");
+        item.insert("holder".into(), AttributeValue::S(holder.into()));
+        // `expires_at` is the table's TTL attribute: a lapsed lease is also removed.
+        item.insert(
+            "expires_at".into(),
+            AttributeValue::N((now + ttl_seconds as i64).to_string()),
+        );
+        let started = std::time::Instant::now();
+        let result = self.runtime.block_on(
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(
+                    "attribute_not_exists(pk) OR expires_at < :now OR holder = :me",
+                )
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":me", AttributeValue::S(holder.into()))
+                .send(),
+        );
+        self.count(true, started);
+        match result {
+            Ok(_) => Ok(None),
+            Err(SdkError::ServiceError(s)) if s.err().is_conditional_check_failed_exception() => {
+                let standing = self.get(&pk, "LEASE")?;
+                Ok(Some(Lease {
+                    holder: standing
+                        .as_ref()
+                        .and_then(|i| text(i, "holder"))
+                        .unwrap_or_else(|| "another process".into()),
+                    expires_at: standing
+                        .as_ref()
+                        .and_then(|i| num(i, "expires_at"))
+                        .map_or(now, |n| n as i64),
+                }))
+            }
+            Err(e) => Err(self.sdk_error("PutItem", e)),
+        }
+    }
+
+    fn release_lease(&mut self, key: &str, holder: &str) -> Result<(), MemoryError> {
+        let started = std::time::Instant::now();
+        let result = self.runtime.block_on(
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(keys(&format!("LEASE#{key}"), "LEASE")))
+                .condition_expression("holder = :me")
+                .expression_attribute_values(":me", AttributeValue::S(holder.into()))
+                .send(),
+        );
+        self.count(true, started);
+        match result {
+            Ok(_) => Ok(()),
+            // Taken over after it lapsed: not ours to remove.
+            Err(SdkError::ServiceError(s)) if s.err().is_conditional_check_failed_exception() => {
+                Ok(())
+            }
+            Err(e) => Err(self.sdk_error("DeleteItem", e)),
+        }
     }
 
     fn get_kv(&self, key: &str) -> Result<Option<serde_json::Value>, MemoryError> {

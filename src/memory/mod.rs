@@ -314,6 +314,17 @@ pub trait Memory {
     fn io_counts(&self) -> Option<IoCounts> {
         None
     }
+    /// Take the lease `key` for `holder` for `ttl_seconds`: `Ok(None)` when granted
+    /// (it was free, had lapsed, or was `holder`'s already: a renewal), else the lease
+    /// that stands. One conditional write, so two processes never both get it.
+    fn acquire_lease(
+        &mut self,
+        key: &str,
+        holder: &str,
+        ttl_seconds: u64,
+    ) -> Result<Option<Lease>, MemoryError>;
+    /// Give the lease back when `holder` still has it.
+    fn release_lease(&mut self, key: &str, holder: &str) -> Result<(), MemoryError>;
     /// The newest triage result of an issue with when it was made (RFC 3339).
     fn latest_triage(
         &self,
@@ -340,6 +351,15 @@ pub struct IoCounts {
     pub writes: u64,
     /// Time spent waiting on them, ms.
     pub millis: f64,
+}
+
+/// A lease another process holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Who: `user@host pid N`.
+    pub holder: String,
+    /// When it lapses unless renewed, seconds since the Unix epoch.
+    pub expires_at: i64,
 }
 
 /// Any memory backend, chosen in config.

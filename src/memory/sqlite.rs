@@ -4,6 +4,7 @@
 //! a file from a newer build, a file that is not SQLite, or a SQLite file that is not
 //! ours is refused untouched. Full-text search is SQLite's FTS5 with BM25 ranking.
 
+use crate::memory::Lease;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -747,6 +748,67 @@ impl Memory for SqliteMemory {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+
+    fn acquire_lease(
+        &mut self,
+        key: &str,
+        holder: &str,
+        ttl_seconds: u64,
+    ) -> Result<Option<Lease>, MemoryError> {
+        let now = chrono::Utc::now().timestamp();
+        // Made on first use: an older memory file gains the table without a migration.
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL)",
+            )
+            .map_err(|e| self.err(e))?;
+        let path = self.path.clone();
+        let err = |e| db_err(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let current: Option<(String, i64)> = tx
+            .query_row(
+                "SELECT holder, expires_at FROM leases WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some((h, e)) = current
+            && h != holder
+            && e > now
+        {
+            return Ok(Some(Lease {
+                holder: h,
+                expires_at: e,
+            }));
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO leases (key, holder, expires_at) VALUES (?1, ?2, ?3)",
+            params![key, holder, now + ttl_seconds as i64],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(None)
+    }
+
+    fn release_lease(&mut self, key: &str, holder: &str) -> Result<(), MemoryError> {
+        let gone = self
+            .conn
+            .execute(
+                "DELETE FROM leases WHERE key = ?1 AND holder = ?2",
+                params![key, holder],
+            )
+            .map(|_| ());
+        match gone {
+            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => {
+                Ok(())
+            }
+            other => other.map_err(|e| self.err(e)),
+        }
     }
 
     fn record_fix(&mut self, fix: &FixRecord) -> Result<(), MemoryError> {

@@ -198,45 +198,80 @@ pub fn run_fix(
         Ok(r) => r,
         Err(p) => p.into_inner(),
     };
+    let lease_key = format!("fix/{}#{}", issue.repo, issue.number);
+    let holder = crate::runs::holder();
+    let ttl = deps.config.memory.lease_seconds.unwrap_or(600).max(3);
     let started = (|| -> Result<(crate::memory::AnyMemory, Run)> {
-        let memory = deps.backends.open_memory(OpenMode::Create)?;
-        let store = deps.backends.open_runs()?;
-        let head = repo.head()?.peel_to_commit()?.id().to_string();
-        let resumable = if plan.restart {
-            None
-        } else {
-            store.latest_for(&issue.repo, issue.number)?.filter(|m| {
-                m.command == "fix"
-                    && m.interrupted()
-                    && m.base_commit.as_deref().is_none_or(|b| b == head)
-            })
-        };
-        let run = match resumable {
-            Some(m) => {
-                let finished: Vec<&str> = ["triage", "locate", "repair", "test", "pr"]
-                    .into_iter()
-                    .filter(|s| m.done(s))
-                    .collect();
-                emit.say(
-                    "job",
-                    format!(
-                        "{}: resuming the interrupted run {}{} (start anew with --restart)",
-                        issue.reference(),
-                        m.id,
-                        finished
-                            .last()
-                            .map(|s| format!(" after its {s} stage"))
-                            .unwrap_or_default()
-                    ),
-                    What::Resumed {
-                        after: finished.last().map(|s| s.to_string()),
-                    },
-                );
-                store.reopen(&m.id)?
+        let mut memory = deps.backends.open_memory(OpenMode::Create)?;
+        // The hold on the issue in memory: with a team memory, no other machine fixes
+        // it at the same time (the run store's lock covers this machine).
+        let mut standing = memory.acquire_lease(&lease_key, &holder, ttl)?;
+        // A process of this machine that died without giving it back (kill -9, a
+        // crash): taken over at once, as the run store's lock would be.
+        if let Some(l) = standing
+            .as_ref()
+            .filter(|l| crate::runs::holder_is_gone(&l.holder))
+        {
+            memory.release_lease(&lease_key, &l.holder)?;
+            standing = memory.acquire_lease(&lease_key, &holder, ttl)?;
+        }
+        if let Some(l) = standing {
+            let until = chrono::DateTime::from_timestamp(l.expires_at, 0)
+                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                .unwrap_or_default();
+            return Err(crate::runs::RunStoreError::Busy {
+                reference: issue.reference(),
+                holder: format!("{} (its hold in {})", l.holder, memory.location()),
+                lapse: format!("; a crashed run's hold lapses at {until}"),
             }
-            None => store.begin(&issue.repo, issue.number, "fix")?,
-        };
-        Ok((memory, run))
+            .into());
+        }
+        let opened = (|| -> Result<Run> {
+            let store = deps.backends.open_runs()?;
+            let head = repo.head()?.peel_to_commit()?.id().to_string();
+            let resumable = if plan.restart {
+                None
+            } else {
+                store.latest_for(&issue.repo, issue.number)?.filter(|m| {
+                    m.command == "fix"
+                        && m.interrupted()
+                        && m.base_commit.as_deref().is_none_or(|b| b == head)
+                })
+            };
+            let run = match resumable {
+                Some(m) => {
+                    let finished: Vec<&str> = ["triage", "locate", "repair", "test", "pr"]
+                        .into_iter()
+                        .filter(|s| m.done(s))
+                        .collect();
+                    emit.say(
+                        "job",
+                        format!(
+                            "{}: resuming the interrupted run {}{} (start anew with --restart)",
+                            issue.reference(),
+                            m.id,
+                            finished
+                                .last()
+                                .map(|s| format!(" after its {s} stage"))
+                                .unwrap_or_default()
+                        ),
+                        What::Resumed {
+                            after: finished.last().map(|s| s.to_string()),
+                        },
+                    );
+                    store.reopen(&m.id)?
+                }
+                None => store.begin(&issue.repo, issue.number, "fix")?,
+            };
+            Ok(run)
+        })();
+        match opened {
+            Ok(run) => Ok((memory, run)),
+            Err(e) => {
+                let _ = memory.release_lease(&lease_key, &holder);
+                Err(e)
+            }
+        }
     })();
     let (mut memory, mut run) = match started {
         Ok(x) => x,
@@ -254,18 +289,42 @@ pub fn run_fix(
         }
     };
     outcome.run_id = Some(run.id().to_string());
-    let result = fix_stages(
-        deps,
-        &emit,
-        plan,
-        session,
-        engine,
-        &mut *memory,
-        job,
-        &repo,
-        &mut run,
-        &mut outcome,
-    );
+    // Renewed every third of its time while the stages run, on a handle of its own.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let Ok(mut renewing) = deps.backends.open_memory(OpenMode::Create) else {
+                return;
+            };
+            let every =
+                std::time::Duration::from_secs(ttl / 3).max(std::time::Duration::from_secs(1));
+            let mut last = std::time::Instant::now();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if last.elapsed() >= every {
+                    last = std::time::Instant::now();
+                    if !matches!(renewing.acquire_lease(&lease_key, &holder, ttl), Ok(None)) {
+                        return;
+                    }
+                }
+            }
+        });
+        let result = fix_stages(
+            deps,
+            &emit,
+            plan,
+            session,
+            engine,
+            &mut *memory,
+            job,
+            &repo,
+            &mut run,
+            &mut outcome,
+        );
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    });
+    let _ = memory.release_lease(&lease_key, &holder);
     let _ = run.set_cost(outcome.spent);
     if let Err(e) = &result {
         // Whatever failed, the stage it failed in is marked so, and the run recorded:

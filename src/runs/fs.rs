@@ -135,10 +135,26 @@ impl FsRunStore {
             .open(&path)
             .map_err(io_err(&path))?;
         match file.try_lock() {
-            Ok(()) => Ok(file),
+            Ok(()) => {
+                // Who holds it, for the process that finds it held.
+                let mut f = &file;
+                let _ = file.set_len(0);
+                let _ = f
+                    .write_all(format!("{} since {}\n", super::holder(), now_rfc3339()).as_bytes());
+                Ok(file)
+            }
             Err(std::fs::TryLockError::WouldBlock) => Err(RunStoreError::Busy {
                 reference: format!("{repo}#{number}"),
-                lock: path.display().to_string(),
+                holder: format!(
+                    "{} (lock {})",
+                    std::fs::read_to_string(&path)
+                        .ok()
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "another process".into()),
+                    path.display()
+                ),
+                lapse: String::new(),
             }),
             Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
         }

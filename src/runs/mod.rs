@@ -53,15 +53,17 @@ pub enum RunStoreError {
         /// Some of the matches.
         matches: String,
     },
-    /// Another process holds this issue's lock.
+    /// Another process holds this issue: its local lock, or its lease in memory.
     #[error(
-        "another autotriage run of {reference} is in progress (lock {lock} is held)\n  fix: wait for it to finish, then run again"
+        "another autotriage run of {reference} is in progress, held by {holder}\n  fix: wait for it to finish, then run again{lapse}"
     )]
     Busy {
         /// The issue.
         reference: String,
-        /// The lock file.
-        lock: String,
+        /// Who holds it (`user@host pid N`, and where).
+        holder: String,
+        /// When a crashed holder's lease lapses, said as advice.
+        lapse: String,
     },
     /// The remote store (S3) failed.
     #[error("run store: {detail}")]
@@ -98,6 +100,41 @@ impl HasKind for RunStoreError {
             _ => ErrorKind::Runtime,
         }
     }
+}
+
+/// Who this process is, for holds on an issue: `user@host pid N`.
+pub fn holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
+    format!("{user}@{host} pid {}", std::process::id())
+}
+
+/// True when `holder` (from [`holder`]) is a process of this machine that no longer
+/// runs: its hold can be taken over at once instead of waiting for it to lapse. Where
+/// that cannot be known (no `/proc`), false.
+pub fn holder_is_gone(holder: &str) -> bool {
+    let ours = self::holder();
+    let host_of = |h: &str| {
+        h.split_once('@')
+            .and_then(|(_, rest)| rest.split(" pid ").next())
+            .map(str::to_string)
+    };
+    let Some(pid) = holder
+        .rsplit(" pid ")
+        .next()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    host_of(holder).is_some()
+        && host_of(holder) == host_of(&ours)
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The state of one stage in a run.

@@ -756,3 +756,228 @@ fn bad_aws_setup_is_explained() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("runs.bucket"), "{}", stderr(&o));
 }
+
+/// `aws_cmd` with the scripted model's key.
+fn team_cmd(t: &TestContext, args: &[&str]) -> std::process::Output {
+    let mut cmd = t.cmd();
+    for (k, v) in AWS_ENV {
+        cmd.env(k, v);
+    }
+    cmd.env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A checkout of `acme/jobs` with its bug report, and the team memory config.
+fn jobs_checkout(moto_url: &str, model_url: &str, lease_seconds: u64) -> TestContext {
+    let t = TestContext::new();
+    commit_files(
+        t.path(),
+        &[
+            (
+                "pkg/core.py",
+                "def run_job(job_id):\n    if job_id < 0:\n        raise ValueError(\"job id must be positive\")\n    return job_id * 2\n",
+            ),
+            (".gitignore", ".autotriage/\n"),
+        ],
+        "init",
+    );
+    t.write(
+        "bug.md",
+        "---\nrepo: acme/jobs\nnumber: 3\ntitle: job id 0 is accepted\nauthor_association: MEMBER\n---\n`run_job(0)` returns 0; ids must be positive.\n",
+    );
+    t.write(
+        "team.yaml",
+        &format!(
+            "memory:\n  backend: dynamodb\n  table: autotriage-lease-test\n  endpoint_url: {moto_url}\n  lease_seconds: {lease_seconds}\nmodels:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {model_url}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\nrepair:\n  candidates: 1\n  rounds: 0\n"
+        ),
+    );
+    t
+}
+
+#[test]
+fn two_machines_never_fix_one_issue_at_once_and_a_lapsed_hold_is_taken_over() {
+    let Some(moto) = Emulator::moto() else { return };
+    // A model that takes 60 s to answer: the first fix holds the issue meanwhile.
+    let model = HttpMock::start();
+    model.mount(
+        Mock::given(wiremock::matchers::method("POST")).respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(std::time::Duration::from_secs(60))
+                .set_body_json(json!({"id": "m", "type": "message", "role": "assistant",
+                    "content": [{"type": "text", "text": "no edit"}], "stop_reason": "end_turn",
+                    "usage": {"input_tokens": 10, "output_tokens": 2}})),
+        ),
+    );
+    let first = jobs_checkout(&moto.url, &model.server.uri(), 3);
+    let second = jobs_checkout(&moto.url, &model.server.uri(), 3);
+    let o = aws_cmd(&first, &["--config", "team.yaml", "memory", "init"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("autotriage"));
+    cmd.current_dir(first.path())
+        .env_clear()
+        .env("HOME", first.home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args([
+            "--config",
+            "team.yaml",
+            "fix",
+            "bug.md",
+            "--until",
+            "repair",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in AWS_ENV {
+        cmd.env(k, v);
+    }
+    let mut running = cmd.spawn().unwrap();
+    let pid = running.id();
+    // Wait until it asks the model (it holds the issue by then).
+    let started = std::time::Instant::now();
+    while model.requests().is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first fix never reached the model"
+        );
+        assert!(
+            running.try_wait().unwrap().is_none(),
+            "the first fix ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Another machine (its own checkout, home and run store; the same team memory).
+    let o = team_cmd(
+        &second,
+        &[
+            "--config",
+            "team.yaml",
+            "fix",
+            "bug.md",
+            "--until",
+            "locate",
+        ],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("another autotriage run of acme/jobs#3 is in progress, held by")
+            && err.contains(&format!(
+                "pid {pid} (its hold in dynamodb:autotriage-lease-test)"
+            )),
+        "{err}"
+    );
+    assert!(
+        !second.path().join(".autotriage/runs").exists()
+            || std::fs::read_dir(second.path().join(".autotriage/runs"))
+                .unwrap()
+                .count()
+                == 0
+    );
+    // Renewed while it runs: still held after the lease time has passed.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let o = team_cmd(
+        &second,
+        &[
+            "--config",
+            "team.yaml",
+            "fix",
+            "bug.md",
+            "--until",
+            "locate",
+        ],
+    );
+    assert_eq!(code(&o), 1, "renewed: {}", stderr(&o));
+
+    // The holder dies without giving the issue back: a process of this machine that
+    // is gone, so its hold is taken over at once.
+    running.kill().unwrap();
+    running.wait().unwrap();
+    let o = team_cmd(
+        &second,
+        &[
+            "--config",
+            "team.yaml",
+            "fix",
+            "bug.md",
+            "--until",
+            "locate",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["locate"]["files"][0]["path"], "pkg/core.py");
+
+    // A holder on another machine that stopped renewing: refused until its hold lapses.
+    for (k, v) in AWS_ENV {
+        // SAFETY: every test sets these to the same values; nothing reads them racily
+        // with a different expectation.
+        unsafe { std::env::set_var(k, v) };
+    }
+    let settings = DynamoSettings {
+        table: "autotriage-lease-test".into(),
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(moto.url.clone()),
+    };
+    let mut other = DynamoMemory::connect(&settings, Default::default()).unwrap();
+    assert_eq!(
+        other
+            .acquire_lease("fix/acme/jobs#3", "ci@build-7 pid 1", 3)
+            .unwrap(),
+        None
+    );
+    let o = team_cmd(
+        &second,
+        &[
+            "--config",
+            "team.yaml",
+            "fix",
+            "bug.md",
+            "--until",
+            "locate",
+            "--restart",
+        ],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("held by ci@build-7 pid 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("a crashed run's hold lapses at"),
+        "{}",
+        stderr(&o)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let o = team_cmd(
+        &second,
+        &[
+            "--config",
+            "team.yaml",
+            "fix",
+            "bug.md",
+            "--until",
+            "locate",
+            "--restart",
+        ],
+    );
+    assert_eq!(code(&o), 0, "lapsed: {}", stderr(&o));
+    // Given back at the end: the first machine may fix it at once.
+    let o = team_cmd(
+        &first,
+        &[
+            "--config",
+            "team.yaml",
+            "fix",
+            "bug.md",
+            "--until",
+            "locate",
+            "--restart",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}

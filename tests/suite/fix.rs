@@ -1872,3 +1872,116 @@ fn a_detected_pytest_command_uses_the_checkouts_own_venv() {
     );
     assert_eq!(v["verdict"], "fixed", "{}", v["test"]["summary"]);
 }
+
+#[test]
+fn a_second_fix_of_one_issue_names_who_holds_it_whether_lease_or_lock() {
+    // A model that answers after 60 s: the first fix holds the issue meanwhile.
+    let s = HttpMock::start();
+    s.mount(
+        Mock::given(method("POST")).respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(std::time::Duration::from_secs(60))
+                .set_body_json(reply(PY_FIX)),
+        ),
+    );
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\n"),
+    );
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("autotriage"));
+    cmd.current_dir(t.path())
+        .env_clear()
+        .env("HOME", t.home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("ANTHROPIC_API_KEY", "sk-ant-test-key-000000000000000000")
+        .args(["fix", "issue.md", "--until", "repair"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut first = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    while s.requests().is_empty() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first fix never asked"
+        );
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first fix ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = run_with(&t, &[], &["fix", "issue.md", "--until", "locate"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("another autotriage run of acme/calc#4 is in progress, held by")
+            && err.contains(&format!("pid {} (its hold in ", first.id()))
+            && err.contains("memory.sqlite3)"),
+        "{err}"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // The run store's lock (a memory elsewhere, the same run folder): the same words.
+    let locks = t.path().join(".autotriage/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(locks.join("acme-calc-4.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    std::io::Write::write_all(
+        &mut &lock,
+        b"someone@elsewhere pid 42 since 2026-11-30T10:00:00Z\n",
+    )
+    .unwrap();
+    let o = run_with(
+        &t,
+        &[],
+        &[
+            "fix",
+            "issue.md",
+            "--until",
+            "locate",
+            "--memory",
+            "other.sqlite3",
+            "--restart",
+        ],
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "another autotriage run of acme/calc#4 is in progress, held by someone@elsewhere pid 42 since 2026-11-30T10:00:00Z (lock "
+        ),
+        "{err}"
+    );
+    drop(lock);
+    // The refused run gave back the hold it had taken in that memory, and the killed
+    // first fix's hold in the default memory is taken over at once: its process is gone.
+    for memory in ["other.sqlite3", ".autotriage/memory.sqlite3"] {
+        let o = run_with(
+            &t,
+            &[],
+            &[
+                "fix",
+                "issue.md",
+                "--until",
+                "locate",
+                "--memory",
+                memory,
+                "--restart",
+            ],
+        );
+        assert_eq!(code(&o), 0, "{memory}: {}", stderr(&o));
+    }
+    let o = run_with(
+        &t,
+        &[],
+        &["fix", "issue.md", "--until", "locate", "--restart"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
