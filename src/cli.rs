@@ -115,6 +115,20 @@ pub enum Command {
     /// Inspect and steer the jobs of `serve`: list, show, retry a dead letter, drop.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Handle one GitHub Actions event as `serve` handles a webhook delivery: triage on
+    /// `issues`, a fix on the trigger label or a writer's `/autotriage fix` comment.
+    HandleEvent(HandleEventArgs),
+}
+
+/// `handle-event`
+#[derive(Debug, Args)]
+pub struct HandleEventArgs {
+    /// The event's name (`issues`, `issue_comment`…).
+    #[arg(long, value_name = "NAME", env = "GITHUB_EVENT_NAME")]
+    pub event: Option<String>,
+    /// The file holding the event's payload (JSON).
+    #[arg(long, value_name = "FILE", env = "GITHUB_EVENT_PATH")]
+    pub event_path: Option<std::path::PathBuf>,
 }
 
 /// `serve`

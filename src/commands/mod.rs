@@ -453,6 +453,7 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
         Command::Config(cmd) => config::run(cmd, &ctx),
         Command::Serve(args) => serve::run(&args, &ctx),
         Command::Queue(cmd) => queue::run(cmd, &ctx),
+        Command::HandleEvent(args) => serve::handle_event(&args, &ctx),
         Command::Completions(_) | Command::Init(_) => Ok(()),
     }
 }

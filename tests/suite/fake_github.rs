@@ -2358,7 +2358,7 @@ pub(super) const MAINT: &str = "ghp_fakemaintainer00000000000000000000001";
 /// The bot's token (a user token with write permission).
 pub(super) const BOT: &str = "ghp_fakeautotriagebot000000000000000000002";
 /// An Action's `GITHUB_TOKEN`.
-const ACTION: &str = "ghs_fakeinstallation0000000000000000000003";
+pub(super) const ACTION: &str = "ghs_fakeinstallation0000000000000000000003";
 
 const LIB: &str = "pub fn add(a: i32, b: i32) -> i32 {\n    a - b\n}\n";
 const FIX: &str = "diff --git a/src/lib.rs b/src/lib.rs\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,3 +1,3 @@\n pub fn add(a: i32, b: i32) -> i32 {\n-    a - b\n+    a + b\n }\n";

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::common::{TestContext, code, stderr, stdout};
-use super::fake_github::{BOT, FakeGithub, MAINT, fake, import_history};
+use super::fake_github::{ACTION, BOT, FakeGithub, MAINT, fake, import_history};
 
 const SECRET: &str = "s3cret-for-the-webhook";
 
@@ -1095,4 +1095,229 @@ fn a_strangers_trigger_label_reaches_the_live_trust_gate_and_no_model() {
     assert_eq!(s.stop(), Some(0));
     assert!(model.requests().is_empty());
     assert!(gh.world().repo("o/py").pulls.is_empty());
+}
+
+/// `handle-event` as a workflow step runs it: the event in a file, the workflow's
+/// token, the repository, a summary file and an output file. Returns the output, the
+/// job summary and the step outputs.
+fn handle(
+    t: &TestContext,
+    gh: &FakeGithub,
+    repo: &str,
+    event: &str,
+    payload: &Value,
+    extra: &[(&str, String)],
+) -> (std::process::Output, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("event.json");
+    std::fs::write(&path, payload.to_string()).unwrap();
+    let summary = dir.path().join("summary.md");
+    let outputs = dir.path().join("outputs");
+    let mut cmd = t.cmd();
+    for (k, v) in gh.env(ACTION) {
+        cmd.env(k, v);
+    }
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let o = cmd
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_EVENT_NAME", event)
+        .env("GITHUB_EVENT_PATH", &path)
+        .env("GITHUB_REPOSITORY", repo)
+        .env("GITHUB_RUN_ID", "4242")
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("GITHUB_OUTPUT", &outputs)
+        .arg("handle-event")
+        .output()
+        .unwrap();
+    (
+        o,
+        std::fs::read_to_string(&summary).unwrap_or_default(),
+        std::fs::read_to_string(&outputs).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn handle_event_triages_an_opened_issue_and_ignores_what_serve_ignores() {
+    let gh = fake();
+    {
+        let mut w = gh.world();
+        w.add_label("o/r", "bug");
+        w.add_issue(
+            "o/r",
+            7,
+            "Crash when saving a file",
+            "It panics on save with an error: thread 'main' panicked at src/lib.rs:2.",
+            "reporter",
+            "NONE",
+            &[],
+        );
+    }
+    let t = TestContext::new();
+    import_history(&t);
+    let (o, summary, outputs) = handle(&t, &gh, "o/r", "issues", &opened("o/r", 7), &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("triaged o/r#7: bug"), "{}", stdout(&o));
+    assert!(summary.contains("| triaged o/r#7: bug"), "{summary}");
+    assert!(
+        summary.contains("https://github.com/o/r/actions/runs/4242"),
+        "{summary}"
+    );
+    assert!(outputs.starts_with("result=triaged o/r#7"), "{outputs}");
+    assert!(outputs.contains("spent_usd=0.0000"), "{outputs}");
+    {
+        let w = gh.world();
+        let issue = w.issue("o/r", 7);
+        assert_eq!(issue.labels, vec!["bug"]);
+        assert_eq!(issue.comments.len(), 1);
+        assert_eq!(issue.comments[0].author, "github-actions[bot]");
+    }
+    // The same event again (a re-run of the workflow): still one comment.
+    let (o, _, _) = handle(&t, &gh, "o/r", "issues", &opened("o/r", 7), &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(gh.world().issue("o/r", 7).comments.len(), 1);
+
+    // Our own label change, a stranger's command, another repository's payload.
+    let writes = gh.writes("o/r").len();
+    let own = json!({"action": "labeled", "repository": {"full_name": "o/r"},
+                     "issue": {"number": 7}, "label": {"name": "bug"},
+                     "sender": {"login": "github-actions[bot]"}});
+    let (o, summary, _) = handle(&t, &gh, "o/r", "issues", &own, &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("issues: nothing to do"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(summary.contains("nothing to do"), "{summary}");
+    let stranger = gh
+        .world()
+        .add_comment("o/r", 7, "stranger", "/autotriage fix");
+    let command = json!({"action": "created", "issue": {"number": 7}, "repository": {"full_name": "o/r"},
+                         "comment": {"id": stranger, "body": "/autotriage fix"}, "sender": {"login": "stranger"}});
+    let (o, _, _) = handle(&t, &gh, "o/r", "issue_comment", &command, &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("/autotriage fix from stranger (read permission): nothing done"),
+        "{}",
+        stdout(&o)
+    );
+    let (o, _, _) = handle(&t, &gh, "o/r", "issues", &opened("x/y", 1), &[]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("x/y is not in serve.repos"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(gh.writes("o/r").len(), writes, "{:#?}", gh.writes("o/r"));
+
+    // Outside a workflow: said how, exit 2.
+    let o = t.run(&["handle-event"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("$GITHUB_EVENT_NAME and $GITHUB_EVENT_PATH"),
+        "{}",
+        stderr(&o)
+    );
+    let o = t
+        .cmd()
+        .env("GITHUB_EVENT_NAME", "issues")
+        .env("GITHUB_EVENT_PATH", t.path().join("missing.json"))
+        .arg("handle-event")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("cannot read the event payload"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn handle_event_fixes_on_a_maintainers_label_and_records_a_merged_pull() {
+    let pytest = std::process::Command::new("python3")
+        .args(["-m", "pytest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        pytest || !super::common::emulators_required(),
+        "CI needs pytest"
+    );
+    if !pytest {
+        return;
+    }
+    let gh = fake();
+    python_project(&gh);
+    gh.world()
+        .set_permission("o/py", "github-actions[bot]", "write");
+    gh.world().label_issue("o/py", 4, "autotriage:fix", "maint");
+    let model = super::common::HttpMock::start();
+    model.mount(
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/messages"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200).set_body_json(json!({
+                "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+                "content": [{"type": "text", "text": PY_FIX}],
+                "stop_reason": "end_turn", "usage": {"input_tokens": 1000, "output_tokens": 100}})),
+            ),
+    );
+    let t = TestContext::new();
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "github:\n  clone_url: \"{}\"\nmodels:\n  a:\n    provider: anthropic\n    model_id: claude-x\n    base_url: {}\n    price: {{input_per_mtok: 3.0, output_per_mtok: 15.0}}\nmodel: a\ntriage:\n  engine: offline\nrepair:\n  candidates: 1\ntest:\n  sandbox: off\n  command: python3 -m pytest tests\n",
+            gh.world().clone_url(),
+            model.server.uri()
+        ),
+    );
+    let key = [(
+        "ANTHROPIC_API_KEY",
+        "sk-ant-test-key-000000000000000000".to_string(),
+    )];
+    let labeled = json!({"action": "labeled", "repository": {"full_name": "o/py"},
+                         "issue": {"number": 4}, "label": {"name": "autotriage:fix"},
+                         "sender": {"login": "maint"}});
+    let (o, summary, outputs) = handle(&t, &gh, "o/py", "issues", &labeled, &key);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("o/py#4: fixed, published"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(summary.contains("o/py#4: fixed"), "{summary}");
+    assert!(summary.contains("Model spend: $0.0045"), "{summary}");
+    assert!(outputs.contains("spent_usd=0.0045"), "{outputs}");
+    let pull = {
+        let w = gh.world();
+        let pulls = &w.repo("o/py").pulls;
+        assert_eq!(pulls.len(), 1, "{pulls:#?}");
+        assert!(pulls[0].draft);
+        assert_eq!(pulls[0].author, "github-actions[bot]");
+        pulls[0].number
+    };
+    // The run folder is where the action uploads it from.
+    let runs = t.path().join(".autotriage/runs");
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 1);
+
+    // The pull merged: the outcome is recorded in memory.
+    let merged = json!({"action": "closed", "repository": {"full_name": "o/py"}, "sender": {"login": "maint"},
+                        "pull_request": {"number": pull, "merged": true,
+                           "head": {"ref": "autotriage/issue-4", "repo": {"full_name": "o/py"}}}});
+    let (o, _, _) = handle(&t, &gh, "o/py", "pull_request", &merged, &key);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("pull {pull} merged")),
+        "{}",
+        stdout(&o)
+    );
+    let o = t.run(&["memory", "export", "--jsonl"]);
+    assert!(
+        stdout(&o).contains("\"verdict\":\"merged\""),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(model.requests().len(), 1);
 }
