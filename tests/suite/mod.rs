@@ -17,6 +17,7 @@ mod pipeline;
 mod pr;
 mod red_team;
 mod redaction;
+mod release;
 mod repair;
 mod runs;
 mod serve;
