@@ -822,8 +822,14 @@ pub fn cassette_line(text: &str) -> String {
 
 /// The patch as an agent's turns: one `edit_file` call per edit the repair parser
 /// reads from it (a new file is an edit with an empty `search`), then `submit`; each
-/// turn a wildcard exchange, answered in order.
-pub fn agent_cassette(diff: &str, what: &str) -> Result<String, String> {
+/// turn a wildcard exchange, answered in order. A hunk whose lines occur more than once
+/// in the file (`read` gives it at the base) gets the file's surrounding lines until it
+/// names one place, as an agent told "matches 2 places" would do.
+pub fn agent_cassette(
+    diff: &str,
+    what: &str,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let edits =
         crate::repair::parse(diff).map_err(|e| format!("the patch does not parse: {}", e.0))?;
     let mut lines = Vec::new();
@@ -855,15 +861,14 @@ pub fn agent_cassette(diff: &str, what: &str) -> Result<String, String> {
             }
             s
         };
-        let search = if e.creates {
-            String::new()
-        } else {
-            join(e.old.iter().map(|(_, l)| l.as_str()).collect())
-        };
+        let text = read(path).filter(|_| !e.creates).unwrap_or_default();
+        let old: Vec<&str> = e.old.iter().map(|(_, l)| l.as_str()).collect();
+        let (old, new) = unique_context(&text, old, e.new_lines(), e.stated_lines.first().copied());
+        let search = if e.creates { String::new() } else { join(old) };
         lines.push(turn(
             i + 1,
             "edit_file",
-            json!({"path": path, "search": search, "replace": join(e.new_lines())}),
+            json!({"path": path, "search": search, "replace": join(new)}),
         ));
     }
     lines.push(turn(
@@ -872,6 +877,47 @@ pub fn agent_cassette(diff: &str, what: &str) -> Result<String, String> {
         json!({"explanation": format!("Replayed by `autotriage eval fix --mode agent`: {what}.")}),
     ));
     Ok(lines.join("\n") + "\n")
+}
+
+/// Widen `old` (and `new` alike) with the lines around it in `text` until it occurs
+/// once; where it occurs several times, the place nearest the hunk's stated line.
+fn unique_context<'a>(
+    text: &'a str,
+    old: Vec<&'a str>,
+    new: Vec<&'a str>,
+    stated: Option<usize>,
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |block: &[&str]| -> Vec<usize> {
+        if block.is_empty() || block.len() > lines.len() {
+            return Vec::new();
+        }
+        (0..=lines.len() - block.len())
+            .filter(|&p| lines[p..p + block.len()] == *block)
+            .collect()
+    };
+    let places = at(&old);
+    if places.len() <= 1 {
+        return (old, new);
+    }
+    let want = stated.unwrap_or(1).saturating_sub(1);
+    let Some(&p) = places.iter().min_by_key(|&&p| p.abs_diff(want)) else {
+        return (old, new);
+    };
+    let end = p + old.len();
+    for k in 1..=lines.len() {
+        let before = &lines[p.saturating_sub(k)..p];
+        let after = &lines[end..(end + k).min(lines.len())];
+        let wide: Vec<&str> = before.iter().chain(&old).chain(after).copied().collect();
+        if at(&wide).len() == 1 {
+            let wide_new: Vec<&str> = before.iter().chain(&new).chain(after).copied().collect();
+            return (wide, wide_new);
+        }
+        if before.len() == p && after.len() == lines.len() - end {
+            break;
+        }
+    }
+    (old, new)
 }
 
 /// Replay one instance through `fix` (after its preflight passed).
@@ -915,7 +961,7 @@ pub fn replay(
             .map_err(|e| format!("{}: {e}", p.display()))
     };
     let played = if spec.agent {
-        agent_cassette(&diff, &what)?
+        agent_cassette(&diff, &what, &|p| std::fs::read_to_string(dir.join(p)).ok())?
     } else {
         format!("{}\n", cassette_line(&answer_text(inst, &diff, &what)))
     };
@@ -1353,7 +1399,7 @@ mod tests {
     #[test]
     fn a_patch_played_as_agent_turns_rebuilds_the_same_files() {
         let diff = "diff --git a/pkg/a.py b/pkg/a.py\n--- a/pkg/a.py\n+++ b/pkg/a.py\n@@ -1,3 +1,3 @@\n def f():\n-    return 1\n+    return 2\n \n@@ -5,2 +5,3 @@\n def g():\n     pass\n+    return 3\ndiff --git a/pkg/new.py b/pkg/new.py\nnew file mode 100644\n--- /dev/null\n+++ b/pkg/new.py\n@@ -0,0 +1,1 @@\n+x = 1\n";
-        let text = agent_cassette(diff, "the fix").unwrap();
+        let text = agent_cassette(diff, "the fix", &|_| None).unwrap();
         let turns: Vec<crate::model::replay::Exchange> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -1397,6 +1443,21 @@ mod tests {
             "def f():\n    return 2\n\n\ndef g():\n    pass\n    return 3\n"
         );
         assert_eq!(ws.read("pkg/new.py").unwrap(), "x = 1\n");
+    }
+
+    #[test]
+    fn a_hunk_that_matches_two_places_is_widened_to_the_one_it_names() {
+        let text = "def a():\n    x = 1\n    return x\n\n\ndef b():\n    x = 1\n    return x\n";
+        let (old, new) = unique_context(
+            text,
+            vec!["    x = 1", "    return x"],
+            vec!["    x = 2", "    return x"],
+            Some(7),
+        );
+        assert_eq!(old, vec!["def b():", "    x = 1", "    return x"]);
+        assert_eq!(new, vec!["def b():", "    x = 2", "    return x"]);
+        let (old, _) = unique_context(text, vec!["def a():"], vec!["def c():"], Some(1));
+        assert_eq!(old, vec!["def a():"]);
     }
 
     #[test]
