@@ -1,5 +1,6 @@
 //! Glue from flags to stages, and all terminal output. The only module that prints.
 
+pub mod action;
 pub mod completions;
 pub mod config;
 pub mod eval;
@@ -12,6 +13,7 @@ pub mod queue;
 pub(crate) mod render;
 pub mod runs;
 pub mod serve;
+mod service;
 pub mod test;
 pub mod triage;
 
@@ -453,7 +455,7 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
         Command::Config(cmd) => config::run(cmd, &ctx),
         Command::Serve(args) => serve::run(&args, &ctx),
         Command::Queue(cmd) => queue::run(cmd, &ctx),
-        Command::HandleEvent(args) => serve::handle_event(&args, &ctx),
+        Command::HandleEvent(args) => action::handle_event(&args, &ctx),
         Command::Completions(_) | Command::Init(_) => Ok(()),
     }
 }
