@@ -118,6 +118,19 @@ pub enum Command {
     /// Handle one GitHub Actions event as `serve` handles a webhook delivery: triage on
     /// `issues`, a fix on the trigger label or a writer's `/autotriage fix` comment.
     HandleEvent(HandleEventArgs),
+    /// The AWS Lambda functions (run inside Lambda's provided runtime).
+    #[command(subcommand)]
+    Lambda(LambdaCommand),
+}
+
+/// `lambda …`
+#[derive(Debug, Subcommand)]
+pub enum LambdaCommand {
+    /// API Gateway HTTP API events: verify, route and queue on the SQS FIFO queue.
+    Webhook,
+    /// SQS batches: triage in the function, fixes started on CodeBuild; only the
+    /// messages that failed go back.
+    Worker,
 }
 
 /// `handle-event`

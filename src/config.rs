@@ -89,6 +89,17 @@ pub struct Config {
     pub serve: ServeConfig,
     /// The job queue of `serve`.
     pub queue: QueueConfig,
+    /// The AWS Lambda functions.
+    #[serde(rename = "lambda")]
+    pub lambda: LambdaConfig,
+}
+
+/// `lambda.*`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LambdaConfig {
+    /// The CodeBuild project the worker starts a fix on.
+    pub fix_project: Option<String>,
 }
 
 /// `serve.*`
@@ -147,10 +158,16 @@ pub enum ServeApply {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// `sqlite` (the only backend on one machine).
+    /// `sqlite` (one machine) or `sqs` (the Lambda front-ends).
     pub backend: QueueBackend,
     /// The queue file (default: `queue.sqlite3` beside the memory).
     pub path: Option<PathBuf>,
+    /// The SQS FIFO queue's URL (`backend: sqs`).
+    pub url: Option<String>,
+    /// Its region; unset = the standard AWS chain.
+    pub region: Option<String>,
+    /// Endpoint override (emulators, VPC endpoints).
+    pub endpoint_url: Option<String>,
 }
 
 /// `queue.backend`.
@@ -160,6 +177,8 @@ pub enum QueueBackend {
     /// A SQLite file, synced before a delivery is acknowledged.
     #[default]
     Sqlite,
+    /// An SQS FIFO queue: one message group per issue, the delivery id deduplicates.
+    Sqs,
 }
 
 /// `triage.*`

@@ -185,4 +185,3 @@ fn report(ctx: &Ctx, lines: &[(String, Option<String>)], spent: f64) -> Result<(
     )?;
     Ok(())
 }
-

@@ -6,6 +6,7 @@ pub mod config;
 pub mod eval;
 pub mod fix;
 pub mod init;
+pub mod lambda;
 pub mod memory;
 pub mod output;
 pub mod pr;
@@ -456,6 +457,7 @@ pub fn run(cli: Cli, overrides: Overrides) -> Result<()> {
         Command::Serve(args) => serve::run(&args, &ctx),
         Command::Queue(cmd) => queue::run(cmd, &ctx),
         Command::HandleEvent(args) => action::handle_event(&args, &ctx),
+        Command::Lambda(cmd) => lambda::run(cmd, &ctx),
         Command::Completions(_) | Command::Init(_) => Ok(()),
     }
 }

@@ -219,4 +219,3 @@ fn catch_up(
     }
     Ok(asked)
 }
-

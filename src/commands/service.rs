@@ -58,9 +58,22 @@ pub(super) struct Service<'a> {
     /// Held while the day's spend is read and written (workers finish together).
     spend: Mutex<()>,
     log: Arc<dyn Fn(Value) + Send + Sync>,
+    /// Where a fix runs when not here (the Lambda worker starts it on CodeBuild): given
+    /// the issue, checked, and whether a writer's command granted it.
+    fix_elsewhere: Option<FixElsewhere<'a>>,
 }
 
+/// Starts a checked fix somewhere else.
+pub(super) type FixElsewhere<'a> =
+    Box<dyn Fn(&crate::issue::Issue, bool) -> Result<JobDone> + Send + Sync + 'a>;
+
 impl<'a> Service<'a> {
+    /// Fixes start with `f` instead of running here.
+    pub(super) fn fix_elsewhere(mut self, f: FixElsewhere<'a>) -> Self {
+        self.fix_elsewhere = Some(f);
+        self
+    }
+
     /// An executor acting as `bot` (through `app`, or `token_as`, else the
     /// configured token), logging with `log`.
     pub(super) fn new(
@@ -78,6 +91,7 @@ impl<'a> Service<'a> {
             clones: Mutex::new(()),
             spend: Mutex::new(()),
             log,
+            fix_elsewhere: None,
         }
     }
 }
@@ -336,6 +350,9 @@ impl Service<'_> {
                     .comments
                     .retain(|c| c.created_at.as_deref().is_none_or(|t| t <= at));
             }
+        }
+        if let Some(start) = &self.fix_elsewhere {
+            return start(&issue, force);
         }
         let Some(session) = super::model_session(EngineArg::Model, None, ctx)? else {
             return Err(CommandError::usage("a fix needs a model, and none is configured").into());

@@ -69,8 +69,13 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// The JSON payload of a delivery: the body, or its `payload=` form field.
 fn payload(headers: &HeaderMap, body: &[u8]) -> Result<Value, String> {
-    let form = header(headers, "content-type")
-        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    payload_of(header(headers, "content-type"), body)
+}
+
+/// The JSON payload of a delivery with this content type: the body, or its
+/// `payload=` form field (the Lambda front-end reads API Gateway's events with it).
+pub fn payload_of(content_type: Option<&str>, body: &[u8]) -> Result<Value, String> {
+    let form = content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     if form {
         let text = std::str::from_utf8(body).map_err(|_| "the form body is not UTF-8")?;
         let field = text

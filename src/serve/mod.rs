@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod queue;
 pub mod route;
 pub mod signature;
+pub mod sqs;
 pub mod worker;

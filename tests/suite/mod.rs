@@ -10,6 +10,7 @@ mod eval;
 mod fake_github;
 mod fix;
 mod github;
+mod lambda;
 mod locate;
 mod memory;
 mod models;

@@ -1,0 +1,386 @@
+//! The Lambda functions end to end: the real binary run through the real Lambda runtime
+//! client against a Runtime API served on loopback here, API Gateway v2 and SQS events,
+//! an SQS FIFO queue and CodeBuild on moto, and the fake GitHub.
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::suite::common::*;
+use crate::suite::fake_github::{BOT, FakeGithub, fake, import_history};
+
+const SECRET: &str = "lambda-webhook-secret";
+
+/// A Runtime API handing out `events` in order (then none), and the function running
+/// against it until it has answered them all. Returns the answers, by request id.
+fn invoke(t: &TestContext, env: &[(&str, String)], function: &str, events: &[Value]) -> Vec<Value> {
+    let api = HttpMock::start();
+    for (i, e) in events.iter().enumerate() {
+        api.mount(
+            Mock::given(method("GET"))
+                .and(path("/2018-06-01/runtime/invocation/next"))
+                .respond_with(
+                    ResponseTemplate::new(200)
+                        .insert_header("lambda-runtime-aws-request-id", format!("req-{i}").as_str())
+                        .insert_header("lambda-runtime-deadline-ms", "4102444800000")
+                        .insert_header(
+                            "lambda-runtime-invoked-function-arn",
+                            "arn:aws:lambda:us-east-1:123456789012:function:autotriage",
+                        )
+                        .set_body_json(e.clone()),
+                )
+                .with_priority(i as u8 + 1)
+                .up_to_n_times(1),
+        );
+    }
+    // Then the next event never comes (the function waits, as in Lambda).
+    api.mount(
+        Mock::given(method("GET"))
+            .and(path("/2018-06-01/runtime/invocation/next"))
+            .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(600)))
+            .with_priority(200),
+    );
+    api.mount(
+        Mock::given(method("POST"))
+            .and(path_regex(
+                r"^/2018-06-01/runtime/invocation/.+/(response|error)$",
+            ))
+            .respond_with(ResponseTemplate::new(202)),
+    );
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("autotriage"));
+    cmd.current_dir(t.path())
+        .env_clear()
+        .env("HOME", t.home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", api.server.address().to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "autotriage")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .args(["lambda", function])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let answers = loop {
+        let posted: Vec<(String, Value)> = api
+            .requests()
+            .iter()
+            .filter(|r| r.method.as_str() == "POST")
+            .map(|r| {
+                (
+                    r.url.path().to_string(),
+                    serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        if posted.len() >= events.len() {
+            let mut by_id: Vec<(String, Value)> = posted;
+            by_id.sort_by(|a, b| a.0.cmp(&b.0));
+            break by_id
+                .into_iter()
+                .map(|(p, v)| {
+                    assert!(p.ends_with("/response"), "{p}: {v}");
+                    v
+                })
+                .collect::<Vec<Value>>();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("lambda {function} exited ({status}): {err}");
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no answer from lambda {function}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    answers
+}
+
+/// An API Gateway HTTP API (v2) event of a signed delivery.
+fn api_event(event: &str, delivery: &str, body: &Value, secret: &str) -> Value {
+    let text = body.to_string();
+    json!({
+        "version": "2.0", "routeKey": "POST /webhook", "rawPath": "/webhook", "rawQueryString": "",
+        "headers": {
+            "content-type": "application/json",
+            "x-github-event": event,
+            "x-github-delivery": delivery,
+            "x-hub-signature-256": autotriage::serve::signature::sign(secret.as_bytes(), text.as_bytes()),
+        },
+        "requestContext": {"http": {"method": "POST", "path": "/webhook"}, "stage": "$default"},
+        "body": text, "isBase64Encoded": false
+    })
+}
+
+fn sqs_client(url: &str) -> (tokio::runtime::Runtime, aws_sdk_sqs::Client) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let conf = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(url)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load(),
+    );
+    (rt, aws_sdk_sqs::Client::new(&conf))
+}
+
+fn world(gh: &FakeGithub) {
+    let mut w = gh.world();
+    w.add_label("o/r", "bug");
+    w.add_issue(
+        "o/r",
+        7,
+        "Crash when saving a file",
+        "It panics on save with an error: thread 'main' panicked at src/lib.rs:2.",
+        "reporter",
+        "NONE",
+        &[],
+    );
+}
+
+#[test]
+fn a_delivery_goes_webhook_to_sqs_fifo_to_worker_and_only_a_bad_message_returns() {
+    let Some(moto) = Emulator::moto() else { return };
+    let gh = fake();
+    world(&gh);
+    let (rt, sqs) = sqs_client(&moto.url);
+    let url = rt
+        .block_on(
+            sqs.create_queue()
+                .queue_name("autotriage-jobs.fifo")
+                .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+                .send(),
+        )
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let t = TestContext::new();
+    import_history(&t);
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "serve:\n  repos: [o/r]\nqueue:\n  backend: sqs\n  url: {url}\n  endpoint_url: {}\ngithub:\n  bot_login: autotriage-bot\n",
+            moto.url
+        ),
+    );
+    let mut env = gh.env(BOT);
+    env.push(("AUTOTRIAGE_WEBHOOK_SECRET", SECRET.to_string()));
+    let opened = json!({"action": "opened", "issue": {"number": 7, "title": "t"},
+                        "repository": {"full_name": "o/r"}, "sender": {"login": "reporter"}});
+    let answers = invoke(
+        &t,
+        &env,
+        "webhook",
+        &[
+            api_event("issues", "d-1", &opened, SECRET),
+            // GitHub's redelivery keeps the id: the FIFO queue deduplicates it.
+            api_event("issues", "d-1", &opened, SECRET),
+            api_event("issues", "d-2", &opened, "another-secret"),
+            api_event(
+                "ping",
+                "d-3",
+                &json!({"zen": "hi", "repository": {"full_name": "o/r"}}),
+                SECRET,
+            ),
+        ],
+    );
+    let status: Vec<u64> = answers
+        .iter()
+        .map(|a| a["statusCode"].as_u64().unwrap())
+        .collect();
+    assert_eq!(status, vec![202, 202, 401, 200], "{answers:#?}");
+    assert_eq!(answers[0]["body"], "queued 1 job(s)\n");
+
+    // One message: the delivery twice is one job, grouped by its issue.
+    let got = rt
+        .block_on(
+            sqs.receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .send(),
+        )
+        .unwrap();
+    let messages = got.messages.unwrap_or_default();
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    let m = &messages[0];
+    let attrs = m.attributes.clone().unwrap_or_default();
+    assert_eq!(
+        attrs
+            .get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId)
+            .map(String::as_str),
+        Some("o/r#7")
+    );
+    assert!(
+        gh.writes("o/r").is_empty(),
+        "the webhook writes nothing to GitHub"
+    );
+
+    // The worker gets the batch as Lambda's SQS trigger hands it, plus a broken record.
+    let record = |id: &str, body: &str| {
+        json!({"messageId": id, "receiptHandle": "rh", "body": body,
+               "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": "o/r#7"},
+               "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
+    };
+    let batch = json!({"Records": [
+        record(m.message_id().unwrap(), m.body().unwrap()),
+        record("broken-1", "not a job"),
+    ]});
+    let answers = invoke(&t, &env, "worker", &[batch]);
+    assert_eq!(
+        answers[0],
+        json!({"batchItemFailures": [{"itemIdentifier": "broken-1"}]})
+    );
+    let w = gh.world();
+    let issue = w.issue("o/r", 7);
+    assert_eq!(issue.labels, vec!["bug"]);
+    assert_eq!(issue.comments.len(), 1);
+    assert_eq!(issue.comments[0].author, "autotriage-bot");
+}
+
+#[test]
+fn a_fix_job_starts_a_codebuild_build_with_no_secret_in_the_request() {
+    let Some(moto) = Emulator::moto() else { return };
+    let gh = fake();
+    world(&gh);
+    gh.world().label_issue("o/r", 7, "autotriage:fix", "maint");
+    let (rt, _) = sqs_client(&moto.url);
+    let conf = rt.block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&moto.url)
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .load(),
+    );
+    let cb = aws_sdk_codebuild::Client::new(&conf);
+    use aws_sdk_codebuild::types::*;
+    rt.block_on(
+        cb.create_project()
+            .name("autotriage-fix")
+            .source(
+                ProjectSource::builder()
+                    .r#type(SourceType::S3)
+                    .location("autotriage-builds/placeholder.zip")
+                    .build()
+                    .unwrap(),
+            )
+            .artifacts(
+                ProjectArtifacts::builder()
+                    .r#type(ArtifactsType::NoArtifacts)
+                    .build()
+                    .unwrap(),
+            )
+            .environment(
+                ProjectEnvironment::builder()
+                    .r#type(EnvironmentType::LinuxContainer)
+                    .image("aws/codebuild/standard:7.0")
+                    .compute_type(ComputeType::BuildGeneral1Small)
+                    .build()
+                    .unwrap(),
+            )
+            .service_role("arn:aws:iam::123456789012:role/autotriage-fix")
+            .send(),
+    )
+    .unwrap();
+    let t = TestContext::new();
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "serve:\n  repos: [o/r]\nqueue:\n  backend: sqs\n  url: http://unused\ngithub:\n  bot_login: autotriage-bot\nlambda:\n  fix_project: autotriage-fix\ntest:\n  endpoint_url: {}\n  region: us-east-1\n",
+            moto.url
+        ),
+    );
+    let message = json!({"spec": {"kind": "fix", "repo": "o/r", "number": 7, "granted_by": null},
+                         "delivery": "d-9", "queued_at": 0});
+    let batch = json!({"Records": [{"messageId": "m-1", "body": message.to_string(),
+                                    "attributes": {"ApproximateReceiveCount": "1"}}]});
+    let answers = invoke(&t, &gh.env(BOT), "worker", std::slice::from_ref(&batch));
+    assert_eq!(answers[0], json!({"batchItemFailures": []}));
+    let ids = rt
+        .block_on(
+            cb.list_builds_for_project()
+                .project_name("autotriage-fix")
+                .send(),
+        )
+        .unwrap()
+        .ids
+        .unwrap_or_default();
+    assert_eq!(ids.len(), 1);
+    // moto keeps no overrides: what the request carried, from a scripted CodeBuild.
+    let scripted = HttpMock::start();
+    scripted.mount(
+        Mock::given(method("POST"))
+            .and(wiremock::matchers::header(
+                "x-amz-target",
+                "CodeBuild_20161006.StartBuild",
+            ))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "application/x-amz-json-1.1")
+                    .set_body_json(json!({"build": {"id": "autotriage-fix:b-1"}})),
+            ),
+    );
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "serve:\n  repos: [o/r]\nqueue:\n  backend: sqs\n  url: http://unused\ngithub:\n  bot_login: autotriage-bot\nlambda:\n  fix_project: autotriage-fix\ntest:\n  endpoint_url: {}\n  region: us-east-1\n",
+            scripted.server.uri()
+        ),
+    );
+    let answers = invoke(&t, &gh.env(BOT), "worker", &[batch]);
+    assert_eq!(answers[0], json!({"batchItemFailures": []}));
+    let bodies = scripted.bodies();
+    assert_eq!(bodies.len(), 1);
+    let req = &bodies[0];
+    assert_eq!(req["projectName"], "autotriage-fix");
+    assert!(
+        req["buildspecOverride"]
+            .as_str()
+            .unwrap()
+            .contains("autotriage fix \"$AUTOTRIAGE_ISSUE\" --yes $AUTOTRIAGE_FIX_FLAGS")
+    );
+    let env: Vec<(String, String, String)> = req["environmentVariablesOverride"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["value"].as_str().unwrap().to_string(),
+                v["type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env,
+        vec![
+            (
+                "AUTOTRIAGE_ISSUE".into(),
+                "o/r#7".into(),
+                "PLAINTEXT".into()
+            ),
+            ("AUTOTRIAGE_FIX_FLAGS".into(), "".into(), "PLAINTEXT".into()),
+        ]
+    );
+    // Nothing secret travels in the request: not the token, nor anything like one.
+    let redactor = autotriage::redact::Redactor::default();
+    let text = req.to_string();
+    assert!(redactor.findings(&text).is_empty(), "{text}");
+    assert!(!text.contains(BOT));
+    // No model was asked and nothing written: the build does the fix.
+    assert!(gh.world().repo("o/r").pulls.is_empty());
+}
