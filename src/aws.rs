@@ -28,3 +28,101 @@ pub fn credentials_missing(debug: &str) -> bool {
         || debug.contains("NoCredentials")
         || debug.contains("ProviderError")
 }
+
+/// The AWS calls each source file makes, as (the SDK's fluent method, the IAM action
+/// it needs). The deployment's roles are checked against these
+/// (`tests/suite/deploy.rs`), and the test below checks each file against its list:
+/// a call added without its action, or an action listed for a call the file no longer
+/// makes, fails.
+pub const CALLS: &[(&str, &[(&str, &str)])] = &[
+    ("src/serve/sqs.rs", &[("send_message", "sqs:SendMessage")]),
+    (
+        "src/memory/dynamodb.rs",
+        &[
+            ("get_item", "dynamodb:GetItem"),
+            ("put_item", "dynamodb:PutItem"),
+            ("delete_item", "dynamodb:DeleteItem"),
+            ("query", "dynamodb:Query"),
+            ("scan", "dynamodb:Scan"),
+            ("describe_table", "dynamodb:DescribeTable"),
+            ("create_table", "dynamodb:CreateTable"),
+            ("update_time_to_live", "dynamodb:UpdateTimeToLive"),
+        ],
+    ),
+    (
+        "src/runs/s3.rs",
+        &[
+            ("get_object", "s3:GetObject"),
+            ("put_object", "s3:PutObject"),
+            ("delete_object", "s3:DeleteObject"),
+            ("list_objects_v2", "s3:ListBucket"),
+            ("head_bucket", "s3:ListBucket"),
+            ("create_bucket", "s3:CreateBucket"),
+            ("create_multipart_upload", "s3:PutObject"),
+            ("upload_part", "s3:PutObject"),
+            ("complete_multipart_upload", "s3:PutObject"),
+            ("abort_multipart_upload", "s3:AbortMultipartUpload"),
+        ],
+    ),
+    (
+        "src/verify/codebuild.rs",
+        &[
+            ("start_build", "codebuild:StartBuild"),
+            ("batch_get_builds", "codebuild:BatchGetBuilds"),
+            ("stop_build", "codebuild:StopBuild"),
+            // The build's source goes up and its results come back through the bucket.
+            ("put_object", "s3:PutObject"),
+            ("get_object", "s3:GetObject"),
+        ],
+    ),
+    (
+        "src/commands/lambda.rs",
+        &[("start_build", "codebuild:StartBuild")],
+    ),
+    (
+        "src/model/bedrock.rs",
+        &[
+            ("converse", "bedrock:InvokeModel"),
+            ("converse_stream", "bedrock:InvokeModelWithResponseStream"),
+        ],
+    ),
+];
+
+/// Calls only `memory init` makes (setting the backends up), never a job.
+pub const SETUP_ONLY: &[&str] = &[
+    "dynamodb:CreateTable",
+    "dynamodb:UpdateTimeToLive",
+    "s3:CreateBucket",
+];
+
+/// The IAM actions the files make calls for, setup calls left out.
+pub fn actions_of(files: &[&str]) -> std::collections::BTreeSet<&'static str> {
+    CALLS
+        .iter()
+        .filter(|(f, _)| files.contains(f))
+        .flat_map(|(_, calls)| calls.iter().map(|(_, a)| *a))
+        .filter(|a| !SETUP_ONLY.contains(a))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_aws_call_in_the_code_has_its_iam_action_listed_and_no_more() {
+        let re =
+            regex::Regex::new(r"(?:client|codebuild|s3|sqs)\s*\.\s*([a-z][a-z0-9_]*)\(\)").unwrap();
+        for (file, calls) in CALLS {
+            let text =
+                std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            let found: std::collections::BTreeSet<&str> = re
+                .captures_iter(&text)
+                .map(|c| c.get(1).unwrap().as_str())
+                .filter(|m| !matches!(*m, "clone" | "build" | "send" | "load"))
+                .collect();
+            let listed: std::collections::BTreeSet<&str> = calls.iter().map(|(m, _)| *m).collect();
+            assert_eq!(found, listed, "{file}");
+        }
+    }
+}

@@ -724,6 +724,9 @@ pub struct Overrides {
     pub model_env: Option<String>,
     /// `GITHUB_API_URL`.
     pub github_api_url_env: Option<String>,
+    /// `AUTOTRIAGE_SET`: `key.path=value` settings separated by `;` or newlines (a
+    /// deployment's environment, where no file can be written).
+    pub settings_env: Option<String>,
 }
 
 /// Where the layers are looked for.
@@ -779,6 +782,35 @@ pub fn load(locations: &Locations, overrides: &Overrides) -> Result<Loaded, Conf
     }
 
     // Environment variables.
+    if let Some(all) = &overrides.settings_env {
+        for item in all
+            .split([';', '\n'])
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+        {
+            let bad = |why: &str| {
+                ConfigError::Invalid {
+                origin: "env AUTOTRIAGE_SET".into(),
+                message: format!("{item:?}: {why}"),
+                hint: "write key.path=value pairs separated by `;`, e.g. queue.backend=sqs;serve.repos=[acme/app]".into(),
+            }
+            };
+            let (key, value) = item.split_once('=').ok_or_else(|| bad("no `=`"))?;
+            let key = key.trim();
+            if key.is_empty()
+                || !key.split('.').all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                })
+            {
+                return Err(bad("the key is not a dotted setting name"));
+            }
+            let v: Value = serde_yaml::from_str(value.trim())
+                .map_err(|e| bad(&format!("the value is not YAML: {e}")))?;
+            set_leaf(&mut tree, &mut sources, key, v, "env AUTOTRIAGE_SET");
+        }
+    }
     if let Some(v) = &overrides.github_api_url_env {
         set_leaf(
             &mut tree,

@@ -33,6 +33,9 @@ fn main() -> ExitCode {
         github_api_url_env: std::env::var("GITHUB_API_URL")
             .ok()
             .filter(|v| !v.is_empty()),
+        settings_env: std::env::var("AUTOTRIAGE_SET")
+            .ok()
+            .filter(|v| !v.is_empty()),
     };
     match autotriage::commands::run(cli, overrides) {
         Ok(()) => ExitCode::SUCCESS,

@@ -222,3 +222,42 @@ fn init_guesses_python_and_works_without_origin() {
         stdout(&o)
     );
 }
+
+#[test]
+fn settings_from_the_environment_layer_over_the_files_and_say_where_they_came_from() {
+    let t = TestContext::new();
+    t.git_init("https://github.com/acme/app.git");
+    t.write("autotriage.yaml", "repair:\n  rounds: 3\n");
+    let o = t
+        .cmd()
+        .env(
+            "AUTOTRIAGE_SET",
+            "queue.backend=sqs; serve.repos=[acme/app, acme/*]\nrepair.rounds=2",
+        )
+        .args(["config", "show", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    assert_eq!(v["config"]["queue"]["backend"], "sqs");
+    assert_eq!(
+        v["config"]["serve"]["repos"],
+        serde_json::json!(["acme/app", "acme/*"])
+    );
+    assert_eq!(v["config"]["repair"]["rounds"], 2);
+    assert_eq!(v["sources"]["repair.rounds"], "env AUTOTRIAGE_SET");
+    for (bad, why) in [
+        ("queue.backend", "no `=`"),
+        ("Queue.Backend=sqs", "not a dotted setting name"),
+        ("queue.backend=nosuch", "unknown variant `nosuch`"),
+    ] {
+        let o = t
+            .cmd()
+            .env("AUTOTRIAGE_SET", bad)
+            .args(["config", "show"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 2, "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{bad}: {}", stderr(&o));
+    }
+}

@@ -6,6 +6,7 @@ mod aws;
 mod cli;
 mod common;
 mod config;
+mod deploy;
 mod eval;
 mod fake_github;
 mod fix;
