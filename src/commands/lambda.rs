@@ -217,6 +217,28 @@ async fn worker(ctx: &Ctx) -> Result<()> {
     .map_err(|e| CommandError::failure(format!("the Lambda runtime stopped: {e}")).into())
 }
 
+/// A log line that is also a CloudWatch embedded-metric-format record: `metrics`
+/// (name, value, unit) in the `autotriage` namespace, by `Function`.
+fn emf(mut line: Value, metrics: &[(&str, f64, &str)]) -> Value {
+    let defs: Vec<Value> = metrics
+        .iter()
+        .map(|(n, _, u)| json!({"Name": n, "Unit": u}))
+        .collect();
+    if let Some(m) = line.as_object_mut() {
+        m.insert(
+            "_aws".into(),
+            json!({"Timestamp": chrono::Utc::now().timestamp_millis(),
+                   "CloudWatchMetrics": [{"Namespace": "autotriage", "Dimensions": [["Function"]],
+                                          "Metrics": defs}]}),
+        );
+        m.insert("Function".into(), json!("worker"));
+        for (n, v, _) in metrics {
+            m.insert((*n).into(), json!(v));
+        }
+    }
+    line
+}
+
 /// Run each record's job; the ids of the records that failed.
 fn handle_batch(
     ev: &Value,
@@ -254,11 +276,16 @@ fn handle_batch(
             created_at: message.queued_at,
             not_before: now,
         };
+        let started = std::time::Instant::now();
         match executor.execute(&job) {
-            Ok(done) => log(
+            Ok(done) => log(emf(
                 json!({"msg": "job done", "key": job.key, "summary": done.summary,
-                                    "spent_usd": done.spent_usd}),
-            ),
+                       "spent_usd": done.spent_usd}),
+                &[
+                    ("SpendUSD", done.spent_usd, "None"),
+                    ("JobSeconds", started.elapsed().as_secs_f64(), "Seconds"),
+                ],
+            )),
             Err(f) => {
                 log(
                     json!({"msg": "job failed", "key": job.key, "error": f.message,

@@ -14,6 +14,16 @@ const SECRET: &str = "lambda-webhook-secret";
 /// A Runtime API handing out `events` in order (then none), and the function running
 /// against it until it has answered them all. Returns the answers, by request id.
 fn invoke(t: &TestContext, env: &[(&str, String)], function: &str, events: &[Value]) -> Vec<Value> {
+    invoke_logged(t, env, function, events).0
+}
+
+/// [`invoke`], with the function's log lines.
+fn invoke_logged(
+    t: &TestContext,
+    env: &[(&str, String)],
+    function: &str,
+    events: &[Value],
+) -> (Vec<Value>, Vec<Value>) {
     let api = HttpMock::start();
     for (i, e) in events.iter().enumerate() {
         api.mount(
@@ -103,7 +113,13 @@ fn invoke(t: &TestContext, env: &[(&str, String)], function: &str, events: &[Val
     };
     child.kill().unwrap();
     child.wait().unwrap();
-    answers
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let logs = err
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (answers, logs)
 }
 
 /// An API Gateway HTTP API (v2) event of a signed delivery.
@@ -238,11 +254,22 @@ fn a_delivery_goes_webhook_to_sqs_fifo_to_worker_and_only_a_bad_message_returns(
         record(m.message_id().unwrap(), m.body().unwrap()),
         record("broken-1", "not a job"),
     ]});
-    let answers = invoke(&t, &env, "worker", &[batch]);
+    let (answers, logs) = invoke_logged(&t, &env, "worker", &[batch]);
     assert_eq!(
         answers[0],
         json!({"batchItemFailures": [{"itemIdentifier": "broken-1"}]})
     );
+    // The job's log line carries its metrics in CloudWatch's embedded metric format.
+    let done = logs
+        .iter()
+        .find(|l| l["msg"] == "job done")
+        .unwrap_or_else(|| panic!("{logs:#?}"));
+    assert_eq!(
+        done["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+        "SpendUSD"
+    );
+    assert_eq!(done["SpendUSD"], 0.0);
+    assert_eq!(done["Function"], "worker");
     let w = gh.world();
     let issue = w.issue("o/r", 7);
     assert_eq!(issue.labels, vec!["bug"]);
