@@ -35,7 +35,15 @@ pub fn credentials_missing(debug: &str) -> bool {
 /// a call added without its action, or an action listed for a call the file no longer
 /// makes, fails.
 pub const CALLS: &[(&str, &[(&str, &str)])] = &[
-    ("src/serve/sqs.rs", &[("send_message", "sqs:SendMessage")]),
+    (
+        "src/serve/sqs.rs",
+        &[
+            ("send_message", "sqs:SendMessage"),
+            // `queue list|show|retry|drop` on the dead-letter queue (an operator's).
+            ("receive_message", "sqs:ReceiveMessage"),
+            ("delete_message", "sqs:DeleteMessage"),
+        ],
+    ),
     (
         "src/memory/dynamodb.rs",
         &[
@@ -88,11 +96,14 @@ pub const CALLS: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
-/// Calls only `memory init` makes (setting the backends up), never a job.
+/// Calls only a person's commands make (`memory init` setting the backends up, `queue
+/// …` on the dead letters), never a job.
 pub const SETUP_ONLY: &[&str] = &[
     "dynamodb:CreateTable",
     "dynamodb:UpdateTimeToLive",
     "s3:CreateBucket",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
 ];
 
 /// The IAM actions the files make calls for, setup calls left out.

@@ -192,9 +192,9 @@ pub struct QueueListArgs {
 /// `queue show|retry|drop`
 #[derive(Debug, Args)]
 pub struct QueueJobArgs {
-    /// The job's id.
+    /// The job's id (a number; with `queue.backend: sqs`, the dead letter's message id).
     #[arg(value_name = "JOB")]
-    pub id: i64,
+    pub id: String,
 }
 
 /// `memory …`

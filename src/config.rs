@@ -164,6 +164,8 @@ pub struct QueueConfig {
     pub path: Option<PathBuf>,
     /// The SQS FIFO queue's URL (`backend: sqs`).
     pub url: Option<String>,
+    /// Its dead-letter queue's URL (`queue list|show|retry|drop` read it).
+    pub dead_letter_url: Option<String>,
     /// Its region; unset = the standard AWS chain.
     pub region: Option<String>,
     /// Endpoint override (emulators, VPC endpoints).

@@ -131,3 +131,179 @@ mod tests {
         assert_eq!(dedup_id("x;y", 0), "xy:0");
     }
 }
+
+/// A message waiting in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    /// SQS's message id (what `queue show|retry|drop` take).
+    pub id: String,
+    /// `owner/repo#N`.
+    pub key: String,
+    /// The job, when its body reads as one.
+    pub message: Option<Message>,
+    /// The raw body when it does not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// How many times it was received (its failed attempts).
+    pub receive_count: u32,
+}
+
+/// The dead-letter queue of the SQS backend, for `queue list|show|retry|drop`.
+pub struct DeadLetters {
+    runtime: tokio::runtime::Runtime,
+    client: aws_sdk_sqs::Client,
+    /// The dead-letter queue.
+    pub dead: String,
+    /// The queue a retried job goes back to.
+    pub queue: String,
+}
+
+impl DeadLetters {
+    /// Both queues (`queue.url`, `queue.dead_letter_url`).
+    pub fn connect(s: &SqsSettings, dead: &str) -> Result<Self, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let queue = runtime.block_on(SqsQueue::connect(s));
+        Ok(Self {
+            runtime,
+            client: queue.client,
+            dead: dead.to_string(),
+            queue: s.url.clone(),
+        })
+    }
+
+    /// Up to `limit` dead letters, without taking them (a zero visibility timeout).
+    pub fn list(&self, limit: usize) -> Result<Vec<DeadLetter>, String> {
+        Ok(self
+            .receive(limit, 0)?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect())
+    }
+
+    /// One dead letter.
+    pub fn show(&self, id: &str) -> Result<DeadLetter, String> {
+        self.list(1000)?
+            .into_iter()
+            .find(|d| d.id == id)
+            .ok_or_else(|| self.missing(id))
+    }
+
+    /// Send the job back to the queue and remove the dead letter.
+    pub fn retry(&self, id: &str) -> Result<DeadLetter, String> {
+        let (d, receipt) = self.take(id)?;
+        let body = match (&d.message, &d.body) {
+            (Some(m), _) => serde_json::to_string(m).map_err(|e| e.to_string())?,
+            (None, Some(b)) => b.clone(),
+            (None, None) => String::new(),
+        };
+        self.runtime
+            .block_on(
+                self.client
+                    .send_message()
+                    .queue_url(&self.queue)
+                    .message_body(body)
+                    .message_group_id(group_id(&d.key))
+                    .message_deduplication_id(format!("retry-{}", d.id))
+                    .send(),
+            )
+            .map_err(|e| format!("SQS SendMessage to {}: {}", self.queue, sdk_message(&e)))?;
+        self.delete(&receipt)?;
+        Ok(d)
+    }
+
+    /// Remove the dead letter.
+    pub fn drop_letter(&self, id: &str) -> Result<DeadLetter, String> {
+        let (d, receipt) = self.take(id)?;
+        self.delete(&receipt)?;
+        Ok(d)
+    }
+
+    fn missing(&self, id: &str) -> String {
+        format!(
+            "no dead letter {id} in {}\n  fix: `autotriage queue list` shows the ones there",
+            self.dead
+        )
+    }
+
+    /// The dead letter and a receipt to delete it with. Received without hiding it (or
+    /// the others: nobody else reads a dead-letter queue), so a later command sees them.
+    fn take(&self, id: &str) -> Result<(DeadLetter, String), String> {
+        self.receive(1000, 0)?
+            .into_iter()
+            .find(|(d, _)| d.id == id)
+            .ok_or_else(|| self.missing(id))
+    }
+
+    fn delete(&self, receipt: &str) -> Result<(), String> {
+        self.runtime
+            .block_on(
+                self.client
+                    .delete_message()
+                    .queue_url(&self.dead)
+                    .receipt_handle(receipt)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| format!("SQS DeleteMessage on {}: {}", self.dead, sdk_message(&e)))
+    }
+
+    /// Receive until `limit` distinct messages or none new, with this visibility.
+    fn receive(&self, limit: usize, visibility: i32) -> Result<Vec<(DeadLetter, String)>, String> {
+        let mut out: Vec<(DeadLetter, String)> = Vec::new();
+        let mut idle = 0;
+        while out.len() < limit && idle < 2 {
+            let got = self
+                .runtime
+                .block_on(
+                    self.client
+                        .receive_message()
+                        .queue_url(&self.dead)
+                        .max_number_of_messages(10)
+                        .visibility_timeout(visibility)
+                        .message_system_attribute_names(
+                            aws_sdk_sqs::types::MessageSystemAttributeName::All,
+                        )
+                        .send(),
+                )
+                .map_err(|e| format!("SQS ReceiveMessage on {}: {}", self.dead, sdk_message(&e)))?;
+            let before = out.len();
+            for m in got.messages.unwrap_or_default() {
+                let id = m.message_id().unwrap_or_default().to_string();
+                if out.iter().any(|(d, _)| d.id == id) {
+                    continue;
+                }
+                let attrs = m.attributes.clone().unwrap_or_default();
+                let attr = |k: aws_sdk_sqs::types::MessageSystemAttributeName| {
+                    attrs.get(&k).cloned().unwrap_or_default()
+                };
+                let body = m.body().unwrap_or_default().to_string();
+                let message: Option<Message> = serde_json::from_str(&body).ok();
+                out.push((
+                    DeadLetter {
+                        id,
+                        key: message.as_ref().map_or_else(
+                            || attr(aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId),
+                            |m| m.spec.key(),
+                        ),
+                        body: message.is_none().then_some(body),
+                        message,
+                        receive_count: attr(
+                            aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+                        )
+                        .parse()
+                        .unwrap_or(0),
+                    },
+                    m.receipt_handle().unwrap_or_default().to_string(),
+                ));
+            }
+            if out.len() == before {
+                idle += 1;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}

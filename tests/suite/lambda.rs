@@ -411,3 +411,94 @@ fn a_fix_job_starts_a_codebuild_build_with_no_secret_in_the_request() {
     // No model was asked and nothing written: the build does the fix.
     assert!(gh.world().repo("o/r").pulls.is_empty());
 }
+
+#[test]
+fn queue_commands_list_retry_and_drop_the_dead_letters_of_the_sqs_backend() {
+    let Some(moto) = Emulator::moto() else { return };
+    let (rt, sqs) = sqs_client(&moto.url);
+    let create = |name: &str| {
+        rt.block_on(
+            sqs.create_queue()
+                .queue_name(name)
+                .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+                .send(),
+        )
+        .unwrap()
+        .queue_url
+        .unwrap()
+    };
+    let (url, dead) = (create("jobs.fifo"), create("jobs-dead.fifo"));
+    let message = |n: u64| {
+        json!({"spec": {"kind": "triage", "repo": "o/r", "number": n}, "delivery": format!("d-{n}"),
+               "queued_at": 0})
+        .to_string()
+    };
+    for n in [1, 2] {
+        rt.block_on(
+            sqs.send_message()
+                .queue_url(&dead)
+                .message_body(message(n))
+                .message_group_id(format!("o/r#{n}"))
+                .message_deduplication_id(format!("d-{n}"))
+                .send(),
+        )
+        .unwrap();
+    }
+    let t = TestContext::new();
+    t.write(
+        "autotriage.yaml",
+        &format!(
+            "queue:\n  backend: sqs\n  url: {url}\n  dead_letter_url: {dead}\n  endpoint_url: {}\n  region: us-east-1\n",
+            moto.url
+        ),
+    );
+    let run = |args: &[&str]| {
+        let mut cmd = t.cmd();
+        cmd.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+        cmd.args(args).output().unwrap()
+    };
+    let o = run(&["queue", "list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v = json(&o);
+    let letters = v["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 2, "{v:#}");
+    let id_of = |n: u64| {
+        letters
+            .iter()
+            .find(|d| d["key"] == format!("o/r#{n}"))
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (one, two) = (id_of(1), id_of(2));
+    let o = run(&["queue", "show", &one, "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["message"]["delivery"], "d-1");
+    // Retry: back on the queue, gone from the dead letters.
+    let o = run(&["queue", "retry", &one]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("queued again: "), "{}", stdout(&o));
+    let back = rt
+        .block_on(
+            sqs.receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .send(),
+        )
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(back.len(), 1);
+    assert!(back[0].body().unwrap().contains("\"d-1\""));
+    // Drop: gone.
+    let o = run(&["queue", "drop", &two]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&["queue", "list", "--json"]);
+    assert_eq!(json(&o)["dead_letters"], json!([]));
+    // An id that is not there: said, exit 2.
+    let o = run(&["queue", "drop", &two]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no dead letter"), "{}", stderr(&o));
+}
