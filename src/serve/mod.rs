@@ -3,6 +3,7 @@
 //! durable [`queue`] before answering; workers ([`worker`]) claim the jobs and run them
 //! through the pipeline, by way of the front-end's executor. [`metrics`] counts it all.
 
+pub mod apigw;
 pub mod http;
 pub mod metrics;
 pub mod queue;
