@@ -80,6 +80,7 @@ fn main() {
         assert_eq!(out["statusCode"], 202, "{out}");
     }
     moto.kill().ok();
+    moto.wait().ok();
     times.sort_by(f64::total_cmp);
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     println!(
