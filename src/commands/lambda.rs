@@ -141,7 +141,7 @@ async fn worker(ctx: &Ctx) -> Result<()> {
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
         // Jobs block (git, the memory's own runtime): run them off the async threads.
         let out = std::thread::scope(|s| {
-            s.spawn(|| handle_batch(&ev.payload, executor, log))
+            s.spawn(|| handle_batch(ctx, &ev.payload, executor, log))
                 .join()
                 .unwrap_or_else(|_| json!({"batchItemFailures": []}))
         });
@@ -175,6 +175,7 @@ fn emf(mut line: Value, metrics: &[(&str, f64, &str)]) -> Value {
 
 /// Run each record's job; the ids of the records that failed.
 fn handle_batch(
+    ctx: &Ctx,
     ev: &Value,
     executor: &Service<'_>,
     log: &Arc<dyn Fn(Value) + Send + Sync>,
@@ -195,6 +196,25 @@ fn handle_batch(
                 continue;
             }
         };
+        // Coalescing: a newer event of this kind for the issue already handled makes
+        // this one moot (the triage of an edit made after it, say).
+        let done_key = format!("queue/done/{}/{}", message.spec.kind(), message.spec.key());
+        let memory = ctx
+            .open_memory(crate::memory::sqlite::OpenMode::Create)
+            .ok();
+        let newer = memory
+            .as_ref()
+            .and_then(|m| m.get_kv(&done_key).ok().flatten())
+            .and_then(|v| v.as_i64())
+            .is_some_and(|t| t > message.queued_at);
+        if newer {
+            log(
+                json!({"msg": "skipped", "key": message.spec.key(), "kind": message.spec.kind(),
+                       "why": "a newer event of this issue was already handled"}),
+            );
+            continue;
+        }
+        let queued_at = message.queued_at;
         let now = chrono::Utc::now().timestamp();
         let job = Job {
             id: 0,
@@ -211,7 +231,13 @@ fn handle_batch(
             not_before: now,
         };
         let started = std::time::Instant::now();
-        match executor.execute(&job) {
+        let result = executor.execute(&job);
+        if result.is_ok()
+            && let Some(mut m) = memory
+        {
+            let _ = m.put_kv(&done_key, &json!(queued_at));
+        }
+        match result {
             Ok(done) => log(emf(
                 json!({"msg": "job done", "key": job.key, "summary": done.summary,
                        "spent_usd": done.spent_usd}),

@@ -270,11 +270,23 @@ fn a_delivery_goes_webhook_to_sqs_fifo_to_worker_and_only_a_bad_message_returns(
     );
     assert_eq!(done["SpendUSD"], 0.0);
     assert_eq!(done["Function"], "worker");
-    let w = gh.world();
-    let issue = w.issue("o/r", 7);
-    assert_eq!(issue.labels, vec!["bug"]);
-    assert_eq!(issue.comments.len(), 1);
-    assert_eq!(issue.comments[0].author, "autotriage-bot");
+    {
+        let w = gh.world();
+        let issue = w.issue("o/r", 7);
+        assert_eq!(issue.labels, vec!["bug"]);
+        assert_eq!(issue.comments.len(), 1);
+        assert_eq!(issue.comments[0].author, "autotriage-bot");
+    }
+    // An older event of the same issue arriving late is skipped: a newer one was handled.
+    let writes = gh.writes("o/r").len();
+    let mut older: Value = serde_json::from_str(m.body().unwrap()).unwrap();
+    older["queued_at"] = json!(older["queued_at"].as_i64().unwrap() - 60);
+    older["delivery"] = json!("d-0");
+    let late = json!({"Records": [record("late-1", &older.to_string())]});
+    let (answers, logs) = invoke_logged(&t, &env, "worker", &[late]);
+    assert_eq!(answers[0], json!({"batchItemFailures": []}));
+    assert!(logs.iter().any(|l| l["msg"] == "skipped"), "{logs:#?}");
+    assert_eq!(gh.writes("o/r").len(), writes);
 }
 
 #[test]
