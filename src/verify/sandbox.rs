@@ -508,6 +508,18 @@ const TOOLCHAIN_VARS: &[&str] = &[
     "VOLTA_HOME",
 ];
 
+/// What of a path under `home` the sandbox shows: the toolchain dot-folder it is in,
+/// else the path itself; never `home`.
+fn shown_under_home(p: &Path, home: &Path) -> Option<PathBuf> {
+    let rest = p.strip_prefix(home).ok()?;
+    let first = rest.components().next()?;
+    if first.as_os_str().to_string_lossy().starts_with('.') {
+        Some(home.join(first))
+    } else {
+        Some(p.to_path_buf())
+    }
+}
+
 /// What the sandbox shows of the host, read-only: the system folders, the PATH
 /// entries outside them (a whole toolchain folder for one under `$HOME`, such as
 /// `~/.pyenv` for `~/.pyenv/shims`), the toolchain folders under `$HOME`, and the
@@ -520,16 +532,16 @@ pub fn visible_paths() -> Vec<PathBuf> {
         if !p.is_absolute() || p == Path::new("/") || !p.exists() {
             return;
         }
-        // Under $HOME: the first folder below it, never $HOME itself.
-        let p = match home
-            .as_ref()
-            .and_then(|h| p.strip_prefix(h).ok().map(|r| (h, r)))
-        {
-            Some((h, rest)) => match rest.components().next() {
-                Some(first) => h.join(first),
+        // Under $HOME: a toolchain's dot-folder whole (`~/.pyenv` for
+        // `~/.pyenv/shims`), anything else only itself: a tool installed under
+        // `~/work/_temp` must not show the checkouts beside it (a CI runner keeps the
+        // workflow's token in `~/work/<repo>/.git/config`). Never $HOME itself.
+        let p = match home.as_ref() {
+            Some(h) if p.starts_with(h) => match shown_under_home(&p, h) {
+                Some(shown) => shown,
                 None => return,
             },
-            None => p,
+            _ => p,
         };
         let hidden = home.as_ref().is_some_and(|h| {
             HIDDEN_UNDER_HOME
@@ -606,6 +618,21 @@ fn kill_group(pgid: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tool_under_home_shows_its_toolchain_folder_or_only_itself() {
+        let home = Path::new("/home/runner");
+        assert_eq!(
+            shown_under_home(Path::new("/home/runner/.pyenv/shims"), home),
+            Some(PathBuf::from("/home/runner/.pyenv"))
+        );
+        // Not the runner's `work` folder, where the checkouts (and their tokens) are.
+        assert_eq!(
+            shown_under_home(Path::new("/home/runner/work/_temp/autotriage/bin"), home),
+            Some(PathBuf::from("/home/runner/work/_temp/autotriage/bin"))
+        );
+        assert_eq!(shown_under_home(home, home), None);
+    }
 
     #[test]
     fn the_output_keeps_its_head_and_tail_past_the_cap() {
