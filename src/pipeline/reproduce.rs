@@ -104,19 +104,66 @@ pub fn named(issue: &Issue) -> Named {
     n
 }
 
+/// Errors that say the test itself is broken (a typo, a missing import), not the code
+/// under test: a reproduction failing with one the issue does not name is dropped.
+const BROKEN_TEST: &[&str] = &[
+    "NameError",
+    "ImportError",
+    "ModuleNotFoundError",
+    "SyntaxError",
+    "IndentationError",
+    "fixture '",
+    "ERROR collecting",
+];
+
+/// The lines of a failure that report it (pytest's `E ` lines, a traceback's last
+/// line), not the echoed source of the test, which holds whatever values it names.
+fn failure_lines(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            l.starts_with("E ")
+                || t.starts_with("AssertionError")
+                || t.contains("Error: ")
+                || t.contains("Exception: ")
+                || t.starts_with("FAILED ")
+        })
+        .collect()
+}
+
+/// Why a reproduction's failure says the test is broken rather than the code, if it
+/// does.
+pub fn broken(named: &Named, output: &str) -> Option<String> {
+    let lines = failure_lines(output);
+    BROKEN_TEST
+        .iter()
+        .find(|b| {
+            lines.iter().any(|l| l.contains(*b))
+                && !named
+                    .exceptions
+                    .iter()
+                    .any(|e| e.as_str() == b.trim_end_matches(" '"))
+        })
+        .map(|b| {
+            format!(
+                "it fails with {}, a broken test rather than the bug",
+                b.trim_end_matches(" '")
+            )
+        })
+}
+
 /// Does a failure's output show what the issue names? The reason when it does.
 pub fn confirms(named: &Named, output: &str) -> Option<String> {
-    if let Some(e) = named
-        .exceptions
-        .iter()
-        .find(|e| output.contains(e.as_str()))
-    {
+    let lines = failure_lines(output);
+    let shown = lines.join("\n");
+    if let Some(e) = named.exceptions.iter().find(|e| shown.contains(e.as_str())) {
         return Some(format!("it fails with {e}, which the issue names"));
     }
     if let Some(m) = named
         .messages
         .iter()
-        .find(|m| m.len() >= 8 && output.contains(m.as_str()))
+        .find(|m| m.len() >= 8 && shown.contains(m.as_str()))
     {
         return Some(format!(
             "it fails with the message the issue quotes ({m:?})"
@@ -131,7 +178,7 @@ pub fn confirms(named: &Named, output: &str) -> Option<String> {
             edge(before) && edge(after)
         })
     };
-    for line in output.lines() {
+    for line in lines {
         let l = line.to_ascii_lowercase();
         if !(l.contains("assert") || l.contains("expected")) {
             continue;
@@ -333,7 +380,11 @@ fn decide(
             usage,
         ));
     }
-    let (status, why) = match confirms(&named(issue), &ran.output) {
+    let issue_named = named(issue);
+    if let Some(why) = broken(&issue_named, &ran.output) {
+        return Ok(Reproduction::dropped("dropped", why, usage));
+    }
+    let (status, why) = match confirms(&issue_named, &ran.output) {
         Some(why) => ("reproduced", why),
         None => (
             "reproduced (unconfirmed)",
@@ -356,13 +407,6 @@ pub fn summary(r: &Reproduction) -> serde_json::Value {
     json!({"status": r.status, "why": r.why, "tests": r.tests, "files": r.files})
 }
 
-/// True when a candidate's diff touches a test file (it brings its own test).
-pub fn has_own_test(c: &Candidate) -> bool {
-    c.files
-        .iter()
-        .any(|(p, _, _)| crate::verify::detect::is_test_file(p))
-}
-
 /// The reproduction's files a candidate's own change writes to.
 pub fn writes_frozen<'a>(c: &Candidate, frozen: &'a [String]) -> Vec<&'a String> {
     frozen
@@ -371,10 +415,12 @@ pub fn writes_frozen<'a>(c: &Candidate, frozen: &'a [String]) -> Vec<&'a String>
         .collect()
 }
 
-/// Add the frozen test to a candidate that brings none of its own (and does not write
-/// to its files). Returns true when it was added.
+/// Add the frozen test to a candidate that does not write to its files (one that does
+/// is `suspect`), whether or not it brings tests of its own: a weak test of its own
+/// must not spare it the reproduction, which then has to pass for `fixed`. Returns
+/// true when it was added.
 pub fn attach(c: &mut Candidate, r: &Reproduction) -> bool {
-    if !r.kept() || c.error.is_some() || has_own_test(c) || !writes_frozen(c, &r.files).is_empty() {
+    if !r.kept() || c.error.is_some() || !writes_frozen(c, &r.files).is_empty() {
         return false;
     }
     if !c.diff.ends_with('\n') && !c.diff.is_empty() {
@@ -473,11 +519,27 @@ mod tests {
                 .unwrap()
                 .contains("a value the issue names")
         );
-        // A failure of another kind (an import error, a typo) does not confirm it.
+        // A failure of another kind (an import error, a typo) does not confirm it, and
+        // says the test is broken.
         assert_eq!(
             confirms(&n, "E   ModuleNotFoundError: No module named 'x'"),
             None
         );
         assert_eq!(confirms(&n, "E       assert 15 == 16\n"), None);
+        let typo = "    def test_add():\n>       assert ad(2, 3) == 5\nE       NameError: name 'ad' is not defined\n";
+        assert_eq!(
+            confirms(&n, typo),
+            None,
+            "the echoed source names 5, the failure does not"
+        );
+        assert!(broken(&n, typo).unwrap().contains("NameError"));
+        assert_eq!(broken(&n, "E       assert -1 == 5\n"), None);
+        // "Steps: 1. … 2. …" numbers do not make any failing assertion a reproduction
+        // unless the failure line itself shows them.
+        let steps = named(&issue("Steps: 1. open 2. save"));
+        assert_eq!(
+            confirms(&steps, ">   assert 0 == 1\nE   AssertionError\n"),
+            None
+        );
     }
 }

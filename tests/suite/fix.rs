@@ -347,18 +347,21 @@ fn a_reproduction_that_fails_with_the_issues_value_is_frozen_and_proves_the_fix(
     // Candidate 1 fixes add() but rewrites the reproduction into a test that always
     // passes; candidate 2 fixes add() and brings no test.
     let weakens = "Fix and test.\n\ncalc/ops.py\n<<<<<<< SEARCH\n    return a - b\n=======\n    return a + b\n>>>>>>> REPLACE\n\ntests/test_add_repro.py\n<<<<<<< SEARCH\n=======\ndef test_add_adds():\n    pass\n>>>>>>> REPLACE\n";
+    // Candidate 3 leaves add() alone and brings a test of its own that always passes:
+    // the frozen test joins it anyway, and fails.
+    let dodges = "Tidy mul, with a test.\n\ncalc/ops.py\n<<<<<<< SEARCH\ndef mul(a, b):\n    return a * b\n=======\ndef mul(a, b):\n    return b * a\n>>>>>>> REPLACE\n\ntests/test_extra.py\n<<<<<<< SEARCH\n=======\ndef test_true():\n    assert True\n>>>>>>> REPLACE\n";
     let s = HttpMock::start();
-    script_model(&s, &[REPRO_ADD, weakens, PY_FIX]);
+    script_model(&s, &[REPRO_ADD, weakens, PY_FIX, dodges]);
     t.write(
         "autotriage.yaml",
         &model_config(
             &s,
-            "repair:\n  candidates: 2\n  rounds: 0\n  reproduce: true\n",
+            "repair:\n  candidates: 3\n  rounds: 0\n  reproduce: true\n",
         ),
     );
     let o = run_with(&t, &[], &["fix", "issue.md", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(s.bodies().len(), 3);
+    assert_eq!(s.bodies().len(), 4);
     let v = json(&o);
     let run_id = v["run_id"].as_str().unwrap().to_string();
     let repro: Value = serde_json::from_str(&run_file(&t, &run_id, "reproduction.json")).unwrap();
@@ -391,6 +394,9 @@ fn a_reproduction_that_fails_with_the_issues_value_is_frozen_and_proves_the_fix(
         json!(["tests.test_add_repro::test_add_adds"])
     );
     assert_eq!(tests["chosen"], 2);
+    let c3 = &tests["candidates"][2];
+    assert_eq!(c3["verdict"], "failing", "{c3}");
+    assert_eq!(v["repair"]["candidates"][2]["with_reproduction"], true);
     assert_eq!(v["repair"]["candidates"][1]["with_reproduction"], true);
     assert!(v["repair"]["candidates"][0]["with_reproduction"].is_null());
     let pr = run_file(&t, &run_id, "pr.md");
