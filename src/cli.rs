@@ -453,6 +453,13 @@ pub struct FixArgs {
     /// Where GitHub references are read from.
     #[arg(long, value_enum, default_value_t = SourceArg::Auto)]
     pub from: SourceArg,
+    /// A maintainer's grant covers the issue as it was then (RFC 3339): later comments
+    /// are left out (the service passes it to a fix it starts elsewhere).
+    #[arg(long, value_name = "TIME", hide = true)]
+    pub granted_as_of: Option<String>,
+    /// …and its body as the maintainer read it (SHA-256): an edited body stops the fix.
+    #[arg(long, value_name = "HEX", hide = true)]
+    pub granted_body_sha256: Option<String>,
 }
 
 /// The stages of `fix`, in order.

@@ -106,6 +106,25 @@ pub fn run(args: &FixArgs, ctx: &Ctx) -> Result<()> {
         } else {
             issue
         };
+        let mut issue = issue;
+        // The limits of a maintainer's grant, checked again where the fix runs.
+        if let Some(want) = &args.granted_body_sha256
+            && crate::serve::route::body_digest(&issue.body) != *want
+        {
+            return Err(crate::error::CommandError {
+                kind: crate::error::ErrorKind::NotEligible,
+                message: format!(
+                    "{}: the issue was edited after the maintainer asked for the fix; ask again with /autotriage fix",
+                    issue.reference()
+                ),
+            }
+            .into());
+        }
+        if let Some(at) = &args.granted_as_of {
+            issue
+                .comments
+                .retain(|c| c.created_at.as_deref().is_none_or(|t| t <= at.as_str()));
+        }
         issues.push((issue, remote));
     }
     drop(memory_ro);

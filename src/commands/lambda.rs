@@ -121,7 +121,9 @@ async fn worker(ctx: &Ctx) -> Result<()> {
     };
     let handle = tokio::runtime::Handle::current();
     let starter_log = log.clone();
-    let start_fix = move |issue: &crate::issue::Issue, granted: bool| -> Result<JobDone> {
+    let start_fix = move |issue: &crate::issue::Issue,
+                          granted: Option<&super::service::Granted>|
+          -> Result<JobDone> {
         let Some((project, client)) = &codebuild else {
             return Err(CommandError::usage(
                 "a fix job reached the worker, and lambda.fix_project is unset\n  fix: set lambda.fix_project to the CodeBuild project that runs fixes",
@@ -288,7 +290,7 @@ async fn start_build(
     client: &aws_sdk_codebuild::Client,
     project: &str,
     issue: &crate::issue::Issue,
-    granted: bool,
+    granted: Option<&super::service::Granted>,
 ) -> Result<String> {
     use aws_sdk_codebuild::types::{EnvironmentVariable, EnvironmentVariableType};
     let var = |name: &str, value: &str| {
@@ -298,10 +300,32 @@ async fn start_build(
             .r#type(EnvironmentVariableType::Plaintext)
             .build()
     };
+    // A writer's command is the trust grant the worker checked; its limits (the issue
+    // as of the command, the body they read) go with it and are checked again there.
+    let flags = match granted {
+        None => String::new(),
+        Some(g) => {
+            let mut f = "--force".to_string();
+            // Only what the grant itself holds: an RFC 3339 time and a hex digest.
+            if let Some(at) = g.at.as_deref().filter(|a| {
+                a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '.' | '+'))
+            }) {
+                f.push_str(&format!(" --granted-as-of {at}"));
+            }
+            if let Some(sha) = g
+                .body_sha256
+                .as_deref()
+                .filter(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                f.push_str(&format!(" --granted-body-sha256 {sha}"));
+            }
+            f
+        }
+    };
     let vars = [
         var("AUTOTRIAGE_ISSUE", &issue.reference()),
-        // A writer's command is the trust grant the worker checked.
-        var("AUTOTRIAGE_FIX_FLAGS", if granted { "--force" } else { "" }),
+        var("AUTOTRIAGE_FIX_FLAGS", &flags),
     ];
     let mut req = client
         .start_build()

@@ -63,9 +63,19 @@ pub(super) struct Service<'a> {
     fix_elsewhere: Option<FixElsewhere<'a>>,
 }
 
-/// Starts a checked fix somewhere else.
+/// What a writer's `/autotriage fix` granted: the issue as of when they asked, and
+/// the body they read.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Granted {
+    /// When they asked (RFC 3339).
+    pub at: Option<String>,
+    /// The SHA-256 of the body they read.
+    pub body_sha256: Option<String>,
+}
+
+/// Starts a checked fix somewhere else (with the grant, when one was given).
 pub(super) type FixElsewhere<'a> =
-    Box<dyn Fn(&crate::issue::Issue, bool) -> Result<JobDone> + Send + Sync + 'a>;
+    Box<dyn Fn(&crate::issue::Issue, Option<&Granted>) -> Result<JobDone> + Send + Sync + 'a>;
 
 impl<'a> Service<'a> {
     /// Fixes start with `f` instead of running here.
@@ -352,7 +362,11 @@ impl Service<'_> {
             }
         }
         if let Some(start) = &self.fix_elsewhere {
-            return start(&issue, force);
+            let granted = granted_by.map(|g| Granted {
+                at: g.at.map(String::from),
+                body_sha256: g.body_sha256.map(String::from),
+            });
+            return start(&issue, granted.as_ref());
         }
         let Some(session) = super::model_session(EngineArg::Model, None, ctx)? else {
             return Err(CommandError::usage("a fix needs a model, and none is configured").into());

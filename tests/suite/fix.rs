@@ -1991,3 +1991,33 @@ fn a_second_fix_of_one_issue_names_who_holds_it_whether_lease_or_lock() {
     );
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
+
+#[test]
+fn a_grant_for_another_body_stops_the_fix_before_any_model_call() {
+    let s = HttpMock::start();
+    script_model(&s, &[PY_FIX]);
+    let t = python_repo();
+    t.write(
+        "autotriage.yaml",
+        &model_config(&s, "repair:\n  candidates: 1\n"),
+    );
+    let o = run_with(
+        &t,
+        &[],
+        &[
+            "fix",
+            "issue.md",
+            "--force",
+            "--granted-body-sha256",
+            &"0".repeat(64),
+        ],
+    );
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the issue was edited after the maintainer asked"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(s.requests().is_empty());
+    assert!(!t.path().join(".autotriage/runs").exists());
+}

@@ -420,6 +420,36 @@ fn a_fix_job_starts_a_codebuild_build_with_no_secret_in_the_request() {
     let text = req.to_string();
     assert!(redactor.findings(&text).is_empty(), "{text}");
     assert!(!text.contains(BOT));
+
+    // A writer's `/autotriage fix`: the grant's limits go with the build, to be checked
+    // again where the fix runs.
+    let body = gh.world().issue("o/r", 7).body.clone();
+    gh.world().set_permission("o/r", "maint", "write");
+    let said = gh.world().add_comment("o/r", 7, "maint", "/autotriage fix");
+    let digest = autotriage::serve::route::body_digest(&body);
+    let command = json!({"spec": {"kind": "command", "repo": "o/r", "number": 7, "command": "fix",
+                                  "commenter": "maint", "comment_id": said,
+                                  "at": "2026-11-30T10:00:00Z", "body_sha256": digest},
+                         "delivery": "d-10", "queued_at": 1});
+    let batch = json!({"Records": [{"messageId": "m-2", "body": command.to_string(),
+                                    "attributes": {"ApproximateReceiveCount": "1"}}]});
+    let answers = invoke(&t, &gh.env(BOT), "worker", std::slice::from_ref(&batch));
+    assert_eq!(answers[0], json!({"batchItemFailures": []}));
+    let bodies = scripted.bodies();
+    assert_eq!(bodies.len(), 2);
+    let flags = bodies[1]["environmentVariablesOverride"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "AUTOTRIAGE_FIX_FLAGS")
+        .unwrap()["value"]
+        .clone();
+    assert_eq!(
+        flags,
+        json!(format!(
+            "--force --granted-as-of 2026-11-30T10:00:00Z --granted-body-sha256 {digest}"
+        ))
+    );
     // No model was asked and nothing written: the build does the fix.
     assert!(gh.world().repo("o/r").pulls.is_empty());
 }
