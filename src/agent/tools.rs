@@ -164,6 +164,13 @@ impl Workspace<'_> {
         if path.is_empty() {
             return Some("an empty path".into());
         }
+        // One spelling per file: `a/./b`, `a//b` or `a/.` would slip past the checks
+        // made on the plain path (the frozen test, the protected globs).
+        if path.split('/').any(|c| c.is_empty() || c == ".") {
+            return Some(format!(
+                "refused: {path}: write the path plainly (no `.` or empty parts)"
+            ));
+        }
         self.guard
             .check(path)
             .map(|why| format!("refused: {path}: {why}"))
@@ -531,6 +538,15 @@ mod tests {
                 &json!({"path": "tests/test_ops.py", "search": "    pass\n", "replace": "    assert 0\n"}),
             );
             assert!(frozen.is_error && frozen.content.contains("reproduction test"));
+            let sideways = ws.call(
+                "edit_file",
+                &json!({"path": "tests/./test_ops.py", "search": "    pass\n", "replace": "    assert 0\n"}),
+            );
+            assert!(sideways.is_error, "{sideways:?}");
+            assert_eq!(
+                ws.read("tests/test_ops.py").unwrap(),
+                "def test_add():\n    pass\n"
+            );
         });
     }
 
@@ -542,6 +558,8 @@ mod tests {
                 "/etc/passwd",
                 ".git/config",
                 ".github/workflows/ci.yml",
+                ".github/./workflows/ci.yml",
+                "calc//ops.py",
             ] {
                 let r = ws.call("read_file", &json!({"path": path}));
                 assert!(

@@ -145,7 +145,18 @@ async fn worker(ctx: &Ctx) -> Result<()> {
         let out = std::thread::scope(|s| {
             s.spawn(|| handle_batch(ctx, &ev.payload, executor, log))
                 .join()
-                .unwrap_or_else(|_| json!({"batchItemFailures": []}))
+                // A panic: every record goes back, none is lost.
+                .unwrap_or_else(|_| {
+                    let ids: Vec<Value> = ev.payload["Records"]
+                        .as_array()
+                        .map(|r| {
+                            r.iter()
+                                .map(|x| json!({"itemIdentifier": x["messageId"]}))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    json!({"batchItemFailures": ids})
+                })
         });
         Ok::<Value, lambda_runtime::Error>(out)
     }))
@@ -198,6 +209,19 @@ fn handle_batch(
                 continue;
             }
         };
+        // The queue holds only what the webhook routed, but a job for a repository
+        // this service does not serve is refused all the same.
+        let served = crate::serve::route::RouteSettings::new(
+            &ctx.config().serve.repos,
+            &ctx.config().trust.trigger_label,
+            None,
+        )
+        .is_ok_and(|r| r.serves(&message.spec.key()));
+        if !served {
+            log(json!({"msg": "refused", "key": message.spec.key(),
+                       "why": "not a repository in serve.repos"}));
+            continue;
+        }
         // Coalescing: a newer event of this kind for the issue already handled makes
         // this one moot (the triage of an edit made after it, say).
         let done_key = format!("queue/done/{}/{}", message.spec.kind(), message.spec.key());
@@ -272,18 +296,25 @@ async fn codebuild_client(ctx: &Ctx) -> aws_sdk_codebuild::Client {
     aws_sdk_codebuild::Client::new(&loader.load().await)
 }
 
-/// The buildspec of a fix build: install the release binary, then `fix` with the team
+/// The buildspec of a fix build: install this version's release binary (pinned, so a
+/// build never runs whatever release is newest), then `fix` with the team
 /// backends the project's environment configures. Secrets (the GitHub token, the model
 /// key) are the project's Secrets Manager variables, never part of the request.
-pub const FIX_BUILDSPEC: &str = "version: 0.2
+pub const FIX_BUILDSPEC: &str = concat!(
+    "version: 0.2
 phases:
   install:
     commands:
-      - curl -fsSL https://github.com/autotriage/autotriage/releases/latest/download/install.sh | sh -s -- --to /usr/local/bin
+      - curl -fsSL https://github.com/autotriage/autotriage/releases/download/v",
+    env!("CARGO_PKG_VERSION"),
+    "/install.sh | sh -s -- --version ",
+    env!("CARGO_PKG_VERSION"),
+    " --to /usr/local/bin
   build:
     commands:
       - autotriage fix \"$AUTOTRIAGE_ISSUE\" --yes $AUTOTRIAGE_FIX_FLAGS
-";
+"
+);
 
 /// Start the fix build of `issue`; the build's id.
 async fn start_build(

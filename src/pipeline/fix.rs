@@ -303,7 +303,9 @@ pub fn run_fix(
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 if last.elapsed() >= every {
                     last = std::time::Instant::now();
-                    if !matches!(renewing.acquire_lease(&lease_key, &holder, ttl), Ok(None)) {
+                    // An error (a throttle, a busy file) is tried again next time; only
+                    // another holder ends the renewing.
+                    if let Ok(Some(_)) = renewing.acquire_lease(&lease_key, &holder, ttl) {
                         return;
                     }
                 }

@@ -111,7 +111,13 @@ pub fn holder() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
     let user = std::env::var("USER").unwrap_or_else(|_| "someone".into());
-    format!("{user}@{host} pid {}", std::process::id())
+    // Containers may share a host name: the pid namespace tells them apart.
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().trim_start_matches("pid:").to_string())
+        .map(|n| format!("{host}{n}"))
+        .unwrap_or(host);
+    format!("{user}@{ns} pid {}", std::process::id())
 }
 
 /// True when `holder` (from [`holder`]) is a process of this machine that no longer

@@ -58,9 +58,10 @@ pub async fn handle(
             response(202, &format!("ignored: {why}"))
         }
         Routed::Jobs(specs) => {
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
             let mut ids = Vec::new();
             for (i, spec) in specs.iter().enumerate() {
-                match queue.send(spec, delivery, i).await {
+                match queue.send(spec, delivery, &digest, i).await {
                     Ok(id) => ids.push(id),
                     Err(e) => {
                         log(json!({"msg": "queue failed", "delivery": delivery, "error": e}));

@@ -116,6 +116,14 @@ pub fn body_digest(body: &str) -> String {
     ))
 }
 
+impl RouteSettings {
+    /// Whether the repository of `key` (`owner/repo#N`, or `owner/repo`) is served.
+    pub fn serves(&self, key: &str) -> bool {
+        let repo = key.split('#').next().unwrap_or(key);
+        self.repos.is_match(repo.to_lowercase())
+    }
+}
+
 /// What an event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Routed {

@@ -54,11 +54,14 @@ impl SqsQueue {
         }
     }
 
-    /// Queue one job of a delivery; `index` tells a delivery's jobs apart.
+    /// Queue one job of a delivery; `index` tells a delivery's jobs apart and
+    /// `dedup_key` deduplicates (the body's SHA-256: a redelivery, or the same signed
+    /// body replayed under a new delivery id, within SQS's five minutes, is one message).
     pub async fn send(
         &self,
         spec: &JobSpec,
         delivery: &str,
+        dedup_key: &str,
         index: usize,
     ) -> Result<String, String> {
         let body = serde_json::to_string(&Message {
@@ -73,7 +76,7 @@ impl SqsQueue {
             .queue_url(&self.url)
             .message_body(body)
             .message_group_id(group_id(&spec.key()))
-            .message_deduplication_id(dedup_id(delivery, index))
+            .message_deduplication_id(dedup_id(dedup_key, index))
             .send()
             .await
             .map_err(|e| format!("SQS SendMessage to {}: {}", self.url, sdk_message(&e)))?;
