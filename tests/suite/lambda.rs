@@ -546,3 +546,33 @@ fn queue_commands_list_retry_and_drop_the_dead_letters_of_the_sqs_backend() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("no dead letter"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_lambda_functions_outside_lambda_say_so_and_need_the_sqs_queue() {
+    let t = TestContext::new();
+    let o = t.run(&["lambda", "webhook"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("runs inside AWS Lambda, and $AWS_LAMBDA_RUNTIME_API is not set"),
+        "{}",
+        stderr(&o)
+    );
+    // Inside Lambda without the queue configured: said before any event is taken.
+    let o = t
+        .cmd()
+        .env("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+        .env("AWS_LAMBDA_FUNCTION_NAME", "f")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AUTOTRIAGE_WEBHOOK_SECRET", "s")
+        .env("AUTOTRIAGE_SET", "serve.repos=[o/r]")
+        .args(["lambda", "webhook"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("need queue.backend: sqs and queue.url"),
+        "{}",
+        stderr(&o)
+    );
+}
