@@ -41,16 +41,11 @@ the new lines
 
 Rules: put the file's path on the line before each block; make each SEARCH match exactly one place in the file; keep blocks small, one per change; to create a file, leave SEARCH empty; change only what the fix needs, and add or update a test when the repository has tests.";
 
-/// The first request for a candidate.
-pub fn request(
-    issue: &Issue,
-    context: &Context,
-    inputs: &RepairInputs,
-    max_tokens: u32,
-    temperature: f32,
-) -> Request {
+/// The issue as every repair prompt shows it: its reference and title, and its body
+/// (cut at 8,000 characters) fenced as untrusted data.
+pub fn issue_section(issue: &Issue) -> String {
     let cut = crate::triage::text::floor_char_boundary(&issue.body, BODY_CHARS);
-    let mut u = format!(
+    format!(
         "## Issue {}: {}\n<issue>\n{}{}\n</issue>\n",
         issue.reference(),
         issue.title,
@@ -60,7 +55,18 @@ pub fn request(
         } else {
             ""
         }
-    );
+    )
+}
+
+/// The first request for a candidate.
+pub fn request(
+    issue: &Issue,
+    context: &Context,
+    inputs: &RepairInputs,
+    max_tokens: u32,
+    temperature: f32,
+) -> Request {
+    let mut u = issue_section(issue);
     if let Some(t) = &inputs.triage {
         u.push_str(&format!("\nTriage: {t}\n"));
     }
@@ -113,18 +119,7 @@ pub fn reproduction_request(
     example: Option<(&str, &str)>,
     max_tokens: u32,
 ) -> Request {
-    let cut = crate::triage::text::floor_char_boundary(&issue.body, BODY_CHARS);
-    let mut u = format!(
-        "## Issue {}: {}\n<issue>\n{}{}\n</issue>\n",
-        issue.reference(),
-        issue.title,
-        issue.body[..cut].replace("</issue>", "<\\/issue>"),
-        if issue.body.len() > cut {
-            "\n[…cut]"
-        } else {
-            ""
-        }
-    );
+    let mut u = issue_section(issue);
     if !test_paths.is_empty() {
         u.push_str("\n## Test files of the repository (some)\n");
         for p in test_paths.iter().take(30) {
