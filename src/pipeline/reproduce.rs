@@ -459,30 +459,14 @@ pub fn split_frozen(
             continue;
         }
         let names: Vec<String> = touched.iter().map(|f| (*f).clone()).collect();
-        suspect.push(CandidateReport {
-            id: i.id,
-            round: i.round,
-            verdict: Verdict::Suspect,
-            summary: format!(
-                "it writes to the reproduction test ({}), which no fix may change",
-                names.join(", ")
-            ),
-            fixed: vec![],
-            regressions: vec![],
-            still_failing: vec![],
-            new_failing: vec![],
-            new_passing: vec![],
-            reproduced: vec![],
-            not_reproduced: vec![],
-            flaky: vec![],
-            disappeared: vec![],
-            suspicious: names,
-            skips_added: vec![],
-            proof_without_infra: None,
-            diff_lines: crate::verify::diff_lines(&i.diff),
-            error: None,
-            runs: vec![],
-        });
+        let mut report = CandidateReport::untested(&i);
+        report.verdict = Verdict::Suspect;
+        report.summary = format!(
+            "it writes to the reproduction test ({}), which no fix may change",
+            names.join(", ")
+        );
+        report.suspicious = names;
+        suspect.push(report);
     }
     (run, suspect)
 }

@@ -362,6 +362,33 @@ pub struct CandidateReport {
     pub runs: Vec<SuiteRun>,
 }
 
+impl CandidateReport {
+    /// The report of a candidate before any run: `error`, no evidence yet.
+    pub fn untested(cand: &CandidateInput) -> Self {
+        Self {
+            id: cand.id,
+            round: cand.round,
+            verdict: Verdict::Error,
+            summary: String::new(),
+            fixed: vec![],
+            regressions: vec![],
+            still_failing: vec![],
+            new_failing: vec![],
+            new_passing: vec![],
+            reproduced: vec![],
+            not_reproduced: vec![],
+            flaky: vec![],
+            disappeared: vec![],
+            suspicious: vec![],
+            skips_added: vec![],
+            proof_without_infra: None,
+            diff_lines: diff_lines(&cand.diff),
+            error: None,
+            runs: vec![],
+        }
+    }
+}
+
 /// A candidate to test.
 #[derive(Debug, Clone)]
 pub struct CandidateInput {
@@ -604,27 +631,7 @@ impl Verifier<'_> {
         baseline: &Results,
         all_files: &[String],
     ) -> Result<CandidateReport, VerifyError> {
-        let mut report = CandidateReport {
-            id: cand.id,
-            round: cand.round,
-            verdict: Verdict::Error,
-            summary: String::new(),
-            fixed: vec![],
-            regressions: vec![],
-            still_failing: vec![],
-            new_failing: vec![],
-            new_passing: vec![],
-            reproduced: vec![],
-            not_reproduced: vec![],
-            flaky: vec![],
-            disappeared: vec![],
-            suspicious: vec![],
-            skips_added: vec![],
-            proof_without_infra: None,
-            diff_lines: diff_lines(&cand.diff),
-            error: None,
-            runs: vec![],
-        };
+        let mut report = CandidateReport::untested(cand);
         let (tree, changed) =
             match crate::pr::apply_patch(self.repo, self.base, &cand.diff, &self.protected) {
                 Ok((tree, changes, _)) => (
