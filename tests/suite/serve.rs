@@ -1321,3 +1321,57 @@ fn handle_event_fixes_on_a_maintainers_label_and_records_a_merged_pull() {
     );
     assert_eq!(model.requests().len(), 1);
 }
+
+/// A benchmark, not run by default: the time from `handle-event` starting to the
+/// triage written back to the fake GitHub, for a synthetic `issues` event.
+/// `AUTOTRIAGE_BENCH_BIN=target/release/autotriage cargo test --test all -- --ignored handle_event_latency --nocapture`
+/// (the test binary's own build of autotriage without the variable).
+#[test]
+#[ignore]
+fn handle_event_latency() {
+    let gh = fake();
+    let t = TestContext::new();
+    import_history(&t);
+    let bin = std::env::var("AUTOTRIAGE_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| assert_cmd::cargo::cargo_bin("autotriage"));
+    let mut times = Vec::new();
+    for n in 1..=20u64 {
+        gh.world().add_issue(
+            "o/r",
+            n,
+            "Crash when saving a file",
+            "It panics on save with an error: thread 'main' panicked at src/lib.rs:2.",
+            "reporter",
+            "NONE",
+            &[],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let event = dir.path().join("event.json");
+        std::fs::write(&event, opened("o/r", n).to_string()).unwrap();
+        let started = Instant::now();
+        let o = std::process::Command::new(&bin)
+            .current_dir(t.path())
+            .env_clear()
+            .env("HOME", t.home.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(gh.env(ACTION))
+            .env("GITHUB_EVENT_NAME", "issues")
+            .env("GITHUB_EVENT_PATH", &event)
+            .env("GITHUB_REPOSITORY", "o/r")
+            .arg("handle-event")
+            .output()
+            .unwrap();
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(gh.world().issue("o/r", n).comments.len(), 1);
+    }
+    times.sort_by(f64::total_cmp);
+    eprintln!(
+        "handle-event, issues/opened to the triage written back ({}): median {:.0} ms, max {:.0} ms over {} events",
+        bin.display(),
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times.len()
+    );
+}
