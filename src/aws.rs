@@ -8,17 +8,23 @@ pub fn load_config(
     region: Option<&str>,
     endpoint_url: Option<&str>,
 ) -> aws_config::SdkConfig {
-    runtime.block_on(async {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
-        if let Some(r) = region {
-            loader = loader.region(aws_config::Region::new(r.to_string()));
-        }
-        if let Some(u) = endpoint_url {
-            loader = loader.endpoint_url(u);
-        }
-        loader.load().await
-    })
+    runtime.block_on(load_config_async(region, endpoint_url))
+}
+
+/// [`load_config`] on the caller's async runtime (the Lambda functions).
+pub async fn load_config_async(
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.to_string()));
+    }
+    if let Some(u) = endpoint_url {
+        loader = loader.endpoint_url(u);
+    }
+    loader.load().await
 }
 
 /// Whether an SDK error (its `Debug` text) says no credentials could be loaded: the

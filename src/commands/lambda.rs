@@ -286,14 +286,9 @@ fn handle_batch(
 
 async fn codebuild_client(ctx: &Ctx) -> aws_sdk_codebuild::Client {
     let t = &ctx.config().test;
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(r) = &t.region {
-        loader = loader.region(aws_config::Region::new(r.clone()));
-    }
-    if let Some(e) = &t.endpoint_url {
-        loader = loader.endpoint_url(e);
-    }
-    aws_sdk_codebuild::Client::new(&loader.load().await)
+    aws_sdk_codebuild::Client::new(
+        &crate::aws::load_config_async(t.region.as_deref(), t.endpoint_url.as_deref()).await,
+    )
 }
 
 /// The buildspec of a fix build: install this version's release binary (pinned, so a

@@ -81,15 +81,7 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         );
     }
     let addr = listener.local_addr()?;
-    let redactor = ctx.redactor.clone();
-    let log: Arc<dyn Fn(Value) + Send + Sync> = Arc::new(move |mut v: Value| {
-        if let Some(m) = v.as_object_mut() {
-            m.insert("ts".into(), json!(crate::runs::now_rfc3339()));
-        }
-        redactor.redact_json(&mut v);
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{v}");
-    });
+    let log: Arc<dyn Fn(Value) + Send + Sync> = super::service::json_log(ctx.redactor.clone());
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(AppState {
         secret: secret.into_bytes(),

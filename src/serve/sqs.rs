@@ -40,14 +40,8 @@ pub struct SqsQueue {
 impl SqsQueue {
     /// A client for the queue (credentials from the standard AWS chain).
     pub async fn connect(s: &SqsSettings) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(r) = &s.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        if let Some(e) = &s.endpoint_url {
-            loader = loader.endpoint_url(e);
-        }
-        let config = loader.load().await;
+        let config =
+            crate::aws::load_config_async(s.region.as_deref(), s.endpoint_url.as_deref()).await;
         Self {
             client: aws_sdk_sqs::Client::new(&config),
             url: s.url.clone(),
