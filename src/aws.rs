@@ -51,6 +51,18 @@ pub const CALLS: &[(&str, &[(&str, &str)])] = &[
         ],
     ),
     (
+        // `serve`'s workers on SQS (on Lambda the event source mapping receives).
+        "src/serve/sqs_worker.rs",
+        &[
+            ("receive_message", "sqs:ReceiveMessage"),
+            ("delete_message", "sqs:DeleteMessage"),
+            ("change_message_visibility", "sqs:ChangeMessageVisibility"),
+            ("get_queue_attributes", "sqs:GetQueueAttributes"),
+            // A job out of attempts moves to the dead-letter queue.
+            ("send_message", "sqs:SendMessage"),
+        ],
+    ),
+    (
         "src/memory/dynamodb.rs",
         &[
             ("get_item", "dynamodb:GetItem"),

@@ -158,7 +158,7 @@ pub enum ServeApply {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// `sqlite` (one machine) or `sqs` (the Lambda front-ends).
+    /// `sqlite` (one machine) or `sqs` (the Lambda front-ends, and `serve` on many machines).
     pub backend: QueueBackend,
     /// The queue file (default: `queue.sqlite3` beside the memory).
     pub path: Option<PathBuf>,

@@ -15,7 +15,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::service::{Service, json_log};
+use super::service::{Coalescing, Service, json_log};
 use crate::cli::LambdaCommand;
 use crate::config::QueueBackend;
 use crate::error::CommandError;
@@ -143,7 +143,7 @@ async fn worker(ctx: &Ctx) -> Result<()> {
     lambda_runtime::run(service_fn(move |ev: LambdaEvent<Value>| async move {
         // Jobs block (git, the memory's own runtime): run them off the async threads.
         let out = std::thread::scope(|s| {
-            s.spawn(|| handle_batch(ctx, &ev.payload, executor, log))
+            s.spawn(|| handle_batch(&ev.payload, executor, log))
                 .join()
                 // A panic: every record goes back, none is lost.
                 .unwrap_or_else(|_| {
@@ -188,7 +188,6 @@ fn emf(mut line: Value, metrics: &[(&str, f64, &str)]) -> Value {
 
 /// Run each record's job; the ids of the records that failed.
 fn handle_batch(
-    ctx: &Ctx,
     ev: &Value,
     executor: &Service<'_>,
     log: &Arc<dyn Fn(Value) + Send + Sync>,
@@ -209,38 +208,6 @@ fn handle_batch(
                 continue;
             }
         };
-        // The queue holds only what the webhook routed, but a job for a repository
-        // this service does not serve is refused all the same.
-        let served = crate::serve::route::RouteSettings::new(
-            &ctx.config().serve.repos,
-            &ctx.config().trust.trigger_label,
-            None,
-        )
-        .is_ok_and(|r| r.serves(&message.spec.key()));
-        if !served {
-            log(json!({"msg": "refused", "key": message.spec.key(),
-                       "why": "not a repository in serve.repos"}));
-            continue;
-        }
-        // Coalescing: a newer event of this kind for the issue already handled makes
-        // this one moot (the triage of an edit made after it, say).
-        let done_key = format!("queue/done/{}/{}", message.spec.kind(), message.spec.key());
-        let memory = ctx
-            .open_memory(crate::memory::sqlite::OpenMode::Create)
-            .ok();
-        let newer = memory
-            .as_ref()
-            .and_then(|m| m.get_kv(&done_key).ok().flatten())
-            .and_then(|v| v.as_i64())
-            .is_some_and(|t| t > message.queued_at);
-        if newer {
-            log(
-                json!({"msg": "skipped", "key": message.spec.key(), "kind": message.spec.kind(),
-                       "why": "a newer event of this issue was already handled"}),
-            );
-            continue;
-        }
-        let queued_at = message.queued_at;
         let now = chrono::Utc::now().timestamp();
         let job = Job {
             id: 0,
@@ -257,12 +224,7 @@ fn handle_batch(
             not_before: now,
         };
         let started = std::time::Instant::now();
-        let result = executor.execute(&job);
-        if result.is_ok()
-            && let Some(mut m) = memory
-        {
-            let _ = m.put_kv(&done_key, &json!(queued_at));
-        }
+        let result = Coalescing { service: executor }.execute(&job);
         match result {
             Ok(done) => log(emf(
                 json!({"msg": "job done", "key": job.key, "summary": done.summary,

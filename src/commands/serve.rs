@@ -12,13 +12,16 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use crate::cli::ServeArgs;
+use crate::config::QueueBackend;
 use crate::error::CommandError;
 use crate::forge::github::GithubForge;
-use crate::serve::http::{AppState, router};
+use crate::serve::http::{AppState, JobQueue, router};
 use crate::serve::metrics::Metrics;
 use crate::serve::queue::Queue;
 use crate::serve::route::RouteSettings;
-use crate::serve::worker::{WorkerSettings, work};
+use crate::serve::sqs::{SqsQueue, SqsSettings};
+use crate::serve::sqs_worker::SqsConsumer;
+use crate::serve::worker::{JobSource, SqliteSource, WorkerSettings, work};
 
 /// Run `serve`.
 pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
@@ -50,8 +53,43 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         Some(bot.clone()),
     )
     .map_err(|e| CommandError::usage(format!("{e}\n  fix: correct serve.repos")))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let queue_path = ctx.queue_path();
-    let queue = Arc::new(Mutex::new(Queue::open(&queue_path)?));
+    let queue = match ctx.config().queue.backend {
+        QueueBackend::Sqlite => JobQueue::Sqlite(Arc::new(Mutex::new(Queue::open(&queue_path)?))),
+        QueueBackend::Sqs => {
+            let q = &ctx.config().queue;
+            let Some(url) = q.url.clone() else {
+                return Err(CommandError::usage(
+                    "queue.backend is sqs, and queue.url is not set\n  fix: set queue.url to the SQS FIFO queue's URL (and queue.dead_letter_url to its dead-letter queue)",
+                )
+                .into());
+            };
+            let settings = SqsSettings {
+                url,
+                region: q.region.clone(),
+                endpoint_url: q.endpoint_url.clone(),
+            };
+            runtime.block_on(async {
+                JobQueue::Sqs {
+                    queue: SqsQueue::connect(&settings).await,
+                    consumer: SqsConsumer::connect(
+                        &settings,
+                        q.dead_letter_url.as_deref(),
+                        runtime.handle().clone(),
+                    )
+                    .await,
+                }
+            })
+        }
+    };
+    let queue_name = match &queue {
+        JobQueue::Sqlite(_) => queue_path.display().to_string(),
+        JobQueue::Sqs { .. } => ctx.config().queue.url.clone().unwrap_or_default(),
+    };
     let listener = std::net::TcpListener::bind(&args.listen).map_err(|e| {
         CommandError::usage(format!(
             "cannot listen on {}: {e}\n  fix: pass --listen with a free address",
@@ -67,11 +105,17 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
             )
             .into());
         };
-        let q = queue
-            .lock()
-            .map_err(|_| CommandError::failure("the queue lock is poisoned"))?;
-        let asked = catch_up(app, &q, hours)?;
-        drop(q);
+        let asked = match &queue {
+            JobQueue::Sqlite(q) => {
+                let q = q
+                    .lock()
+                    .map_err(|_| CommandError::failure("the queue lock is poisoned"))?;
+                catch_up(app, &|guid| Ok(q.has_delivery(guid)?), hours)?
+            }
+            // SQS cannot be asked what it received: every recent failed delivery is
+            // asked for again, and the FIFO's deduplication folds a repeat.
+            JobQueue::Sqs { .. } => catch_up(app, &|_| Ok(false), hours)?,
+        };
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,
@@ -83,6 +127,10 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
     let addr = listener.local_addr()?;
     let log: Arc<dyn Fn(Value) + Send + Sync> = super::service::json_log(ctx.redactor.clone());
     let metrics = Arc::new(Metrics::new());
+    let consumer = match &queue {
+        JobQueue::Sqs { consumer, .. } => Some(consumer.clone()),
+        JobQueue::Sqlite(_) => None,
+    };
     let state = Arc::new(AppState {
         secret: secret.into_bytes(),
         queue,
@@ -91,10 +139,6 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         metrics: metrics.clone(),
         log: log.clone(),
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     // SIGTERM is caught from before the first line says the service listens.
     let term = {
         let _in_runtime = runtime.enter();
@@ -103,9 +147,15 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
     let _polling = crate::interrupt::Polling::enter();
     log(
         json!({"msg": "listening", "addr": addr.to_string(), "workers": args.workers,
-               "queue": queue_path.display().to_string(), "as": bot}),
+               "queue": queue_name, "as": bot}),
     );
     let executor = super::service::Service::new(ctx, bot, app, None, log.clone());
+    // Jobs from SQS were not coalesced when queued: they skip themselves when moot.
+    let coalescing = super::service::Coalescing { service: &executor };
+    let executor: &dyn crate::serve::worker::Executor = match &consumer {
+        Some(_) => &coalescing,
+        None => &executor,
+    };
     let settings = WorkerSettings {
         lease_seconds: cfg.lease_seconds.max(1),
         max_attempts: cfg.max_attempts.max(1),
@@ -117,9 +167,22 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
     std::thread::scope(|s| -> Result<()> {
         for i in 0..args.workers.max(1) {
             let (qp, ex, st, stop, m, l) =
-                (&queue_path, &executor, &settings, &stop, &metrics, &log);
+                (&queue_path, executor, &settings, &stop, &metrics, &log);
             let name = format!("{owner}-w{i}");
-            s.spawn(move || work(qp, &name, ex, st, stop, m, &**l));
+            let consumer = consumer.clone();
+            s.spawn(move || {
+                let mut source: Box<dyn JobSource> = match consumer {
+                    Some(c) => Box::new(c.source()),
+                    None => match SqliteSource::open(qp) {
+                        Ok(q) => Box::new(q),
+                        Err(e) => {
+                            l(json!({"msg": "worker stopped", "owner": name, "error": e.to_string()}));
+                            return;
+                        }
+                    },
+                };
+                work(&mut *source, &name, ex, st, stop, m, &**l)
+            });
         }
         let served = runtime.block_on(async {
             let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -131,17 +194,21 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         log(json!({"msg": "stopping", "grace_seconds": grace}));
         // Jobs get the grace period; after it, their leases go back and the process ends.
         let (qp, owner, log2) = (queue_path.clone(), owner.clone(), log.clone());
+        let consumer = consumer.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(grace));
-            let released = Queue::open(&qp)
-                .and_then(|mut q| {
-                    let mut n = 0;
-                    for i in 0..64 {
-                        n += q.release(&format!("{owner}-w{i}"))?;
-                    }
-                    Ok(n)
-                })
-                .unwrap_or(0);
+            let released = match &consumer {
+                Some(c) => c.release_all(),
+                None => Queue::open(&qp)
+                    .and_then(|mut q| {
+                        let mut n = 0;
+                        for i in 0..64 {
+                            n += q.release(&format!("{owner}-w{i}"))?;
+                        }
+                        Ok(n)
+                    })
+                    .unwrap_or(0),
+            };
             log2(json!({"msg": "stopped after the grace period", "leases_returned": released}));
             crate::verify::sandbox::kill_all();
             std::process::exit(0);
@@ -182,7 +249,7 @@ fn hostname() -> String {
 /// not redeliver by itself.
 fn catch_up(
     app: &crate::forge::github_app::AppAuth,
-    queue: &Queue,
+    received: &dyn Fn(&str) -> Result<bool>,
     hours: u64,
 ) -> Result<Vec<String>> {
     let since = chrono::Utc::now() - chrono::Duration::hours(hours.min(24 * 365) as i64);
@@ -200,7 +267,7 @@ fn catch_up(
             || ok
             || when.is_none_or(|w| w < since)
             || asked.contains(&guid)
-            || queue.has_delivery(&guid)?
+            || received(&guid)?
         {
             continue;
         }

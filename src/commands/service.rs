@@ -606,3 +606,59 @@ impl Executor for Service<'_> {
         result.map_err(|e| failure(&e))
     }
 }
+
+/// The executor of jobs from an SQS queue (the Lambda worker, `serve` on SQS): a job
+/// for a repository this service does not serve is refused, and one whose issue already
+/// had a newer event of its kind handled skips itself (the SQLite queue coalesces when
+/// it queues; SQS cannot). What ran is recorded in memory as `queue/done/KIND/KEY`.
+pub(super) struct Coalescing<'s, 'a> {
+    /// What runs the jobs.
+    pub service: &'s Service<'a>,
+}
+
+impl Executor for Coalescing<'_, '_> {
+    fn execute(&self, job: &Job) -> Result<JobDone, JobFailure> {
+        let (ctx, log) = (self.service.ctx, &self.service.log);
+        let cfg = ctx.config();
+        // The queue holds only what a webhook routed, but a job for a repository this
+        // service does not serve is refused all the same.
+        let served = crate::serve::route::RouteSettings::new(
+            &cfg.serve.repos,
+            &cfg.trust.trigger_label,
+            None,
+        )
+        .is_ok_and(|r| r.serves(&job.key));
+        if !served {
+            log(json!({"msg": "refused", "key": job.key,
+                       "why": "not a repository in serve.repos"}));
+            return Ok(JobDone {
+                summary: format!("{}: refused, not a repository in serve.repos", job.key),
+                spent_usd: 0.0,
+            });
+        }
+        let done_key = format!("queue/done/{}/{}", job.spec.kind(), job.key);
+        let newer = ctx
+            .open_memory(OpenMode::Create)
+            .ok()
+            .and_then(|m| m.get_kv(&done_key).ok().flatten())
+            .and_then(|v| v.as_i64())
+            .is_some_and(|t| t > job.created_at);
+        if newer {
+            log(
+                json!({"msg": "skipped", "key": job.key, "kind": job.spec.kind(),
+                       "why": "a newer event of this issue was already handled"}),
+            );
+            return Ok(JobDone {
+                summary: format!("{}: skipped, a newer event was handled", job.key),
+                spent_usd: 0.0,
+            });
+        }
+        let result = self.service.execute(job);
+        if result.is_ok()
+            && let Ok(mut m) = ctx.open_memory(OpenMode::Create)
+        {
+            let _ = m.put_kv(&done_key, &json!(job.created_at));
+        }
+        result
+    }
+}

@@ -15,6 +15,8 @@ use super::metrics::Metrics;
 use super::queue::{Enqueued, Queue};
 use super::route::{RouteSettings, Routed, route};
 use super::signature::verify;
+use super::sqs::SqsQueue;
+use super::sqs_worker::SqsConsumer;
 
 /// The largest delivery GitHub sends is 25 MB.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
@@ -23,12 +25,25 @@ pub const MAX_BODY: usize = 25 * 1024 * 1024;
 /// memory (32 × 25 MB at most).
 pub const MAX_IN_FLIGHT: usize = 32;
 
+/// Where the endpoint stores jobs (`queue.backend`).
+pub enum JobQueue {
+    /// The SQLite file, synced before the answer.
+    Sqlite(Arc<Mutex<Queue>>),
+    /// The SQS FIFO queue, and its consumer for the depth gauges.
+    Sqs {
+        /// Where jobs are sent.
+        queue: SqsQueue,
+        /// The workers' side.
+        consumer: SqsConsumer,
+    },
+}
+
 /// What the endpoint works with.
 pub struct AppState {
     /// The webhook secret.
     pub secret: Vec<u8>,
     /// The queue.
-    pub queue: Arc<Mutex<Queue>>,
+    pub queue: JobQueue,
     /// Routing.
     pub route: RouteSettings,
     /// `serve.coalesce_seconds`.
@@ -51,15 +66,20 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> (StatusCode, String) {
-    let queue = s.queue.clone();
-    let depth = tokio::task::spawn_blocking(move || {
-        queue
-            .lock()
-            .map(|q| q.depth().unwrap_or_default())
+    let depth = match &s.queue {
+        JobQueue::Sqlite(queue) => {
+            let queue = queue.clone();
+            tokio::task::spawn_blocking(move || {
+                queue
+                    .lock()
+                    .map(|q| q.depth().unwrap_or_default())
+                    .unwrap_or_default()
+            })
+            .await
             .unwrap_or_default()
-    })
-    .await
-    .unwrap_or_default();
+        }
+        JobQueue::Sqs { consumer, .. } => consumer.depth().await,
+    };
     (StatusCode::OK, s.metrics.render(&depth))
 }
 
@@ -141,8 +161,27 @@ async fn webhook(
         Routed::Ignored(why) => return answer(StatusCode::ACCEPTED, "ignored", why),
         Routed::Jobs(jobs) => jobs,
     };
-    let queue = s.queue.clone();
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let queue = match &s.queue {
+        JobQueue::Sqlite(q) => q.clone(),
+        JobQueue::Sqs { queue, .. } => {
+            // The body's digest deduplicates, as on Lambda: a redelivery, or the same
+            // signed body under a new delivery id, within SQS's five minutes.
+            let mut ids = Vec::new();
+            for (i, spec) in jobs.iter().enumerate() {
+                match queue.send(spec, &delivery, &digest, i).await {
+                    Ok(id) => ids.push(id),
+                    // Not stored: GitHub must see a failure, so it can redeliver.
+                    Err(e) => return answer(StatusCode::SERVICE_UNAVAILABLE, "error", e),
+                }
+            }
+            return answer(
+                StatusCode::ACCEPTED,
+                "queued",
+                format!("queued {} job(s) on SQS: {ids:?}", ids.len()),
+            );
+        }
+    };
     let (d, e, coalesce) = (delivery.clone(), event.clone(), s.coalesce_seconds);
     let stored = tokio::task::spawn_blocking(move || {
         let mut q = queue

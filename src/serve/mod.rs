@@ -10,4 +10,5 @@ pub mod queue;
 pub mod route;
 pub mod signature;
 pub mod sqs;
+pub mod sqs_worker;
 pub mod worker;

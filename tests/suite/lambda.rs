@@ -138,7 +138,7 @@ fn api_event(event: &str, delivery: &str, body: &Value, secret: &str) -> Value {
     })
 }
 
-fn sqs_client(url: &str) -> (tokio::runtime::Runtime, aws_sdk_sqs::Client) {
+pub(super) fn sqs_client(url: &str) -> (tokio::runtime::Runtime, aws_sdk_sqs::Client) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let conf = rt.block_on(
         aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::common::{TestContext, code, stderr, stdout};
+use super::common::{Emulator, TestContext, code, stderr, stdout};
 use super::fake_github::{ACTION, BOT, FakeGithub, MAINT, fake, import_history};
 
 const SECRET: &str = "s3cret-for-the-webhook";
@@ -37,7 +37,12 @@ impl Server {
             .env("NO_COLOR", "1")
             .env("AUTOTRIAGE_WEBHOOK_SECRET", secret)
             .env("AUTOTRIAGE_CACHE_DIR", t.path().join("cache"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(if args.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "1"][..]
+            })
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -542,6 +547,134 @@ fn crash_issue(gh: &FakeGithub) {
         "NONE",
         &[],
     );
+}
+
+/// The SQS FIFO queue of `serve` and its dead-letter queue on moto, redriven after
+/// `max_receives`, with this visibility timeout. Their URLs.
+fn sqs_queues(
+    moto: &Emulator,
+    visibility: u32,
+    max_receives: u32,
+) -> (tokio::runtime::Runtime, aws_sdk_sqs::Client, String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let (rt, sqs) = super::lambda::sqs_client(&moto.url);
+    let create = |name: &str, attrs: Vec<(A, String)>| {
+        let mut req = sqs
+            .create_queue()
+            .queue_name(name)
+            .attributes(A::FifoQueue, "true");
+        for (k, v) in attrs {
+            req = req.attributes(k, v);
+        }
+        rt.block_on(req.send()).unwrap().queue_url.unwrap()
+    };
+    let dead = create("serve-dead.fifo", vec![]);
+    let arn = rt
+        .block_on(
+            sqs.get_queue_attributes()
+                .queue_url(&dead)
+                .attribute_names(A::QueueArn)
+                .send(),
+        )
+        .unwrap()
+        .attributes
+        .unwrap()[&A::QueueArn]
+        .clone();
+    let url = create(
+        "serve-jobs.fifo",
+        vec![
+            (A::VisibilityTimeout, visibility.to_string()),
+            (
+                A::RedrivePolicy,
+                json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receives}).to_string(),
+            ),
+        ],
+    );
+    (rt, sqs, url, dead)
+}
+
+#[test]
+fn serve_on_sqs_keeps_a_long_job_hidden_until_done_and_dead_letters_a_permanent_failure() {
+    let Some(moto) = Emulator::moto() else { return };
+    let gh = fake();
+    crash_issue(&gh);
+    // Three 502s: the job sits in the GitHub client's backoff for several seconds,
+    // longer than the queue's 2 s visibility timeout.
+    gh.world()
+        .outages
+        .push(("/repos/o/r/issues/7".into(), 502, 3));
+    let (rt, sqs, url, dead) = sqs_queues(&moto, 2, 5);
+    let t = TestContext::new();
+    import_history(&t);
+    config(
+        &t,
+        "o/r",
+        &format!(
+            "  lease_seconds: 3\n  max_attempts: 3\nqueue:\n  backend: sqs\n  url: {url}\n  dead_letter_url: {dead}\n  endpoint_url: {}\n  region: us-east-1\n",
+            moto.url
+        ),
+    );
+    let mut env = env(&gh, BOT);
+    env.extend([
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+    ]);
+    // Two workers: without the heartbeat the second would receive the job again.
+    let s = Server::start_with(&t, &env, SECRET, &["--workers", "2"]);
+    let (status, text) = s.send("issues", "q-1", &opened("o/r", 7));
+    assert_eq!(status, 202, "{text}");
+    assert!(text.contains("queued 1 job(s) on SQS"), "{text}");
+    // GitHub's redelivery: one message in the FIFO queue still.
+    assert_eq!(s.send("issues", "q-1", &opened("o/r", 7)).0, 202);
+    // An issue that does not exist: a permanent failure, dead-lettered at once.
+    assert_eq!(s.send("issues", "q-2", &opened("o/r", 404)).0, 202);
+    let done = s.wait_log("job done", "triaged o/r#7");
+    assert!(done["seconds"].as_f64().unwrap() > 3.0, "{done}");
+    let dead_line = s.wait_log("job failed", "o/r#404");
+    assert_eq!(dead_line["outcome"], "dead", "{dead_line}");
+    let log = s.log.lock().unwrap().clone();
+    let started: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("\"job started\"") && l.contains("o/r#7"))
+        .collect();
+    assert_eq!(started.len(), 1, "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("lease lost")), "{log:#?}");
+    let metrics = s.get("/metrics");
+    assert!(
+        metrics.contains("autotriage_queue_jobs{state=\"queued\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("autotriage_queue_jobs{state=\"dead\"} 1"),
+        "{metrics}"
+    );
+    assert_eq!(s.stop(), Some(0));
+    assert_eq!(label_writes(&gh), 1);
+    // The done job left the queue; nothing is waiting to come back.
+    let left = rt
+        .block_on(
+            sqs.receive_message()
+                .queue_url(&url)
+                .visibility_timeout(0)
+                .send(),
+        )
+        .unwrap();
+    assert!(left.messages.unwrap_or_default().is_empty());
+    // The dead letter is there for `queue list`, with its job.
+    let o = t
+        .cmd()
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .args(["queue", "list", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let letters = v["dead_letters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(letters.len(), 1, "{v}");
+    assert_eq!(letters[0]["key"], "o/r#404");
 }
 
 fn label_writes(gh: &FakeGithub) -> usize {
