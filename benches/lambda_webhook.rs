@@ -35,6 +35,7 @@ fn main() {
     let queue_url = loop {
         let conf = rt.block_on(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(autotriage::tls::aws_http_client())
                 .region(aws_config::Region::new("us-east-1"))
                 .endpoint_url(&url)
                 .load(),

@@ -79,6 +79,7 @@ fn load(
         for t in 0..threads {
             let (out, next, addr) = (out.clone(), next.clone(), addr.clone());
             s.spawn(move || {
+                autotriage::tls::install();
                 let client = reqwest::blocking::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()

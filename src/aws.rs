@@ -17,6 +17,7 @@ pub async fn load_config_async(
     endpoint_url: Option<&str>,
 ) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::tls::aws_http_client())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
     if let Some(r) = region {
         loader = loader.region(aws_config::Region::new(r.to_string()));

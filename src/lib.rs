@@ -24,6 +24,7 @@ pub mod redact;
 pub mod repair;
 pub mod runs;
 pub mod serve;
+pub mod tls;
 pub mod triage;
 pub mod trust;
 pub mod verify;

@@ -10,6 +10,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
     autotriage::interrupt::install();
+    autotriage::tls::install();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

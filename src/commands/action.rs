@@ -94,6 +94,7 @@ pub fn handle_event(args: &crate::cli::HandleEventArgs, ctx: &Ctx) -> Result<()>
             last_error: None,
             created_at: now,
             not_before: now,
+            sequence: None,
         };
         match executor.execute(&job) {
             Ok(done) => {

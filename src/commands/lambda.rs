@@ -222,6 +222,9 @@ fn handle_batch(
             last_error: None,
             created_at: message.queued_at,
             not_before: now,
+            sequence: rec["attributes"]["SequenceNumber"]
+                .as_str()
+                .map(str::to_string),
         };
         let started = std::time::Instant::now();
         let result = Coalescing { service: executor }.execute(&job);

@@ -149,6 +149,11 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         json!({"msg": "listening", "addr": addr.to_string(), "workers": args.workers,
                "queue": queue_name, "as": bot}),
     );
+    if consumer.is_some() && ctx.config().memory.backend == crate::config::MemoryBackend::Sqlite {
+        log(
+            json!({"msg": "warning", "warning": "queue.backend is sqs and memory.backend is sqlite: several serve processes on one queue each keep their own daily budget and coalescing record", "fix": "use memory.backend: dynamodb when more than one machine serves the queue"}),
+        );
+    }
     let executor = super::service::Service::new(ctx, bot, app, None, log.clone());
     // Jobs from SQS were not coalesced when queued: they skip themselves when moot.
     let coalescing = super::service::Coalescing { service: &executor };
@@ -197,6 +202,8 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         let consumer = consumer.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(grace));
+            // The jobs' processes go first: a released message may start elsewhere at once.
+            crate::verify::sandbox::kill_all();
             let released = match &consumer {
                 Some(c) => c.release_all(),
                 None => Queue::open(&qp)
@@ -210,7 +217,6 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
                     .unwrap_or(0),
             };
             log2(json!({"msg": "stopped after the grace period", "leases_returned": released}));
-            crate::verify::sandbox::kill_all();
             std::process::exit(0);
         });
         served.map_err(anyhow::Error::from)

@@ -608,12 +608,19 @@ impl Executor for Service<'_> {
 }
 
 /// The executor of jobs from an SQS queue (the Lambda worker, `serve` on SQS): a job
-/// for a repository this service does not serve is refused, and one whose issue already
-/// had a newer event of its kind handled skips itself (the SQLite queue coalesces when
-/// it queues; SQS cannot). What ran is recorded in memory as `queue/done/KIND/KEY`.
+/// for a repository this service does not serve is refused; a message already done
+/// (its delete was lost) is not run again; and a triage whose issue already had a
+/// newer triage done skips itself (the SQLite queue folds triage jobs when it queues;
+/// SQS cannot). "Newer" is SQS's FIFO sequence number, never a machine's clock. The
+/// highest sequence done is kept in memory as `queue/done/KIND/KEY`.
 pub(super) struct Coalescing<'s, 'a> {
     /// What runs the jobs.
     pub service: &'s Service<'a>,
+}
+
+/// A FIFO sequence number (up to 128 decimal digits by SQS's word; 20 in practice).
+fn sequence_of(v: Option<&str>) -> Option<u128> {
+    v.and_then(|s| s.parse().ok())
 }
 
 impl Executor for Coalescing<'_, '_> {
@@ -636,28 +643,37 @@ impl Executor for Coalescing<'_, '_> {
                 spent_usd: 0.0,
             });
         }
+        let Some(sequence) = sequence_of(job.sequence.as_deref()) else {
+            return self.service.execute(job);
+        };
         let done_key = format!("queue/done/{}/{}", job.spec.kind(), job.key);
-        let newer = ctx
-            .open_memory(OpenMode::Create)
-            .ok()
-            .and_then(|m| m.get_kv(&done_key).ok().flatten())
-            .and_then(|v| v.as_i64())
-            .is_some_and(|t| t > job.created_at);
-        if newer {
-            log(
-                json!({"msg": "skipped", "key": job.key, "kind": job.spec.kind(),
-                       "why": "a newer event of this issue was already handled"}),
-            );
+        let done = || {
+            ctx.open_memory(OpenMode::Create)
+                .ok()
+                .and_then(|m| m.get_kv(&done_key).ok().flatten())
+                .and_then(|v| sequence_of(v.as_str()))
+        };
+        let skip = match done() {
+            Some(d) if d == sequence => Some("this message was already done"),
+            Some(d) if d > sequence && matches!(job.spec, JobSpec::Triage { .. }) => {
+                Some("a newer triage of this issue was already done")
+            }
+            _ => None,
+        };
+        if let Some(why) = skip {
+            log(json!({"msg": "skipped", "key": job.key, "kind": job.spec.kind(), "why": why}));
             return Ok(JobDone {
-                summary: format!("{}: skipped, a newer event was handled", job.key),
+                summary: format!("{}: skipped, {why}", job.key),
                 spent_usd: 0.0,
             });
         }
         let result = self.service.execute(job);
+        // Only ever raised: a late finisher never lowers what a newer job recorded.
         if result.is_ok()
+            && done().is_none_or(|d| d < sequence)
             && let Ok(mut m) = ctx.open_memory(OpenMode::Create)
         {
-            let _ = m.put_kv(&done_key, &json!(job.created_at));
+            let _ = m.put_kv(&done_key, &json!(sequence.to_string()));
         }
         result
     }

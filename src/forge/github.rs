@@ -1,5 +1,5 @@
 //! The GitHub forge, read side: issues with all their comments and issue lists for
-//! batches (pull requests skipped), through octocrab, against `github.api_url` (GitHub
+//! batches (pull requests skipped), through reqwest, against `github.api_url` (GitHub
 //! Enterprise and tests set it).
 //!
 //! Reads are retried (5xx, dropped connections, primary and secondary rate limits,
@@ -10,7 +10,6 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use octocrab::Octocrab;
 use serde_json::Value;
 
 use super::{Batch, Forge, ForgeError};
@@ -32,7 +31,8 @@ pub struct ListOptions {
 /// Reads issues from GitHub.
 pub struct GithubForge {
     runtime: tokio::runtime::Runtime,
-    octo: Octocrab,
+    /// Sends the token, GitHub's media type and API version with every request.
+    http: reqwest::Client,
     api_url: String,
     max_wait: Duration,
     list: ListOptions,
@@ -45,6 +45,35 @@ pub struct GithubForge {
     /// Applied to every issue read, as prose.
     pub redactor: crate::redact::Redactor,
     identity: std::sync::Mutex<Option<String>>,
+}
+
+/// The REST client for a token: the token as a bearer (marked sensitive, so it is never
+/// logged), GitHub's JSON media type and API version, a 60 s read timeout. Redirects
+/// are followed; reqwest drops the token on a redirect to another host.
+fn http_client(token: &str) -> Result<reqwest::Client, String> {
+    use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
+    let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
+        "the GitHub token holds characters a header cannot carry\n  fix: set GITHUB_TOKEN to the token alone".to_string()
+    })?;
+    auth.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, auth);
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("application/vnd.github+json"),
+    );
+    headers.insert(
+        "x-github-api-version",
+        HeaderValue::from_static("2022-11-28"),
+    );
+    crate::tls::install();
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .user_agent(concat!("autotriage/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))
 }
 
 /// The last `X-RateLimit-Remaining` GitHub sent this process (-1: none yet), for
@@ -150,20 +179,21 @@ impl GithubForge {
                 reference: api_url.into(),
                 message: format!("cannot start the async runtime: {e}"),
             })?;
-        let octo = runtime.block_on(async {
-            Octocrab::builder().base_uri(api_url).and_then(|b| {
-                b.personal_token(token)
-                    .set_read_timeout(Some(Duration::from_secs(60)))
-                    .build()
-            })
-        });
-        let octo = octo.map_err(|e| ForgeError::Unsupported {
+        let http = http_client(&token).map_err(|message| ForgeError::Unsupported {
             reference: api_url.into(),
-            message: format!("bad github.api_url: {e}"),
+            message,
         })?;
+        if reqwest::Url::parse(api_url).is_err() {
+            return Err(ForgeError::Unsupported {
+                reference: api_url.into(),
+                message: format!(
+                    "bad github.api_url: {api_url} is not a URL\n  fix: set github.api_url to https://api.github.com or your GitHub Enterprise's https://HOST/api/v3"
+                ),
+            });
+        }
         Ok(Self {
             runtime,
-            octo,
+            http,
             api_url: api_url.trim_end_matches('/').to_string(),
             max_wait: Duration::from_secs(max_wait_secs),
             list,
@@ -223,11 +253,11 @@ impl GithubForge {
         loop {
             attempt += 1;
             let result = self.runtime.block_on(async {
-                let resp = self.octo._get(url.as_str()).await?;
+                let resp = self.http.get(url.as_str()).send().await?;
                 let status = resp.status().as_u16();
                 let headers = resp.headers().clone();
-                let body = self.octo.body_to_string(resp).await?;
-                Ok::<_, octocrab::Error>((status, headers, body))
+                let body = resp.text().await?;
+                Ok::<_, reqwest::Error>((status, headers, body))
             });
             let wait = match &result {
                 Ok((status, headers, body)) => {
@@ -681,14 +711,15 @@ impl GithubForge {
         };
         // Writes are sent once: a failure is re-checked by the caller, never re-sent blindly.
         let result = self.runtime.block_on(async {
-            let resp = match method {
-                "PATCH" => self.octo._patch(url.as_str(), Some(body)).await?,
-                "DELETE" => self.octo._delete(url.as_str(), Some(body)).await?,
-                _ => self.octo._post(url.as_str(), Some(body)).await?,
+            let request = match method {
+                "PATCH" => self.http.patch(url.as_str()),
+                "DELETE" => self.http.delete(url.as_str()),
+                _ => self.http.post(url.as_str()),
             };
+            let resp = request.json(body).send().await?;
             let status = resp.status().as_u16();
-            let text = self.octo.body_to_string(resp).await?;
-            Ok::<_, octocrab::Error>((status, text))
+            let text = resp.text().await?;
+            Ok::<_, reqwest::Error>((status, text))
         });
         match result {
             Ok((200..=299, text)) => Ok(serde_json::from_str(&text).unwrap_or(Value::Null)),

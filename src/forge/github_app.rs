@@ -60,6 +60,7 @@ impl AppAuth {
                 "the App's private key is not an RSA PEM key: {e}\n  fix: use the .pem GitHub generated for the App"
             ))
         })?;
+        crate::tls::install();
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent("autotriage")

@@ -29,6 +29,7 @@ impl Anthropic {
         key_var: &str,
         timeout: Duration,
     ) -> Result<Self, ModelError> {
+        crate::tls::install();
         let client = reqwest::blocking::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))

@@ -103,6 +103,7 @@ impl Bedrock {
             })?;
         let config = runtime.block_on(async {
             let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .http_client(crate::tls::aws_http_client())
                 .timeout_config(
                     aws_config::timeout::TimeoutConfig::builder()
                         .operation_timeout(timeout)

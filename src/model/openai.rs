@@ -36,6 +36,7 @@ impl OpenAi {
         timeout: Duration,
         stream: bool,
     ) -> Result<Self, ModelError> {
+        crate::tls::install();
         let client = reqwest::blocking::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))

@@ -97,6 +97,10 @@ pub struct Job {
     pub created_at: i64,
     /// Unix seconds it may run from.
     pub not_before: i64,
+    /// Its SQS FIFO sequence number (the order SQS gave it within its issue's group),
+    /// for the SQS front-ends' coalescing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
 }
 
 /// What became of a delivery.
@@ -557,6 +561,7 @@ fn row_to_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         last_error: r.get(6)?,
         created_at: r.get(7)?,
         not_before: r.get(8)?,
+        sequence: None,
     })
 }
 

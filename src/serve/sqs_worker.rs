@@ -25,6 +25,7 @@ struct Held {
     message_id: String,
     group: String,
     body: String,
+    sequence: Option<String>,
 }
 
 /// The queue's consumer side, shared by `serve`'s workers and its `/metrics`.
@@ -37,7 +38,13 @@ pub struct SqsConsumer {
     /// What the workers hold, by local job id (given back at a hard stop).
     held: Arc<Mutex<HashMap<i64, Held>>>,
     next_id: Arc<AtomicI64>,
+    /// The last counts and when they were read: `/metrics` is unauthenticated, so a
+    /// scrape flood reads SQS at most every [`DEPTH_TTL`].
+    depth_cache: Arc<Mutex<Option<(std::time::Instant, Vec<(String, i64)>)>>>,
 }
+
+/// How long the queue's counts are reused.
+const DEPTH_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SqsConsumer {
     /// A consumer of `settings.url` (and `dead`, the dead-letter queue), whose calls
@@ -59,6 +66,7 @@ impl SqsConsumer {
             dead: dead.map(str::to_string),
             held: Arc::new(Mutex::new(HashMap::new())),
             next_id: Arc::new(AtomicI64::new(1)),
+            depth_cache: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -69,8 +77,26 @@ impl SqsConsumer {
         }
     }
 
-    /// Messages by state (`queued`, `running`, `dead`), as SQS approximates them.
+    /// Messages by state (`queued`, `running`: hidden, which includes jobs waiting for
+    /// a retry; `dead`), as SQS approximates them, read at most every [`DEPTH_TTL`]
+    /// and each within 3 s.
     pub async fn depth(&self) -> Vec<(String, i64)> {
+        if let Ok(c) = self.depth_cache.lock()
+            && let Some((at, d)) = c.as_ref()
+            && at.elapsed() < DEPTH_TTL
+        {
+            return d.clone();
+        }
+        let d = tokio::time::timeout(std::time::Duration::from_secs(3), self.read_depth())
+            .await
+            .unwrap_or_default();
+        if let Ok(mut c) = self.depth_cache.lock() {
+            *c = Some((std::time::Instant::now(), d.clone()));
+        }
+        d
+    }
+
+    async fn read_depth(&self) -> Vec<(String, i64)> {
         let count = |url: String, attr: QueueAttributeName| {
             let client = self.client.clone();
             async move {
@@ -186,7 +212,18 @@ impl SqsConsumer {
                     .send(),
             )
             .map_err(|e| format!("SQS SendMessage to {dead}: {}", sdk(&e)))?;
-        self.delete(&held.receipt)?;
+        // The copy is there: the original must not run again, whatever the delete does.
+        let mut deleted = self.delete(&held.receipt);
+        for _ in 0..3 {
+            if deleted.is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            deleted = self.delete(&held.receipt);
+        }
+        if deleted.is_err() {
+            self.set_visibility(&held.receipt, MAX_VISIBILITY)?;
+        }
         Ok(true)
     }
 
@@ -220,12 +257,16 @@ impl SqsConsumer {
             .get(&MessageSystemAttributeName::ApproximateReceiveCount)
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
+        let sequence = attrs
+            .get(&MessageSystemAttributeName::SequenceNumber)
+            .cloned();
         Ok(Some((
             Held {
                 receipt: m.receipt_handle().unwrap_or_default().to_string(),
                 message_id: m.message_id().unwrap_or_default().to_string(),
                 group,
                 body,
+                sequence,
             },
             message,
             count,
@@ -256,6 +297,7 @@ impl JobSource for SqsSource {
             ));
         };
         let id = c.next_id.fetch_add(1, Ordering::SeqCst);
+        let sequence = held.sequence.clone();
         if let Ok(mut h) = c.held.lock() {
             h.insert(id, held);
         }
@@ -269,6 +311,7 @@ impl JobSource for SqsSource {
             last_error: None,
             created_at: message.queued_at,
             not_before: chrono::Utc::now().timestamp(),
+            sequence,
         }))
     }
 
@@ -304,7 +347,13 @@ impl JobSource for SqsSource {
     ) -> Result<JobState, String> {
         let held = self.consumer.held(job)?;
         self.consumer.forget(job);
-        if (f.permanent || job.attempts >= max_attempts) && self.consumer.bury(&held)? {
+        if f.permanent || job.attempts >= max_attempts {
+            // Without a dead-letter queue to move it to, it is hidden as long as SQS
+            // allows, until the redrive policy takes it on its next receive.
+            if !self.consumer.bury(&held)? {
+                self.consumer
+                    .set_visibility(&held.receipt, MAX_VISIBILITY)?;
+            }
             return Ok(JobState::Dead);
         }
         // As the SQLite queue: 2, 4, 8 … s (at most 10 min), plus up to a quarter more.

@@ -243,6 +243,7 @@ fn a_table_written_by_a_newer_schema_is_refused() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let conf = aws_sdk_dynamodb::config::Builder::new()
+            .http_client(autotriage::tls::aws_http_client())
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
             .endpoint_url(&moto.url)
@@ -486,6 +487,7 @@ fn fake_build_agent(
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let conf = aws_sdk_s3::config::Builder::new()
+            .http_client(autotriage::tls::aws_http_client())
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .endpoint_url(&url)
@@ -594,6 +596,7 @@ fn a_codebuild_run_goes_start_poll_result_with_the_same_verdict() {
             aws_sdk_codebuild::config::Credentials::new("testing", "testing", None, None, "test");
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::new()
+                .http_client(autotriage::tls::aws_http_client())
                 .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
                 .region(aws_sdk_s3::config::Region::new("us-east-1"))
                 .endpoint_url(&moto.url)
@@ -608,6 +611,7 @@ fn a_codebuild_run_goes_start_poll_result_with_the_same_verdict() {
             .unwrap();
         let cb = aws_sdk_codebuild::Client::from_conf(
             aws_sdk_codebuild::config::Builder::new()
+                .http_client(autotriage::tls::aws_http_client())
                 .behavior_version(aws_sdk_codebuild::config::BehaviorVersion::latest())
                 .region(aws_sdk_codebuild::config::Region::new("us-east-1"))
                 .endpoint_url(&moto.url)

@@ -2748,6 +2748,7 @@ fn the_fake_answers_like_github() {
         }
         w.page_cap = 2;
     }
+    autotriage::tls::install();
     let client = reqwest::blocking::Client::new();
     let get = |token: &str, path: &str| {
         let r = client

@@ -142,6 +142,7 @@ pub(super) fn sqs_client(url: &str) -> (tokio::runtime::Runtime, aws_sdk_sqs::Cl
     let rt = tokio::runtime::Runtime::new().unwrap();
     let conf = rt.block_on(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(autotriage::tls::aws_http_client())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(url)
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
@@ -247,14 +248,20 @@ fn a_delivery_goes_webhook_to_sqs_fifo_to_worker_and_only_a_bad_message_returns(
     );
 
     // The worker gets the batch as Lambda's SQS trigger hands it, plus a broken record.
-    let record = |id: &str, body: &str| {
+    let sequence: u128 = attrs
+        .get(&aws_sdk_sqs::types::MessageSystemAttributeName::SequenceNumber)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let record = |id: &str, body: &str, sequence: u128| {
         json!({"messageId": id, "receiptHandle": "rh", "body": body,
-               "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": "o/r#7"},
+               "attributes": {"ApproximateReceiveCount": "1", "MessageGroupId": "o/r#7",
+                              "SequenceNumber": sequence.to_string()},
                "eventSource": "aws:sqs", "awsRegion": "us-east-1"})
     };
     let batch = json!({"Records": [
-        record(m.message_id().unwrap(), m.body().unwrap()),
-        record("broken-1", "not a job"),
+        record(m.message_id().unwrap(), m.body().unwrap(), sequence),
+        record("broken-1", "not a job", sequence + 1),
     ]});
     let (answers, logs) = invoke_logged(&t, &env, "worker", &[batch]);
     assert_eq!(
@@ -279,15 +286,31 @@ fn a_delivery_goes_webhook_to_sqs_fifo_to_worker_and_only_a_bad_message_returns(
         assert_eq!(issue.comments.len(), 1);
         assert_eq!(issue.comments[0].author, "autotriage-bot");
     }
-    // An older event of the same issue arriving late is skipped: a newer one was handled.
+    // An older triage of the same issue arriving late (a lower sequence number, whatever
+    // its clock says) is skipped: a newer one was done. So is the done message again.
     let writes = gh.writes("o/r").len();
     let mut older: Value = serde_json::from_str(m.body().unwrap()).unwrap();
-    older["queued_at"] = json!(older["queued_at"].as_i64().unwrap() - 60);
+    older["queued_at"] = json!(older["queued_at"].as_i64().unwrap() + 3600);
     older["delivery"] = json!("d-0");
-    let late = json!({"Records": [record("late-1", &older.to_string())]});
+    let late = json!({"Records": [
+        record("late-1", &older.to_string(), sequence - 1),
+        record(m.message_id().unwrap(), m.body().unwrap(), sequence),
+    ]});
     let (answers, logs) = invoke_logged(&t, &env, "worker", &[late]);
     assert_eq!(answers[0], json!({"batchItemFailures": []}));
-    assert!(logs.iter().any(|l| l["msg"] == "skipped"), "{logs:#?}");
+    let why: Vec<&str> = logs
+        .iter()
+        .filter(|l| l["msg"] == "skipped")
+        .map(|l| l["why"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        why,
+        [
+            "a newer triage of this issue was already done",
+            "this message was already done"
+        ],
+        "{logs:#?}"
+    );
     assert_eq!(gh.writes("o/r").len(), writes);
 }
 
@@ -300,6 +323,7 @@ fn a_fix_job_starts_a_codebuild_build_with_no_secret_in_the_request() {
     let (rt, _) = sqs_client(&moto.url);
     let conf = rt.block_on(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(autotriage::tls::aws_http_client())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&moto.url)
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(

@@ -91,6 +91,7 @@ impl Server {
         signature: Option<&str>,
         content_type: &str,
     ) -> (u16, String) {
+        autotriage::tls::install();
         let client = reqwest::blocking::Client::new();
         let mut req = client
             .post(format!("http://{}/webhook", self.addr))
@@ -117,6 +118,7 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> String {
+        autotriage::tls::install();
         reqwest::blocking::get(format!("http://{}{path}", self.addr))
             .unwrap()
             .text()
