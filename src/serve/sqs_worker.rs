@@ -40,8 +40,11 @@ pub struct SqsConsumer {
     next_id: Arc<AtomicI64>,
     /// The last counts and when they were read: `/metrics` is unauthenticated, so a
     /// scrape flood reads SQS at most every [`DEPTH_TTL`].
-    depth_cache: Arc<Mutex<Option<(std::time::Instant, Vec<(String, i64)>)>>>,
+    depth_cache: Arc<Mutex<Option<(std::time::Instant, Depth)>>>,
 }
+
+/// Message counts by state.
+type Depth = Vec<(String, i64)>;
 
 /// How long the queue's counts are reused.
 const DEPTH_TTL: std::time::Duration = std::time::Duration::from_secs(10);
