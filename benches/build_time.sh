@@ -3,6 +3,7 @@
 # a fresh worktree and target folder (nothing shared, nothing cached but the crates
 # downloaded).
 #   bash benches/build_time.sh BEFORE_REV AFTER_REV
+# Run it on a quiet machine: a compile or test run beside it slows both builds.
 set -euo pipefail
 top="$(git rev-parse --show-toplevel)"
 scratch="$(mktemp -d)"
@@ -15,5 +16,9 @@ for which in before after; do
   end=$(date +%s)
   size=$(stat -c %s "$scratch/target-$which/release/autotriage")
   echo "$which $rev: clean release build $((end - start)) s on $(nproc) cores, binary $size bytes"
+  # KEEP_BIN=PATH keeps the after binary (to time it: handle-event, the webhook).
+  if [ "$which" = after ] && [ -n "${KEEP_BIN:-}" ]; then
+    cp "$scratch/target-$which/release/autotriage" "$KEEP_BIN"
+  fi
   rm -rf "$scratch/target-$which"
 done

@@ -12,11 +12,22 @@ pub fn install() {
     });
 }
 
-/// The AWS SDK's HTTPS client, on rustls with ring.
+/// The AWS SDK's HTTPS client, on rustls with ring: what the SDK's default client
+/// does with aws-lc (its timeouts and sleep, and the proxy from `HTTPS_PROXY`,
+/// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`), with the crypto changed.
 pub fn aws_http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::proxy::ProxyConfig;
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use aws_smithy_http_client::{Builder, ConnectorBuilder};
     install();
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
+    Builder::new().build_with_connector_fn(|settings, components| {
+        let mut connector =
+            ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(c) = components {
+            connector.set_sleep_impl(c.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }

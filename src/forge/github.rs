@@ -183,6 +183,14 @@ impl GithubForge {
             reference: api_url.into(),
             message,
         })?;
+        if let Ok(u) = reqwest::Url::parse(api_url)
+            && (!u.username().is_empty() || u.password().is_some())
+        {
+            return Err(ForgeError::Unsupported {
+                reference: "github.api_url".into(),
+                message: "github.api_url holds a user name or password, which would replace the token and show in messages\n  fix: remove it from the URL; the token comes from GITHUB_TOKEN".into(),
+            });
+        }
         if reqwest::Url::parse(api_url).is_err() {
             return Err(ForgeError::Unsupported {
                 reference: api_url.into(),
@@ -240,14 +248,38 @@ impl GithubForge {
         self
     }
 
+    /// A path under the API URL, or an absolute URL GitHub gave (a `Link` header's next
+    /// page, an `html_url`): the token goes with every request, so an absolute URL
+    /// must be on the API URL's scheme, host and port.
+    fn resolve(&self, what: &str, url: &str) -> Result<String, ForgeError> {
+        if !url.starts_with("http") {
+            return Ok(format!("{}{url}", self.api_url));
+        }
+        let origin = |u: &str| {
+            reqwest::Url::parse(u).ok().map(|u| {
+                (
+                    u.scheme().to_string(),
+                    u.host_str().map(str::to_string),
+                    u.port_or_known_default(),
+                )
+            })
+        };
+        match (origin(url), origin(&self.api_url)) {
+            (Some(a), Some(b)) if a == b => Ok(url.to_string()),
+            _ => Err(ForgeError::Unsupported {
+                reference: what.into(),
+                message: format!(
+                    "GitHub's answer pointed at {url}, outside github.api_url ({}); the token is not sent there\n  fix: check github.api_url, or the proxy in front of GitHub",
+                    self.api_url
+                ),
+            }),
+        }
+    }
+
     /// GET a URL (absolute, or a path under the API URL), retrying what is worth
     /// retrying. Returns the JSON and the `Link: rel="next"` URL.
     pub(crate) fn get(&self, what: &str, url: &str) -> Result<(Value, Option<String>), ForgeError> {
-        let url = if url.starts_with("http") {
-            url.to_string()
-        } else {
-            format!("{}{url}", self.api_url)
-        };
+        let url = self.resolve(what, url)?;
         let started = Instant::now();
         let mut attempt = 0u32;
         loop {
@@ -704,11 +736,7 @@ impl GithubForge {
         url: &str,
         body: &Value,
     ) -> Result<Value, ForgeError> {
-        let url = if url.starts_with("http") {
-            url.to_string()
-        } else {
-            format!("{}{url}", self.api_url)
-        };
+        let url = self.resolve(what, url)?;
         // Writes are sent once: a failure is re-checked by the caller, never re-sent blindly.
         let result = self.runtime.block_on(async {
             let request = match method {
@@ -963,6 +991,49 @@ impl Forge for GithubForge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_goes_only_to_the_api_urls_origin() {
+        let forge = GithubForge::with_token(
+            "https://ghe.example/api/v3",
+            "t0ken".into(),
+            0,
+            ListOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            forge.resolve("x", "/repos/o/r").unwrap(),
+            "https://ghe.example/api/v3/repos/o/r"
+        );
+        assert!(
+            forge
+                .resolve("x", "https://ghe.example/api/v3/repos/o/r/issues?page=2")
+                .is_ok()
+        );
+        for elsewhere in [
+            "https://evil.example/api/v3/repos/o/r/issues?page=2",
+            "http://ghe.example/api/v3/repos/o/r/issues?page=2",
+            "https://ghe.example:8443/api/v3/repos/o/r/issues?page=2",
+            "https://ghe.example.evil.example/x",
+        ] {
+            let e = forge.resolve("x", elsewhere).unwrap_err().to_string();
+            assert!(
+                e.contains("the token is not sent there"),
+                "{elsewhere}: {e}"
+            );
+        }
+        let e = GithubForge::with_token(
+            "https://user:pw@ghe.example/api/v3",
+            "t0ken".into(),
+            0,
+            ListOptions::default(),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("holds a user name or password"), "{e}");
+        assert!(!e.contains("pw"), "{e}");
+    }
 
     #[test]
     fn link_header_next() {

@@ -1,7 +1,7 @@
 //! `X-Hub-Signature-256`: HMAC-SHA256 of the raw body with the webhook secret, compared
 //! in constant time (the `hmac` crate's `verify_slice`).
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Why a delivery's signature was refused.
@@ -30,7 +30,7 @@ pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), Si
         return Err(SignatureError::Malformed);
     }
     let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
     mac.update(body);
     mac.verify_slice(&expected)
         .map_err(|_| SignatureError::Mismatch)
@@ -38,7 +38,7 @@ pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), Si
 
 /// The header value for `body` signed with `secret` (for tests and tools).
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret) else {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else {
         return String::new();
     };
     mac.update(body);
