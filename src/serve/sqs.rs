@@ -97,7 +97,8 @@ pub fn dedup_id(delivery: &str, index: usize) -> String {
     format!("{d}:{index}")
 }
 
-fn sdk_message<
+/// An SQS error as one line: the service's code and message, else the whole chain.
+pub(super) fn sdk_message<
     E: std::error::Error + 'static + aws_sdk_sqs::error::ProvideErrorMetadata,
     R: std::fmt::Debug,
 >(

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
 use super::queue::{Job, JobState};
-use super::sqs::{Message, SqsSettings, group_id};
+use super::sqs::{Message, SqsSettings, group_id, sdk_message};
 use super::worker::{JobFailure, JobSource, Keeper, WorkerSettings};
 
 /// SQS's longest visibility timeout (12 hours).
@@ -182,7 +182,13 @@ impl SqsConsumer {
                     .send(),
             )
             .map(|_| ())
-            .map_err(|e| format!("SQS ChangeMessageVisibility on {}: {}", self.url, sdk(&e)))
+            .map_err(|e| {
+                format!(
+                    "SQS ChangeMessageVisibility on {}: {}",
+                    self.url,
+                    sdk_message(&e)
+                )
+            })
     }
 
     fn delete(&self, receipt: &str) -> Result<(), String> {
@@ -195,7 +201,7 @@ impl SqsConsumer {
                     .send(),
             )
             .map(|_| ())
-            .map_err(|e| format!("SQS DeleteMessage on {}: {}", self.url, sdk(&e)))
+            .map_err(|e| format!("SQS DeleteMessage on {}: {}", self.url, sdk_message(&e)))
     }
 
     /// Move a message to the dead-letter queue: a copy there, then the original
@@ -214,7 +220,7 @@ impl SqsConsumer {
                     .message_deduplication_id(format!("dead-{}", held.message_id))
                     .send(),
             )
-            .map_err(|e| format!("SQS SendMessage to {dead}: {}", sdk(&e)))?;
+            .map_err(|e| format!("SQS SendMessage to {dead}: {}", sdk_message(&e)))?;
         // The copy is there: the original must not run again, whatever the delete does.
         let mut deleted = self.delete(&held.receipt);
         for _ in 0..3 {
@@ -244,7 +250,7 @@ impl SqsConsumer {
                     .message_system_attribute_names(MessageSystemAttributeName::All)
                     .send(),
             )
-            .map_err(|e| format!("SQS ReceiveMessage on {}: {}", self.url, sdk(&e)))?;
+            .map_err(|e| format!("SQS ReceiveMessage on {}: {}", self.url, sdk_message(&e)))?;
         let Some(m) = out.messages.unwrap_or_default().into_iter().next() else {
             return Ok(None);
         };
@@ -366,10 +372,4 @@ impl JobSource for SqsSource {
             .set_visibility(&held.receipt, f.retry_after.unwrap_or(backoff + jitter))?;
         Ok(JobState::Queued)
     }
-}
-
-fn sdk<E: std::error::Error + 'static, R: std::fmt::Debug>(
-    e: &aws_sdk_sqs::error::SdkError<E, R>,
-) -> String {
-    format!("{}", aws_sdk_sqs::error::DisplayErrorContext(e))
 }
