@@ -41,6 +41,15 @@ pub fn run(args: &ServeArgs, ctx: &Ctx) -> Result<()> {
         )
         .into());
     }
+    // Checked before anything is asked of GitHub.
+    if ctx.config().queue.backend == QueueBackend::Sqs
+        && ctx.config().queue.dead_letter_url.is_none()
+    {
+        return Err(CommandError::usage(
+            "serve on SQS needs queue.dead_letter_url: without it a job that failed for good would come back and run again\n  fix: set queue.dead_letter_url to the queue's dead-letter queue (its redrive target)",
+        )
+        .into());
+    }
     // A GitHub App when `github.app_id` is set, else the token's user.
     let app = crate::forge::github_app::AppAuth::from_config(ctx.config())?;
     let bot = match &app {
@@ -260,7 +269,18 @@ fn catch_up(
 ) -> Result<Vec<String>> {
     let since = chrono::Utc::now() - chrono::Duration::hours(hours.min(24 * 365) as i64);
     let mut asked: Vec<String> = Vec::new();
-    for d in app.deliveries()? {
+    let deliveries = app.deliveries()?;
+    // A delivery whose redelivery succeeded was received, whatever the queue can say.
+    let received_ok: Vec<&str> = deliveries
+        .iter()
+        .filter(|d| {
+            d["status_code"]
+                .as_u64()
+                .is_some_and(|s| (200..300).contains(&s))
+        })
+        .filter_map(|d| d["guid"].as_str())
+        .collect();
+    for d in &deliveries {
         let guid = d["guid"].as_str().unwrap_or("").to_string();
         let when = d["delivered_at"]
             .as_str()
@@ -273,6 +293,7 @@ fn catch_up(
             || ok
             || when.is_none_or(|w| w < since)
             || asked.contains(&guid)
+            || received_ok.contains(&guid.as_str())
             || received(&guid)?
         {
             continue;

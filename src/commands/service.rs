@@ -646,14 +646,16 @@ impl Executor for Coalescing<'_, '_> {
         let Some(sequence) = sequence_of(job.sequence.as_deref()) else {
             return self.service.execute(job);
         };
-        let done_key = format!("queue/done/{}/{}", job.spec.kind(), job.key);
-        let done = || {
-            ctx.open_memory(OpenMode::Create)
-                .ok()
-                .and_then(|m| m.get_kv(&done_key).ok().flatten())
-                .and_then(|v| sequence_of(v.as_str()))
+        // Sequence numbers rise only within one queue: the record names its queue.
+        let queue = cfg.queue.url.as_deref().unwrap_or("");
+        let done_key = format!("queue/done/{queue}/{}/{}", job.spec.kind(), job.key);
+        // Err: the memory could not be read (run the job; record nothing).
+        let done = || -> Result<Option<u128>, ()> {
+            let m = ctx.open_memory(OpenMode::Create).map_err(|_| ())?;
+            let v = m.get_kv(&done_key).map_err(|_| ())?;
+            Ok(v.and_then(|v| sequence_of(v.as_str())))
         };
-        let skip = match done() {
+        let skip = match done().ok().flatten() {
             Some(d) if d == sequence => Some("this message was already done"),
             Some(d) if d > sequence && matches!(job.spec, JobSpec::Triage { .. }) => {
                 Some("a newer triage of this issue was already done")
@@ -670,7 +672,7 @@ impl Executor for Coalescing<'_, '_> {
         let result = self.service.execute(job);
         // Only ever raised: a late finisher never lowers what a newer job recorded.
         if result.is_ok()
-            && done().is_none_or(|d| d < sequence)
+            && done().is_ok_and(|d| d.is_none_or(|d| d < sequence))
             && let Ok(mut m) = ctx.open_memory(OpenMode::Create)
         {
             let _ = m.put_kv(&done_key, &json!(sequence.to_string()));

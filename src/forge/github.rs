@@ -171,6 +171,14 @@ impl GithubForge {
         max_wait_secs: u64,
         list: ListOptions,
     ) -> Result<Self, ForgeError> {
+        if let Ok(u) = reqwest::Url::parse(api_url)
+            && (!u.username().is_empty() || u.password().is_some())
+        {
+            return Err(ForgeError::Unsupported {
+                reference: "github.api_url".into(),
+                message: "github.api_url holds a user name or password, which would replace the token and show in messages\n  fix: remove it from the URL; the token comes from GITHUB_TOKEN".into(),
+            });
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -183,14 +191,6 @@ impl GithubForge {
             reference: api_url.into(),
             message,
         })?;
-        if let Ok(u) = reqwest::Url::parse(api_url)
-            && (!u.username().is_empty() || u.password().is_some())
-        {
-            return Err(ForgeError::Unsupported {
-                reference: "github.api_url".into(),
-                message: "github.api_url holds a user name or password, which would replace the token and show in messages\n  fix: remove it from the URL; the token comes from GITHUB_TOKEN".into(),
-            });
-        }
         if reqwest::Url::parse(api_url).is_err() {
             return Err(ForgeError::Unsupported {
                 reference: api_url.into(),

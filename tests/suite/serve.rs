@@ -1510,3 +1510,28 @@ fn handle_event_latency() {
         times.len()
     );
 }
+
+#[test]
+fn serve_on_sqs_without_a_dead_letter_queue_refuses_to_start() {
+    let t = TestContext::new();
+    config(
+        &t,
+        "o/r",
+        "queue:\n  backend: sqs\n  url: http://127.0.0.1:9/q.fifo\n",
+    );
+    let o = t
+        .cmd()
+        .env("AUTOTRIAGE_WEBHOOK_SECRET", SECRET)
+        .env("GITHUB_TOKEN", "t")
+        .env("GITHUB_API_URL", "http://127.0.0.1:9")
+        .env("AUTOTRIAGE_SET", "github.bot_login=autotriage-bot")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("serve on SQS needs queue.dead_letter_url"),
+        "{}",
+        stderr(&o)
+    );
+}
