@@ -154,17 +154,7 @@ pub(super) fn sqs_client(url: &str) -> (tokio::runtime::Runtime, aws_sdk_sqs::Cl
 }
 
 fn world(gh: &FakeGithub) {
-    let mut w = gh.world();
-    w.add_label("o/r", "bug");
-    w.add_issue(
-        "o/r",
-        7,
-        "Crash when saving a file",
-        "It panics on save with an error: thread 'main' panicked at src/lib.rs:2.",
-        "reporter",
-        "NONE",
-        &[],
-    );
+    super::serve::crash_issue(gh);
 }
 
 #[test]

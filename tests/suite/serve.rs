@@ -537,7 +537,8 @@ fn queue_commands_show_retry_and_drop_a_dead_letter() {
     let _ = MAINT;
 }
 
-fn crash_issue(gh: &FakeGithub) {
+/// Issue o/r#7, a crash report by a stranger, and the repository's `bug` label.
+pub(super) fn crash_issue(gh: &FakeGithub) {
     let mut w = gh.world();
     w.add_label("o/r", "bug");
     w.add_issue(
